@@ -1,0 +1,405 @@
+package runtime
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	stdruntime "runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/multimodule/multimodule/statestore"
+)
+
+// SaveStateTimer is the interval name that sets how often a Stateful task's
+// state is saved when it changed.
+const SaveStateTimer = "save_state"
+
+// DefaultSaveState is the save interval when the config does not set one.
+const DefaultSaveState = time.Second
+
+type configChange struct {
+	config    map[string]any
+	intervals map[string]time.Duration
+	done      chan error
+}
+
+// runner hosts one task. Everything not atomic or under tmu is owned by the
+// task's goroutine (or by Start, before that goroutine exists).
+type runner struct {
+	h        *Host
+	name     string
+	kind     string
+	task     Task
+	stateful bool
+	started  time.Time
+	mbox     *mailbox
+	done     chan struct{}
+
+	intervals map[string]time.Duration
+	state     map[string]any
+	store     *statestore.Store
+	savedJSON []byte
+	saveTimer *recurTimer
+	noRouter  bool
+
+	tmu          sync.Mutex
+	timers       map[string]*recurTimer
+	timersClosed bool
+
+	msgsIn, msgsOut, failures, stateGen atomic.Uint64
+	busyNanos                           atomic.Int64
+}
+
+func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
+	r = &runner{
+		h: h, name: spec.Name, kind: spec.Kind, started: time.Now(),
+		mbox: newMailbox(), done: make(chan struct{}),
+		timers: map[string]*recurTimer{}, state: map[string]any{},
+	}
+	if err := r.safely("factory", func() error { r.task = spec.New(); return nil }); err != nil {
+		return nil, err
+	}
+	if r.task == nil {
+		return nil, fmt.Errorf("factory for %s returned nil", spec.Kind)
+	}
+	_, r.stateful = r.task.(Stateful)
+	if r.stateful {
+		if err := r.openState(); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.applyConfig(&configChange{config: spec.Config, intervals: spec.Intervals}); err != nil {
+		r.stopTimers()
+		if r.store != nil {
+			r.store.Close()
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// loop is the task's goroutine.
+func (r *runner) loop() {
+	defer close(r.done)
+	for {
+		batch, closed := r.mbox.takeAll()
+		if batch == nil {
+			if closed {
+				break
+			}
+			r.mbox.wait()
+			continue
+		}
+		t0 := time.Now()
+		var msgs, all uint64
+		for s := batch; s != nil; s = s.next {
+			for i := range s.items[:s.n] {
+				it := &s.items[i]
+				if it.ctl == nil {
+					msgs++
+					r.handleMessage(it.msg)
+				} else {
+					r.handleControl(it.ctl)
+				}
+			}
+			all += uint64(s.n)
+		}
+		r.msgsIn.Add(msgs)
+		r.busyNanos.Add(int64(time.Since(t0)))
+		r.mbox.done.Add(all)
+		r.mbox.recycle(batch)
+	}
+	r.finish()
+}
+
+// handleMessage is the hot path: no closure, one deferred recover.
+func (r *runner) handleMessage(msg Message) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.messageFailed(panicError("message handler", p))
+		}
+	}()
+	if err := r.task.Message(r, msg); err != nil {
+		r.messageFailed(err)
+	}
+}
+
+func (r *runner) messageFailed(err error) {
+	r.failures.Add(1)
+	r.h.ch.Error.Error("message failed", "task", r.name, "error", err)
+}
+
+func (r *runner) handleControl(c *control) {
+	switch c.kind {
+	case ctlTimer:
+		t := c.timer
+		t.pending.Store(false)
+		if t.isStopped() {
+			return
+		}
+		if err := r.safely("timer "+t.name, func() error { t.work(r); return nil }); err != nil {
+			r.failures.Add(1)
+			r.h.ch.Error.Error("timer failed", "task", r.name, "timer", t.name, "error", err)
+		}
+	case ctlConfig:
+		err := r.applyConfig(c.config)
+		if err != nil {
+			r.h.ch.Error.Error("config change failed", "task", r.name, "error", err)
+		}
+		if c.config.done != nil {
+			c.config.done <- err
+		}
+	}
+}
+
+// ErrPanic wraps a panic caught in task code.
+var ErrPanic = errors.New("panic")
+
+// safely runs task code, turning a panic into an error with its stack.
+func (r *runner) safely(what string, fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError(what, p)
+		}
+	}()
+	return fn()
+}
+
+// panicError describes a recovered panic with the stack that raised it.
+func panicError(what string, p any) error {
+	buf := make([]byte, 8<<10)
+	buf = buf[:stdruntime.Stack(buf, false)]
+	return fmt.Errorf("%s: %w: %v\n%s", what, ErrPanic, p, buf)
+}
+
+func (r *runner) applyConfig(c *configChange) error {
+	for name, d := range c.intervals {
+		if d <= 0 {
+			return fmt.Errorf("interval %s: must be positive, got %v", name, d)
+		}
+	}
+	r.intervals = c.intervals
+	if cfg, ok := r.task.(Configurable); ok {
+		config := c.config
+		if config == nil {
+			config = map[string]any{}
+		}
+		if err := r.safely("SetConfig", func() error { return cfg.SetConfig(r, config) }); err != nil {
+			return fmt.Errorf("SetConfig: %w", err)
+		}
+	}
+	// An override applies to timers the task did not re-create in SetConfig.
+	r.tmu.Lock()
+	for name, t := range r.timers {
+		if d, ok := r.intervals[name]; ok {
+			t.setEvery(d)
+		}
+	}
+	r.tmu.Unlock()
+	if r.stateful {
+		every := DefaultSaveState
+		if d, ok := r.intervals[SaveStateTimer]; ok {
+			every = d
+		}
+		if r.saveTimer == nil {
+			r.addTimer(func() *recurTimer {
+				r.saveTimer = r.newTimer(SaveStateTimer, every, func(Context) { r.saveState() })
+				return r.saveTimer
+			})
+		} else {
+			r.saveTimer.setEvery(every)
+		}
+	}
+	return nil
+}
+
+// addTimer starts a timer unless the task is stopping.
+func (r *runner) addTimer(mk func() *recurTimer) {
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	if r.timersClosed {
+		return
+	}
+	mk()
+}
+
+func (r *runner) stopTimers() {
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	r.timersClosed = true
+	for _, t := range r.timers {
+		t.stop()
+	}
+	if r.saveTimer != nil {
+		r.saveTimer.stop()
+	}
+}
+
+// finish runs on the task's goroutine after its last item.
+func (r *runner) finish() {
+	r.stopTimers()
+	if r.store != nil {
+		r.saveState()
+		if err := r.store.Close(); err != nil {
+			r.h.ch.Error.Error("closing state file", "task", r.name, "error", err)
+		}
+	}
+}
+
+// openState opens the task's state file and restores the newest snapshot
+// that verifies. Damage never stops the task: it is alerted, the bad data
+// kept aside, and the task starts from what could be trusted.
+func (r *runner) openState() error {
+	path := filepath.Join(r.h.opts.StateDir, "tasks", r.name+".db")
+	st, err := statestore.Open(path, statestore.Options{})
+	if errors.Is(err, statestore.ErrCorruptFile) {
+		moved, merr := statestore.MoveAside(path, time.Now())
+		if merr != nil {
+			return fmt.Errorf("%w (and %v)", err, merr)
+		}
+		r.alert("state file is corrupt: moved aside, starting with empty state",
+			"error", err, "moved_to", moved)
+		st, err = statestore.Open(path, statestore.Options{})
+	}
+	if err != nil {
+		return err
+	}
+	r.store = st
+	snap, bad, err := st.Load()
+	for _, q := range bad {
+		r.alert("state snapshot failed verification: quarantined",
+			"generation", q.Generation, "error", q.Err, "file", path)
+	}
+	switch {
+	case err == nil:
+		var state map[string]any
+		if jerr := json.Unmarshal(snap.Payload, &state); jerr != nil || state == nil {
+			r.alert("state snapshot is not a JSON object: starting with empty state",
+				"generation", snap.Generation, "error", jerr, "file", path)
+			break
+		}
+		r.state = state
+		r.stateGen.Store(snap.Generation)
+		if len(bad) > 0 {
+			r.alert("restored an older state snapshot", "generation", snap.Generation, "saved_at", snap.Time)
+		}
+	case errors.Is(err, statestore.ErrNoSnapshot):
+		if len(bad) > 0 {
+			r.alert("no state snapshot verified: starting with empty state", "file", path)
+		}
+	default:
+		st.Close()
+		return err
+	}
+	r.savedJSON, _ = json.Marshal(r.state)
+	return nil
+}
+
+// saveState writes the state if it changed since the last save.
+func (r *runner) saveState() {
+	if r.store == nil {
+		return
+	}
+	b, err := json.Marshal(r.state)
+	if err != nil {
+		r.failures.Add(1)
+		r.h.ch.Error.Error("state is not JSON: not saved", "task", r.name, "error", err)
+		return
+	}
+	if bytes.Equal(b, r.savedJSON) {
+		return
+	}
+	gen, err := r.store.Save(b)
+	if err != nil {
+		r.failures.Add(1)
+		r.h.ch.Error.Error("saving state failed", "task", r.name, "error", err)
+		return
+	}
+	r.savedJSON = b
+	r.stateGen.Store(gen)
+}
+
+func (r *runner) alert(msg string, kv ...any) {
+	r.h.ch.Alert.Warn(msg, append([]any{"task", r.name}, kv...)...)
+}
+
+func (r *runner) status() TaskStatus {
+	s := TaskStatus{
+		Name: r.name, Kind: r.kind, Stateful: r.stateful, Started: r.started,
+		MessagesIn: r.msgsIn.Load(), MessagesOut: r.msgsOut.Load(), Failures: r.failures.Load(),
+		Depth: r.mbox.depth(), Busy: time.Duration(r.busyNanos.Load()),
+		StateGeneration: r.stateGen.Load(), Timers: map[string]time.Duration{},
+	}
+	r.tmu.Lock()
+	for name, t := range r.timers {
+		s.Timers[name] = t.period()
+	}
+	r.tmu.Unlock()
+	return s
+}
+
+// --- Context, as seen by the task (only on its own goroutine) ---
+
+func (r *runner) Name() string { return r.name }
+
+func (r *runner) Emit(msg Message) {
+	msg = StampSource(msg, r.name)
+	if err := r.Send("Router", msg); err != nil && !r.noRouter {
+		// Say it once: a daemon without a Router would otherwise repeat
+		// this for every emit.
+		r.noRouter = true
+		r.h.ch.Error.Error("emitted message not delivered (further ones are counted, not logged)",
+			"task", r.name, "error", err)
+	}
+}
+
+func (r *runner) Send(qname string, msg Message) error {
+	if err := r.h.Send(qname, msg); err != nil {
+		r.failures.Add(1)
+		return err
+	}
+	r.msgsOut.Add(1)
+	return nil
+}
+
+func (r *runner) Recur(name string, every time.Duration, work func(Context)) {
+	if d, ok := r.intervals[name]; ok {
+		every = d
+	}
+	if every <= 0 || work == nil {
+		r.h.ch.Error.Error("Recur ignored: needs a positive interval and work", "task", r.name, "timer", name, "every", every)
+		return
+	}
+	r.addTimer(func() *recurTimer {
+		if old := r.timers[name]; old != nil {
+			old.stop()
+		}
+		t := r.newTimer(name, every, work)
+		r.timers[name] = t
+		return t
+	})
+}
+
+func (r *runner) StopRecur(name string) {
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	if t := r.timers[name]; t != nil {
+		t.stop()
+		delete(r.timers, name)
+	}
+}
+
+func (r *runner) State() map[string]any { return r.state }
+
+func (r *runner) Log(msg string, kv ...any)   { r.h.ch.Log.Info(msg, r.kv(kv)...) }
+func (r *runner) Debug(msg string, kv ...any) { r.h.ch.Debug.Debug(msg, r.kv(kv)...) }
+func (r *runner) Alert(msg string, kv ...any) { r.h.ch.Alert.Warn(msg, r.kv(kv)...) }
+func (r *runner) Error(msg string, kv ...any) { r.h.ch.Error.Error(msg, r.kv(kv)...) }
+
+func (r *runner) kv(kv []any) []any { return append([]any{"task", r.name}, kv...) }
+
+var _ Context = (*runner)(nil)

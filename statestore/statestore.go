@@ -1,0 +1,306 @@
+// Package statestore keeps a task's persistent state in a bbolt file as a
+// short history of checksummed snapshots.
+//
+// Each stateful task owns one file. bbolt holds an exclusive lock on an open
+// file, so owning the file is also the guarantee that no two processes host
+// the same stateful task.
+//
+// A snapshot is stored as a fixed header followed by the payload:
+//
+//	magic "MMS1" | generation uint64 | unix nanos int64 | length uint32 | CRC32C uint32 | payload
+//
+// all big-endian. The CRC covers the header fields before it and the payload,
+// so a flipped bit anywhere in a snapshot is caught. Load returns the newest
+// snapshot that verifies; the ones that do not are moved to a quarantine
+// bucket (kept for forensics, never loaded again) and reported to the caller.
+package statestore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Errors returned when opening a store.
+var (
+	// ErrLocked means another process (or another Store in this one) has the
+	// file open. The task's state is owned elsewhere.
+	ErrLocked = errors.New("statestore: state file is in use by another process")
+	// ErrCorruptFile means the file is not a readable bbolt database
+	// (truncated, overwritten, or not a state file at all).
+	ErrCorruptFile = errors.New("statestore: state file is corrupt")
+)
+
+// Errors returned when loading.
+var (
+	// ErrNoSnapshot means the store holds no snapshot that verifies: it is
+	// new, or every snapshot in it failed its checksum.
+	ErrNoSnapshot = errors.New("statestore: no valid snapshot")
+)
+
+// Reasons a snapshot fails verification; wrapped in Quarantined.Err.
+var (
+	ErrBadHeader = errors.New("statestore: bad snapshot header")
+	ErrLength    = errors.New("statestore: snapshot length mismatch")
+	ErrChecksum  = errors.New("statestore: snapshot checksum mismatch")
+)
+
+const (
+	magic      = "MMS1"
+	headerSize = 4 + 8 + 8 + 4 + 4
+	// DefaultKeep is how many snapshots a store keeps when Options.Keep is 0.
+	DefaultKeep = 3
+)
+
+var (
+	snapshotsBucket  = []byte("snapshots")
+	quarantineBucket = []byte("quarantine")
+	castagnoli       = crc32.MakeTable(crc32.Castagnoli)
+)
+
+// Options tune a Store. The zero value is usable.
+type Options struct {
+	// Keep is how many snapshots are retained; older ones are pruned on Save.
+	Keep int
+	// LockTimeout is how long Open waits for the file lock before returning
+	// ErrLocked. Zero means a short default (100ms): a held lock is an answer,
+	// not a reason to hang.
+	LockTimeout time.Duration
+	// Now stamps snapshots; defaults to time.Now.
+	Now func() time.Time
+}
+
+// Store is an open state file. Its methods are safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+	keep int
+	now  func() time.Time
+}
+
+// Snapshot is one verified saved state.
+type Snapshot struct {
+	Generation uint64
+	Time       time.Time
+	Payload    []byte
+}
+
+// Quarantined describes a snapshot that failed verification during Load and
+// was moved out of the way.
+type Quarantined struct {
+	Generation uint64
+	Err        error
+}
+
+// Open opens or creates the state file at path (its directory is created
+// 0700, the file 0600).
+func Open(path string, opts Options) (s *Store, err error) {
+	if opts.Keep <= 0 {
+		opts.Keep = DefaultKeep
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 100 * time.Millisecond
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("statestore: %w", err)
+	}
+	// bbolt trusts its file; a hostile or damaged one can make it panic
+	// rather than return an error. A state file must never take the
+	// daemon down.
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, fmt.Errorf("%w: %s: %v", ErrCorruptFile, path, r)
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
+		errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorruptFile, path, err)
+	case err != nil:
+		// bbolt reports short files and unreadable pages with ad hoc errors.
+		if fi, serr := os.Stat(path); serr == nil && fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%w: %s: %v", ErrCorruptFile, path, err)
+		}
+		return nil, fmt.Errorf("statestore: open %s: %w", path, err)
+	}
+	s = &Store{db: db, path: path, keep: opts.Keep, now: opts.Now}
+	if err := s.update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(snapshotsBucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(quarantineBucket)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Path is the file the store uses.
+func (s *Store) Path() string { return s.path }
+
+// Close releases the file and its lock.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Save writes payload as a new snapshot (generation one past the newest
+// stored) and prunes all but the newest Keep, in one fsync'd transaction.
+func (s *Store) Save(payload []byte) (gen uint64, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(snapshotsBucket)
+		if k, _ := b.Cursor().Last(); k != nil {
+			gen = binary.BigEndian.Uint64(k)
+		}
+		gen++
+		if err := b.Put(genKey(gen), encode(gen, s.now(), payload)); err != nil {
+			return err
+		}
+		// Keys are big-endian generations: everything at or below
+		// gen-keep is older than the newest keep snapshots.
+		if gen <= uint64(s.keep) {
+			return nil
+		}
+		oldest := gen - uint64(s.keep)
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= oldest; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return gen, err
+}
+
+// Load returns the newest snapshot that verifies. Snapshots newer than it
+// that fail verification are moved to quarantine and returned in bad, so the
+// caller can alert; they are never offered again. With no valid snapshot the
+// error is ErrNoSnapshot (bad may still list what was quarantined).
+func (s *Store) Load() (snap Snapshot, bad []Quarantined, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(snapshotsBucket)
+		q := tx.Bucket(quarantineBucket)
+		c := b.Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Last() {
+			got, derr := decode(v)
+			if derr == nil && got.Generation == binary.BigEndian.Uint64(k) {
+				snap = got
+				return nil
+			}
+			if derr == nil {
+				derr = fmt.Errorf("%w: key says generation %d, snapshot says %d",
+					ErrBadHeader, binary.BigEndian.Uint64(k), got.Generation)
+			}
+			gen := binary.BigEndian.Uint64(k)
+			bad = append(bad, Quarantined{Generation: gen, Err: derr})
+			// Quarantine under a fresh key: the same generation number may be
+			// reused by a later Save and fail again.
+			qk, _ := q.NextSequence()
+			if err := q.Put(genKey(qk), append([]byte(nil), v...)); err != nil {
+				return err
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return ErrNoSnapshot
+	})
+	return snap, bad, err
+}
+
+// QuarantineCount reports how many bad snapshots the file holds aside.
+func (s *Store) QuarantineCount() (n int, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(quarantineBucket).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// Check runs bbolt's consistency check over the whole file.
+func (s *Store) Check() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drain: the checker goroutine sends them all
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+}
+
+// update runs fn in a managed read-write transaction, turning a panic from
+// a damaged file into ErrCorruptFile.
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorruptFile, s.path, r)
+		}
+	}()
+	return s.db.Update(fn)
+}
+
+// MoveAside renames a corrupt state file out of the way (keeping it for
+// forensics) so that a fresh one can be created at path. It returns the new
+// name.
+func MoveAside(path string, now time.Time) (string, error) {
+	dst := fmt.Sprintf("%s.corrupt-%s", path, now.UTC().Format("20060102T150405.000000000"))
+	if err := os.Rename(path, dst); err != nil {
+		return "", fmt.Errorf("statestore: move corrupt file aside: %w", err)
+	}
+	return dst, nil
+}
+
+func genKey(gen uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], gen)
+	return k[:]
+}
+
+func encode(gen uint64, t time.Time, payload []byte) []byte {
+	buf := make([]byte, headerSize+len(payload))
+	copy(buf, magic)
+	binary.BigEndian.PutUint64(buf[4:], gen)
+	binary.BigEndian.PutUint64(buf[12:], uint64(t.UnixNano()))
+	binary.BigEndian.PutUint32(buf[20:], uint32(len(payload)))
+	copy(buf[headerSize:], payload)
+	crc := crc32.Update(crc32.Checksum(buf[:24], castagnoli), castagnoli, payload)
+	binary.BigEndian.PutUint32(buf[24:], crc)
+	return buf
+}
+
+func decode(v []byte) (Snapshot, error) {
+	if len(v) < headerSize || !bytes.Equal(v[:4], []byte(magic)) {
+		return Snapshot{}, ErrBadHeader
+	}
+	n := binary.BigEndian.Uint32(v[20:])
+	if int(n) != len(v)-headerSize {
+		return Snapshot{}, fmt.Errorf("%w: header says %d bytes, found %d", ErrLength, n, len(v)-headerSize)
+	}
+	payload := v[headerSize:]
+	want := binary.BigEndian.Uint32(v[24:])
+	if got := crc32.Update(crc32.Checksum(v[:24], castagnoli), castagnoli, payload); got != want {
+		return Snapshot{}, fmt.Errorf("%w: stored %08x, computed %08x", ErrChecksum, want, got)
+	}
+	return Snapshot{
+		Generation: binary.BigEndian.Uint64(v[4:]),
+		Time:       time.Unix(0, int64(binary.BigEndian.Uint64(v[12:]))),
+		// bbolt's memory is only valid inside the transaction.
+		Payload: append([]byte(nil), payload...),
+	}, nil
+}

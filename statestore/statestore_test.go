@@ -1,0 +1,213 @@
+package statestore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// openStore opens a real store in a per-test directory and checks the
+// file's integrity when the test ends.
+func openStore(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Check(); err != nil {
+			t.Errorf("integrity check: %v", err)
+		}
+		s.Close()
+	})
+	return s
+}
+
+func TestSaveLoadKeepsNewest(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, filepath.Join(t.TempDir(), "a.db"))
+	if _, _, err := s.Load(); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("empty store: got %v, want ErrNoSnapshot", err)
+	}
+	for i := 1; i <= 5; i++ {
+		gen, err := s.Save([]byte(fmt.Sprintf(`{"ct":%d}`, i)))
+		if err != nil || gen != uint64(i) {
+			t.Fatalf("Save %d: gen %d err %v", i, gen, err)
+		}
+	}
+	snap, bad, err := s.Load()
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("Load: %v %v", bad, err)
+	}
+	if snap.Generation != 5 || string(snap.Payload) != `{"ct":5}` {
+		t.Fatalf("Load got gen %d %q", snap.Generation, snap.Payload)
+	}
+	var n int
+	s.db.View(func(tx *bboltTx) error { n = tx.Bucket(snapshotsBucket).Stats().KeyN; return nil })
+	if n != DefaultKeep {
+		t.Fatalf("kept %d snapshots, want %d", n, DefaultKeep)
+	}
+}
+
+// flipByteOf flips one byte inside the on-disk copy of marker, which must
+// occur exactly once in the file.
+func flipByteOf(t *testing.T, path, marker string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := bytes.Count(b, []byte(marker)); c != 1 {
+		t.Fatalf("marker %q occurs %d times in %s", marker, c, path)
+	}
+	i := bytes.Index(b, []byte(marker))
+	b[i+len(marker)-1] ^= 0x01
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFlippedByteFallsBackAndQuarantines(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{`{"ct":"first-000"}`, `{"ct":"second-000"}`, `{"ct":"third-000"}`} {
+		if _, err := s.Save([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	flipByteOf(t, path, "third-000")
+
+	s = openStore(t, path)
+	snap, bad, err := s.Load()
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if string(snap.Payload) != `{"ct":"second-000"}` || snap.Generation != 2 {
+		t.Fatalf("loaded gen %d %q, want the previous snapshot", snap.Generation, snap.Payload)
+	}
+	if len(bad) != 1 || bad[0].Generation != 3 || !errors.Is(bad[0].Err, ErrChecksum) {
+		t.Fatalf("quarantined %+v, want generation 3 with a checksum error", bad)
+	}
+	if n, _ := s.QuarantineCount(); n != 1 {
+		t.Fatalf("quarantine holds %d, want 1", n)
+	}
+	// The bad snapshot is gone from the history: a second load is clean, and
+	// the next save is generation 3 again.
+	if _, bad, _ := s.Load(); len(bad) != 0 {
+		t.Fatalf("second load quarantined again: %+v", bad)
+	}
+	if gen, err := s.Save([]byte(`{}`)); err != nil || gen != 3 {
+		t.Fatalf("save after quarantine: gen %d err %v", gen, err)
+	}
+}
+
+func TestCorruptFiles(t *testing.T) {
+	t.Parallel()
+	valid := func(t *testing.T, path string) {
+		s, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Save([]byte(`{"ct":1}`))
+		s.Close()
+	}
+	tests := []struct {
+		name    string
+		corrupt func(t *testing.T, path string)
+	}{
+		{"garbage", func(t *testing.T, path string) {
+			os.WriteFile(path, bytes.Repeat([]byte("not a database "), 2000), 0o600)
+		}},
+		{"truncated", func(t *testing.T, path string) {
+			valid(t, path)
+			os.Truncate(path, 100)
+		}},
+		{"zero length", func(t *testing.T, path string) {
+			valid(t, path)
+			os.Truncate(path, 0)
+		}},
+		{"meta pages zeroed", func(t *testing.T, path string) {
+			valid(t, path)
+			b, _ := os.ReadFile(path)
+			for i := 0; i < 2*4096 && i < len(b); i++ {
+				b[i] = 0
+			}
+			os.WriteFile(path, b, 0o600)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "a.db")
+			tt.corrupt(t, path)
+			s, err := Open(path, Options{})
+			if err == nil {
+				// An empty file is a valid new database for bbolt; it must
+				// then behave as one.
+				defer s.Close()
+				if _, _, lerr := s.Load(); !errors.Is(lerr, ErrNoSnapshot) {
+					t.Fatalf("opened a %s file and Load gave %v", tt.name, lerr)
+				}
+				return
+			}
+			if !errors.Is(err, ErrCorruptFile) {
+				t.Fatalf("Open: %v, want ErrCorruptFile", err)
+			}
+			moved, err := MoveAside(path, s0time)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(moved); err != nil {
+				t.Fatalf("corrupt file not kept: %v", err)
+			}
+			fresh := openStore(t, path)
+			if _, err := fresh.Save([]byte(`{}`)); err != nil {
+				t.Fatalf("fresh store after MoveAside: %v", err)
+			}
+		})
+	}
+}
+
+func TestSecondOpenIsLocked(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	openStore(t, path)
+	if _, err := Open(path, Options{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+}
+
+func TestFilePermissions(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "state")
+	path := filepath.Join(dir, "a.db")
+	openStore(t, path)
+	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %o, want %o", p, got, want)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(encode(1, s0time, []byte(`{"ct":1}`)))
+	f.Add([]byte("MMS1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		snap, err := decode(b)
+		if err == nil && !bytes.Equal(encode(snap.Generation, snap.Time, snap.Payload), b) {
+			t.Fatalf("decode accepted bytes that do not round-trip")
+		}
+	})
+}
