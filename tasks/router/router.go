@@ -1,0 +1,264 @@
+// Package router is the built-in Router task: it forwards messages to
+// queues by their content.
+//
+// Config (checked by the CUE definition in router.cue before the task
+// sees it, and again by SetConfig):
+//
+//	routes: [...{
+//		match:          {...}       // see Matcher; {} matches everything
+//		transform?:     {...}       // see Transform; applied in place
+//		forwards?:      [...{qname: string}]
+//		short_circuit?: bool        // stop after this route when it matches
+//	}]
+//
+// Every route is checked in order against the message as earlier matching
+// routes transformed it. Each forward receives its own copy of the message.
+//
+// A message carrying a non-empty static_forwards array skips the routes: it
+// travels an itinerary it carries itself. The first hop (an array of
+// {forward: {qname}, transform?, log_history?}) is taken off the itinerary
+// and each record of it receives a copy of the message, transformed by the
+// record's transform, with the record appended to
+// .static_forwards_log.forward_history when log_history is true. The
+// receiving tasks emit the message again to continue the journey.
+package router
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+
+	"github.com/multimodule/multimodule/runtime"
+)
+
+// Kind is the Router's registered kind.
+const Kind = "builtin.Router"
+
+// ConfigSchema is the CUE definition #Config of the Router's config.
+//
+//go:embed router.cue
+var ConfigSchema string
+
+// ErrBadConfig is wrapped by every config error.
+var ErrBadConfig = errors.New("router config")
+
+// ErrBadStaticForwards is returned for a malformed itinerary in a message.
+var ErrBadStaticForwards = errors.New("malformed static_forwards")
+
+// Router is the routing task.
+type Router struct {
+	routes   []route
+	unrouted uint64
+}
+
+type route struct {
+	match        *Matcher
+	transform    *Transform
+	forwards     []string
+	shortCircuit bool
+}
+
+// New makes a Router with no routes.
+func New() runtime.Task { return &Router{} }
+
+// SetConfig replaces the routes; on error the old routes stay.
+func (r *Router) SetConfig(_ runtime.Context, config map[string]any) error {
+	routes, err := parseRoutes(config)
+	if err != nil {
+		return err
+	}
+	r.routes = routes
+	return nil
+}
+
+func parseRoutes(config map[string]any) ([]route, error) {
+	for k := range config {
+		if k != "routes" {
+			return nil, fmt.Errorf("%w: unknown field %q (want routes)", ErrBadConfig, k)
+		}
+	}
+	raw, ok := config["routes"]
+	if !ok {
+		return nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: routes: want a list, got %T", ErrBadConfig, raw)
+	}
+	routes := make([]route, 0, len(list))
+	for i, x := range list {
+		rt, err := parseRoute(x)
+		if err != nil {
+			return nil, fmt.Errorf("%w: routes[%d]: %w", ErrBadConfig, i, err)
+		}
+		routes = append(routes, rt)
+	}
+	return routes, nil
+}
+
+func parseRoute(x any) (route, error) {
+	var rt route
+	m, ok := x.(map[string]any)
+	if !ok {
+		return rt, fmt.Errorf("want an object, got %T", x)
+	}
+	for k, v := range m {
+		var err error
+		switch k {
+		case "match":
+			pat, isMap := v.(map[string]any)
+			if !isMap {
+				return rt, fmt.Errorf("match: want an object, got %T", v)
+			}
+			rt.match, err = Compile(pat)
+		case "transform":
+			t, isMap := v.(map[string]any)
+			if !isMap {
+				return rt, fmt.Errorf("transform: want an object, got %T", v)
+			}
+			rt.transform, err = CompileTransform(t)
+		case "forwards":
+			rt.forwards, err = parseForwards(v)
+		case "short_circuit":
+			b, isBool := v.(bool)
+			if !isBool {
+				return rt, fmt.Errorf("short_circuit: want true or false, got %T", v)
+			}
+			rt.shortCircuit = b
+		default:
+			return rt, fmt.Errorf("unknown field %q (want match, transform, forwards, short_circuit)", k)
+		}
+		if err != nil {
+			return rt, fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	if rt.match == nil {
+		return rt, errors.New("match is required ({} matches everything)")
+	}
+	return rt, nil
+}
+
+func parseForwards(v any) ([]string, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("want a list, got %T", v)
+	}
+	out := make([]string, 0, len(list))
+	for i, f := range list {
+		q, err := forwardQname(f)
+		if err != nil {
+			return nil, fmt.Errorf("[%d]: %w", i, err)
+		}
+		out = append(out, q)
+	}
+	return out, nil
+}
+
+func forwardQname(f any) (string, error) {
+	fm, ok := f.(map[string]any)
+	if !ok {
+		return "", fmt.Errorf("a forward is an object {qname: string}, got %T", f)
+	}
+	q, ok := fm["qname"].(string)
+	if !ok || q == "" {
+		return "", errors.New("a forward needs a non-empty qname")
+	}
+	return q, nil
+}
+
+// Message routes one message.
+func (r *Router) Message(ctx runtime.Context, msg runtime.Message) error {
+	if hops, ok := msg["static_forwards"].([]any); ok && len(hops) > 0 {
+		return r.static(ctx, msg, hops)
+	}
+	var pending []string
+	var errs []error
+	routed := false
+	for _, rt := range r.routes {
+		if !rt.match.Match(msg) {
+			continue
+		}
+		routed = true
+		if rt.transform != nil {
+			// Earlier forwards get the message as it was before this change.
+			errs = send(ctx, msg, pending, false, errs)
+			pending = pending[:0]
+			rt.transform.Apply(msg)
+		}
+		pending = append(pending, rt.forwards...)
+		if rt.shortCircuit {
+			break
+		}
+	}
+	if !routed {
+		r.unrouted++
+		if _, oob := msg[runtime.OOBMarker]; !oob {
+			ctx.Debug("unrouted message", "message", msg, "unrouted_total", r.unrouted)
+		}
+		return nil
+	}
+	return errors.Join(send(ctx, msg, pending, true, errs)...)
+}
+
+// send delivers copies of msg to qnames. With handOver the last one gets
+// msg itself: the Router is done with it.
+func send(ctx runtime.Context, msg runtime.Message, qnames []string, handOver bool, errs []error) []error {
+	for i, q := range qnames {
+		m := msg
+		if !handOver || i < len(qnames)-1 {
+			m = deepCopy(msg).(map[string]any)
+		}
+		if err := ctx.Send(q, m); err != nil {
+			errs = append(errs, fmt.Errorf("forward to %s: %w", q, err))
+		}
+	}
+	return errs
+}
+
+// static follows the itinerary the message carries.
+func (r *Router) static(ctx runtime.Context, msg runtime.Message, hops []any) error {
+	hop, ok := hops[0].([]any)
+	if !ok {
+		return fmt.Errorf("%w: each hop is a list of {forward: {qname}}, got %T", ErrBadStaticForwards, hops[0])
+	}
+	if len(hops) == 1 {
+		delete(msg, "static_forwards")
+	} else {
+		msg["static_forwards"] = hops[1:]
+	}
+	var errs []error
+	for i, x := range hop {
+		rec, ok := x.(map[string]any)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%w: record %d: want an object, got %T", ErrBadStaticForwards, i, x))
+			continue
+		}
+		q, err := forwardQname(rec["forward"])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: record %d: %w", ErrBadStaticForwards, i, err))
+			continue
+		}
+		m := deepCopy(msg).(map[string]any)
+		if lh, _ := rec["log_history"].(bool); lh {
+			logRec, _ := m[".static_forwards_log"].(map[string]any)
+			if logRec == nil {
+				logRec = map[string]any{}
+				m[".static_forwards_log"] = logRec
+			}
+			hist, _ := logRec["forward_history"].([]any)
+			logRec["forward_history"] = append(hist, deepCopy(rec))
+		}
+		if tr, ok := rec["transform"].(map[string]any); ok {
+			t, err := CompileTransform(tr)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%w: record %d: %w", ErrBadStaticForwards, i, err))
+				continue
+			}
+			t.Apply(m)
+		}
+		if err := ctx.Send(q, m); err != nil {
+			errs = append(errs, fmt.Errorf("static forward to %s: %w", q, err))
+		}
+	}
+	return errors.Join(errs...)
+}
