@@ -262,3 +262,10 @@ func (r *Router) static(ctx runtime.Context, msg runtime.Message, hops []any) er
 	}
 	return errors.Join(errs...)
 }
+
+// CheckConfig validates a Router config beyond what its CUE definition can
+// say (regexps compile, operators are known). The schema runs it at load.
+func CheckConfig(config map[string]any) error {
+	_, err := parseRoutes(config)
+	return err
+}

@@ -1,0 +1,397 @@
+// Package schema loads a directory of CUE files into typed task specs,
+// validated against the embedded schema, with every error located at
+// file:line:col.
+package schema
+
+import (
+	"bytes"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/build"
+	"cuelang.org/go/cue/cuecontext"
+	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/parser"
+	"cuelang.org/go/cue/token"
+)
+
+//go:embed multimodule.cue
+var baseSchema string
+
+// SchemaFile is the name the schema carries in error positions and when
+// written next to a config (mmctl schema --write).
+const SchemaFile = "multimodule_schema.cue"
+
+// Errors from Load.
+var (
+	// ErrInvalid means the directory loaded but does not satisfy the
+	// schema (or a built-in task's config check); see *LoadError.
+	ErrInvalid = errors.New("invalid config")
+	// ErrUnreadable means the directory or a file could not be read.
+	ErrUnreadable = errors.New("config unreadable")
+)
+
+// Builtin is a built-in task kind that ships a CUE definition of its
+// config, so that a bad config is an error before the task runs.
+type Builtin struct {
+	// Kind is the fully qualified kind, e.g. "builtin.Router".
+	Kind string
+	// CUE holds definitions, among them #Config (the config's shape).
+	CUE string
+	// Check optionally validates what CUE cannot (a regexp compiles, ...).
+	Check func(config map[string]any) error
+}
+
+// Schema is the compiled schema with its built-ins.
+type Schema struct {
+	ctx      *cue.Context
+	src      string
+	v        cue.Value
+	builtins []Builtin
+}
+
+// New compiles the schema with the given built-in config definitions.
+func New(builtins ...Builtin) (*Schema, error) {
+	var b strings.Builder
+	b.WriteString("import \"struct\"\n\n")
+	b.WriteString(baseSchema)
+	for _, bi := range builtins {
+		ns, name, ok := strings.Cut(bi.Kind, ".")
+		if !ok {
+			return nil, fmt.Errorf("schema: builtin kind %q is not namespace.Name", bi.Kind)
+		}
+		def := "#" + ns + "_" + name
+		fmt.Fprintf(&b, "\n// The config of %s tasks.\n#Config: tasks: [#TaskName]: T={\n", bi.Kind)
+		fmt.Fprintf(&b, "\tif T.kind == %q || T.kind == %q {config: %s.#Config}\n", name, bi.Kind, def)
+		b.WriteString("}\n")
+		fmt.Fprintf(&b, "%s: {\n%s\n}\n", def, bi.CUE)
+	}
+	// Every other kind takes any object.
+	b.WriteString("\n#Config: tasks: [#TaskName]: T={\n\tif true")
+	for _, bi := range builtins {
+		_, name, _ := strings.Cut(bi.Kind, ".")
+		fmt.Fprintf(&b, " && T.kind != %q && T.kind != %q", name, bi.Kind)
+	}
+	b.WriteString(" {config: {...}}\n}\n")
+
+	ctx := cuecontext.New()
+	v := ctx.CompileString(b.String(), cue.Filename(SchemaFile))
+	if err := v.Err(); err != nil {
+		return nil, fmt.Errorf("schema: %v", cueerrors.Details(err, nil))
+	}
+	return &Schema{ctx: ctx, src: b.String(), v: v, builtins: builtins}, nil
+}
+
+// Source is the complete schema as CUE (package-less, like config files).
+func (s *Schema) Source() string { return s.src }
+
+// Config is a loaded, validated config directory.
+type Config struct {
+	// Files are the CUE files that were loaded, in order.
+	Files []string
+	// Tasks by name.
+	Tasks map[string]TaskSpec
+	// Daemon holds the daemon-wide settings.
+	Daemon DaemonSpec
+	// SourceHash changes whenever any loaded file's name or content does.
+	SourceHash string
+}
+
+// Names lists the task names, sorted.
+func (c *Config) Names() []string {
+	names := make([]string, 0, len(c.Tasks))
+	for n := range c.Tasks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// TaskSpec is one task's desired state.
+type TaskSpec struct {
+	Name      string             `json:"-"`
+	Kind      string             `json:"kind"`
+	External  bool               `json:"external"`
+	Disabled  bool               `json:"disabled"`
+	Config    map[string]any     `json:"config"`
+	Intervals map[string]float64 `json:"intervals"`
+	Limits    map[string]Levels  `json:"limits"`
+	Restart   Restart            `json:"restart"`
+	// Hash identifies this spec: equal specs have equal hashes.
+	Hash string `json:"-"`
+}
+
+// Levels are a metric's thresholds; nil means not set.
+type Levels struct {
+	Warn     *float64 `json:"warn,omitempty"`
+	Severe   *float64 `json:"severe,omitempty"`
+	Failsafe *float64 `json:"failsafe,omitempty"`
+}
+
+// Restart is a task's restart backoff (seconds).
+type Restart struct {
+	Initial   float64 `json:"initial"`
+	Max       float64 `json:"max"`
+	HoldAfter int     `json:"hold_after"`
+}
+
+// DaemonSpec holds the daemon-wide settings.
+type DaemonSpec struct {
+	Limits map[string]Levels `json:"limits"`
+}
+
+// Error is one problem, located in a config file.
+type Error struct {
+	File      string // empty when the problem has no position
+	Line, Col int
+	Path      string // e.g. tasks.Example1.external
+	Msg       string
+
+	path []string
+}
+
+func (e Error) String() string {
+	var b strings.Builder
+	if e.File != "" {
+		fmt.Fprintf(&b, "%s:%d:%d: ", e.File, e.Line, e.Col)
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// LoadError lists every problem found; it wraps ErrInvalid.
+type LoadError struct {
+	Errors []Error
+}
+
+func (e *LoadError) Error() string {
+	lines := make([]string, len(e.Errors))
+	for i, x := range e.Errors {
+		lines[i] = x.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *LoadError) Unwrap() error { return ErrInvalid }
+
+// IsConfigFile reports whether a directory entry name is loaded as config:
+// *.cue, not hidden, not _-prefixed (the convention for files tools skip),
+// not an editor's lock or backup file.
+func IsConfigFile(name string) bool {
+	return strings.HasSuffix(name, ".cue") && !strings.HasPrefix(name, ".") &&
+		!strings.HasPrefix(name, "_") && !strings.HasPrefix(name, "#") && name != SchemaFile
+}
+
+// Load reads path (a directory of CUE files, or one file) and validates it.
+func (s *Schema) Load(path string) (*Config, error) {
+	files, err := configFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &Config{Files: files, Tasks: map[string]TaskSpec{}}
+	h := sha256.New()
+	inst := build.NewContext().NewInstance(filepath.Dir(path), nil)
+	var lerr LoadError
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnreadable, err)
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(f), len(src))
+		h.Write(src)
+		ast, err := parser.ParseFile(f, src, parser.ParseComments)
+		if err != nil {
+			lerr.add(err, files)
+			continue
+		}
+		if err := inst.AddSyntax(ast); err != nil {
+			lerr.add(err, files)
+		}
+	}
+	cfg.SourceHash = hex.EncodeToString(h.Sum(nil))
+	if len(lerr.Errors) > 0 {
+		return nil, &lerr
+	}
+	user := s.ctx.BuildInstance(inst)
+	v := s.v.Unify(user)
+	if err := v.Validate(cue.Concrete(true)); err != nil {
+		lerr.add(err, files)
+		lerr.place(user)
+		return nil, &lerr
+	}
+	if err := s.decode(v, user, cfg, &lerr); err != nil {
+		return nil, err
+	}
+	if len(lerr.Errors) > 0 {
+		return nil, &lerr
+	}
+	return cfg, nil
+}
+
+func configFiles(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnreadable, err)
+	}
+	if !fi.IsDir() {
+		return []string{path}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnreadable, err)
+	}
+	var files []string
+	for _, e := range entries {
+		if !IsConfigFile(e.Name()) {
+			continue
+		}
+		p := filepath.Join(path, e.Name())
+		if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
+			continue // a dangling link or a directory named *.cue
+		}
+		files = append(files, p)
+	}
+	return files, nil
+}
+
+// decode fills cfg from the validated value v; user (the files alone)
+// supplies positions for errors found after CUE.
+func (s *Schema) decode(v, user cue.Value, cfg *Config, lerr *LoadError) error {
+	if d := v.LookupPath(cue.ParsePath("daemon")); d.Exists() {
+		if err := d.Decode(&cfg.Daemon); err != nil {
+			return fmt.Errorf("%w: daemon: %v", ErrInvalid, err)
+		}
+	}
+	it, err := v.LookupPath(cue.ParsePath("tasks")).Fields()
+	if err != nil {
+		return nil // no tasks
+	}
+	for it.Next() {
+		name := it.Selector().Unquoted()
+		tv := it.Value()
+		var spec TaskSpec
+		// Via JSON: config values look to a task exactly as a message or a
+		// restored state does (numbers are float64).
+		raw, err := tv.MarshalJSON()
+		if err == nil {
+			err = json.Unmarshal(raw, &spec)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: tasks.%s: %v", ErrInvalid, name, err)
+		}
+		spec.Name = name
+		if spec.Config == nil {
+			spec.Config = map[string]any{}
+		}
+		for _, bi := range s.builtins {
+			_, short, _ := strings.Cut(bi.Kind, ".")
+			if bi.Check == nil || (spec.Kind != bi.Kind && spec.Kind != short) {
+				continue
+			}
+			if err := bi.Check(spec.Config); err != nil {
+				cv := user.LookupPath(cue.MakePath(cue.Str("tasks"), cue.Str(name), cue.Str("config")))
+				lerr.Errors = append(lerr.Errors, located(cv.Pos(), "tasks."+name+".config", err.Error()))
+			}
+		}
+		canon, _ := json.Marshal(spec) // maps marshal in key order
+		sum := sha256.Sum256(canon)
+		spec.Hash = hex.EncodeToString(sum[:8])
+		cfg.Tasks[name] = spec
+	}
+	return nil
+}
+
+// add records a CUE error, each at the position in the user's files that
+// explains it best.
+func (l *LoadError) add(err error, files []string) {
+	user := map[string]bool{}
+	for _, f := range files {
+		user[f] = true
+	}
+	seen := map[string]bool{}
+	var unplaced []Error
+	for _, e := range cueerrors.Errors(err) {
+		format, args := e.Msg()
+		msg := fmt.Sprintf(format, args...)
+		if strings.Contains(msg, "errors in empty disjunction") {
+			continue // a summary of the errors that follow
+		}
+		var pos token.Pos
+		for _, p := range append([]token.Pos{e.Position()}, e.InputPositions()...) {
+			if p.IsValid() && user[p.Filename()] {
+				pos = p
+				break
+			}
+		}
+		x := located(pos, strings.Join(e.Path(), "."), msg)
+		x.path = e.Path()
+		if k := x.String(); !seen[k] {
+			seen[k] = true
+			if x.File == "" {
+				unplaced = append(unplaced, x)
+			} else {
+				l.Errors = append(l.Errors, x)
+			}
+		}
+	}
+	l.Errors = append(l.Errors, unplaced...) // the located ones first
+	if len(l.Errors) == 0 {
+		l.Errors = append(l.Errors, Error{Msg: err.Error()})
+	}
+}
+
+// place gives an error with no position of its own (a missing required
+// field, say) the position of the nearest enclosing value the user wrote.
+func (l *LoadError) place(user cue.Value) {
+	for i := range l.Errors {
+		e := &l.Errors[i]
+		for n := len(e.path); e.File == "" && n > 0; n-- {
+			sels := make([]cue.Selector, n)
+			for j, p := range e.path[:n] {
+				if idx, err := strconv.Atoi(p); err == nil {
+					sels[j] = cue.Index(idx)
+				} else {
+					sels[j] = cue.Str(p)
+				}
+			}
+			if pos := user.LookupPath(cue.MakePath(sels...)).Pos(); pos.IsValid() {
+				e.File, e.Line, e.Col = pos.Filename(), pos.Line(), pos.Column()
+			}
+		}
+	}
+	sort.SliceStable(l.Errors, func(i, j int) bool { return l.Errors[i].File != "" && l.Errors[j].File == "" })
+}
+
+func located(pos token.Pos, path, msg string) Error {
+	e := Error{Path: path, Msg: msg}
+	if pos.IsValid() {
+		e.File, e.Line, e.Col = pos.Filename(), pos.Line(), pos.Column()
+	}
+	return e
+}
+
+// Format renders errors one per line, for a terminal.
+func Format(err error) string {
+	var le *LoadError
+	if errors.As(err, &le) {
+		var b bytes.Buffer
+		for _, e := range le.Errors {
+			b.WriteString(e.String() + "\n")
+		}
+		return b.String()
+	}
+	return err.Error() + "\n"
+}

@@ -1,0 +1,208 @@
+package schema_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/multimodule/multimodule/schema"
+	"github.com/multimodule/multimodule/tasks/router"
+)
+
+func newSchema(t *testing.T) *schema.Schema {
+	t.Helper()
+	s, err := schema.New(schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// writeDir writes name -> content into a fresh directory.
+func writeDir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+const seed = `tasks: Example1: config: outstr: "howdy"
+tasks: Example2: {}
+tasks: Router: config: routes: [{match: source: "Example1", forwards: [{qname: "Example2"}]}]
+`
+
+func TestLoadSeed(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	cfg, err := s.Load(writeDir(t, map[string]string{"example.cue": seed}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Names(), ","); got != "Example1,Example2,Router" {
+		t.Fatalf("tasks %s", got)
+	}
+	e1 := cfg.Tasks["Example1"]
+	if e1.Kind != "Example1" || e1.External || e1.Disabled || e1.Config["outstr"] != "howdy" {
+		t.Fatalf("Example1 decoded as %+v", e1)
+	}
+	if e1.Restart.Initial != 1 || e1.Restart.HoldAfter != 5 {
+		t.Fatalf("restart defaults not applied: %+v", e1.Restart)
+	}
+	routes := cfg.Tasks["Router"].Config["routes"].([]any)
+	if len(routes) != 1 {
+		t.Fatalf("routes %v", routes)
+	}
+	if cfg.Tasks["Example2"].Hash == "" || cfg.Tasks["Example2"].Hash == e1.Hash {
+		t.Fatal("spec hashes missing or not distinct")
+	}
+}
+
+func TestLoadAcrossFilesAndSkips(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	dir := writeDir(t, map[string]string{
+		"a.cue":       `_greeting: "howdy"` + "\n" + `tasks: A: config: outstr: _greeting`,
+		"b.cue":       `tasks: B: {kind: "Counter", intervals: {tick: 0.5, save_state: 2}}`,
+		".hidden.cue": `this is not CUE`,
+		"_draft.cue":  `this is not CUE`,
+		".#a.cue":     `this is not CUE`,
+		"#a.cue#":     `this is not CUE`,
+		"a.cue~":      `this is not CUE`,
+		"notes.txt":   `this is not CUE`,
+		"README.md":   `# x`,
+	})
+	os.Mkdir(filepath.Join(dir, "sub.cue"), 0o700)
+	cfg, err := s.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Tasks["A"].Config["outstr"] != "howdy" {
+		t.Fatalf("cross-file reference: %+v", cfg.Tasks["A"])
+	}
+	b := cfg.Tasks["B"]
+	if b.Kind != "Counter" || b.Intervals["tick"] != 0.5 || b.Intervals["save_state"] != 2 {
+		t.Fatalf("B decoded as %+v", b)
+	}
+	if len(cfg.Files) != 2 {
+		t.Fatalf("loaded %v, want a.cue and b.cue only", cfg.Files)
+	}
+	// A single file loads too.
+	one, err := s.Load(filepath.Join(dir, "b.cue"))
+	if err != nil || len(one.Tasks) != 1 {
+		t.Fatalf("single file: %v %v", one, err)
+	}
+}
+
+func TestLoadErrorsArePositioned(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	tests := []struct {
+		name, src string
+		want      []string // substrings of the error, the first one file:line
+	}{
+		{"wrong type", "tasks: Example1: {}\ntasks: Example1: external: \"yes\"\n",
+			[]string{"bad.cue:2:28", "tasks.Example1.external", "mismatched types string and bool"}},
+		{"syntax", "tasks: Example1: {\n  config: outstr: \"howdy\"\n",
+			[]string{"bad.cue:2:", "expected '}'"}},
+		{"unknown task field", "tasks: E: {extrnal: true}\n",
+			[]string{"bad.cue:1:12", "tasks.E.extrnal", "not allowed"}},
+		{"unknown top-level field", "task: E: {}\n",
+			[]string{"bad.cue:1:1", "task", "not allowed"}},
+		{"bad task name", "tasks: \"a/b\": {}\n",
+			[]string{"bad.cue:1:8", "not allowed"}},
+		{"bad kind", "tasks: E: kind: \"not a kind\"\n",
+			[]string{"bad.cue:1:17", "tasks.E.kind"}},
+		{"negative interval", "tasks: E: intervals: tick: -1\n",
+			[]string{"bad.cue:1:28", "tasks.E.intervals.tick"}},
+		{"unknown metric", "tasks: E: limits: cpuz: warn: 1\n",
+			[]string{"bad.cue:1:19", "tasks.E.limits.cpuz"}},
+		{"config not an object", "tasks: E: config: 5\n",
+			[]string{"bad.cue:1:19", "tasks.E.config"}},
+		{"route without match", "tasks: Router: config: routes: [{forwards: [{qname: \"A\"}]}]\n",
+			[]string{"bad.cue:1:", "tasks.Router.config.routes.0.match", "required"}},
+		{"route with unknown operator", "tasks: Router: config: routes: [{match: a: $rex: \"x\"}]\n",
+			[]string{"bad.cue:1:", "tasks.Router.config.routes.0.match.a"}},
+		{"route with bad forward", "tasks: R: {kind: \"Router\", config: routes: [{match: {}, forwards: [{queue: \"A\"}]}]}\n",
+			[]string{"bad.cue:1:", "tasks.R.config.routes.0.forwards.0.queue", "not allowed"}},
+		{"route with bad regexp", "tasks: Router: config: routes: [{match: a: $re: \"(\"}]\n",
+			[]string{"bad.cue:1:16", "tasks.Router.config", "missing closing )"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := writeDir(t, map[string]string{"good.cue": "tasks: Good: {}\n", "bad.cue": tt.src})
+			_, err := s.Load(dir)
+			if !errors.Is(err, schema.ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Fatalf("error lacks %q:\n%s", w, msg)
+				}
+			}
+			if !strings.HasPrefix(msg, filepath.Join(dir, "bad.cue")+":") {
+				t.Fatalf("error does not start with the file position:\n%s", msg)
+			}
+		})
+	}
+}
+
+func TestLoadUnreadable(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	if _, err := s.Load(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, schema.ErrUnreadable) {
+		t.Fatalf("got %v, want ErrUnreadable", err)
+	}
+}
+
+func TestEmptyDirIsNoTasks(t *testing.T) {
+	t.Parallel()
+	cfg, err := newSchema(t).Load(t.TempDir())
+	if err != nil || len(cfg.Tasks) != 0 {
+		t.Fatalf("%v %v", cfg, err)
+	}
+}
+
+func TestSourceHash(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	dir := writeDir(t, map[string]string{"a.cue": seed})
+	c1, _ := s.Load(dir)
+	c2, _ := s.Load(dir)
+	os.WriteFile(filepath.Join(dir, "a.cue"), []byte(seed+"\n"), 0o600)
+	c3, _ := s.Load(dir)
+	if c1.SourceHash != c2.SourceHash || c1.SourceHash == c3.SourceHash {
+		t.Fatal("source hash must follow file contents")
+	}
+	if c1.Tasks["Router"].Hash != c3.Tasks["Router"].Hash {
+		t.Fatal("a whitespace change changed a task's spec hash")
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add(seed)
+	f.Add("tasks: E: external: \"yes\"")
+	f.Add("tasks: {")
+	s, err := schema.New(schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "f.cue"), []byte(src), 0o600)
+		cfg, err := s.Load(dir)
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without an error")
+		}
+		if err != nil && !errors.Is(err, schema.ErrInvalid) && !errors.Is(err, schema.ErrUnreadable) {
+			t.Fatalf("unclassified error: %v", err)
+		}
+	})
+}
