@@ -1,0 +1,264 @@
+package multimodule
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// waitFor polls cond until it holds or total passes.
+func waitFor(t *testing.T, total time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", total, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func writeConfig(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// daemon runs run() in this process with its own signal channel.
+type daemon struct {
+	sig            chan os.Signal
+	stdout, stderr *syncBuffer
+	code           chan int
+}
+
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{sig: make(chan os.Signal, 2), stdout: &syncBuffer{}, stderr: &syncBuffer{}, code: make(chan int, 1)}
+	go func() { d.code <- run(args, d.sig, d.stdout, d.stderr) }()
+	return d
+}
+
+func (d *daemon) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case c := <-d.code:
+		return c
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not exit")
+		return -1
+	}
+}
+
+func TestStartFailures(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		files map[string]string
+		args  []string
+		code  int
+		want  []string
+	}{
+		{"config error with position",
+			map[string]string{"a.cue": "tasks: Router: {}\ntasks: E: external: \"yes\"\n"}, nil, 1,
+			[]string{"a.cue:2:21", "tasks.E.external"}},
+		{"syntax error with position",
+			map[string]string{"a.cue": "tasks: {\n"}, nil, 1,
+			[]string{"a.cue:1:"}},
+		{"unknown kind names the namespaces",
+			map[string]string{"a.cue": "tasks: Nope: {}\n"}, []string{"-p", "acme,examples"}, 1,
+			[]string{"task Nope", "unknown task kind \"Nope\"", "searched builtin.Nope, acme.Nope, examples.Nope"}},
+		{"unknown qualified kind",
+			map[string]string{"a.cue": "tasks: X: kind: \"acme.Nope\"\n"}, nil, 1,
+			[]string{"task X", "\"acme.Nope\""}},
+		{"missing config dir", nil, []string{"-c", "/nonexistent/mm-config"}, 1,
+			[]string{"/nonexistent/mm-config"}},
+		{"no config flag", nil, []string{}, 2, []string{"pass -c DIR"}},
+		{"bad log level", map[string]string{}, []string{"-d", "loud"}, 2, []string{"log level \"loud\""}},
+		{"bad oob", map[string]string{}, []string{"-o", "gossip:1"}, 2, []string{"unknown channel \"gossip\""}},
+		{"unknown flag", nil, []string{"-z"}, 2, []string{"flag provided but not defined: -z"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := tt.args
+			if tt.files != nil {
+				args = append([]string{"-c", writeConfig(t, tt.files), "-s", t.TempDir()}, args...)
+			}
+			var out, errb bytes.Buffer
+			sig := make(chan os.Signal)
+			code := run(args, sig, &out, &errb)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d\nstderr:\n%s", code, tt.code, errb.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errb.String(), w) {
+					t.Fatalf("stderr lacks %q:\n%s", w, errb.String())
+				}
+			}
+		})
+	}
+}
+
+const routerOnly = "tasks: Router: config: routes: []\n"
+
+func TestSecondDaemonOnSameStateDirRefuses(t *testing.T) {
+	t.Parallel()
+	cfg := writeConfig(t, map[string]string{"a.cue": routerOnly})
+	state := t.TempDir()
+	first := startDaemon(t, "-c", cfg, "-s", state)
+	waitFor(t, 10*time.Second, "first daemon running", func() bool {
+		return strings.Contains(first.stdout.String(), "multimodule running")
+	})
+	var out, errb bytes.Buffer
+	if code := run([]string{"-c", cfg, "-s", state}, make(chan os.Signal), &out, &errb); code != 1 {
+		t.Fatalf("second daemon exit %d, want 1", code)
+	}
+	if want := fmt.Sprintf("in use by another daemon: %s (held by pid %d)", state, os.Getpid()); !strings.Contains(errb.String(), want) {
+		t.Fatalf("second daemon said:\n%s\nwant %q", errb.String(), want)
+	}
+	first.sig <- syscall.SIGTERM
+	if code := first.exitCode(t); code != 0 {
+		t.Fatalf("first daemon exit %d\n%s", code, first.stderr.String())
+	}
+}
+
+// buildExtprog builds the program in testdata/extprog, which lives outside
+// this module and imports it as a user's daemon does.
+func buildExtprog(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds a separate program")
+	}
+	bin := filepath.Join(t.TempDir(), "extprog")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join("testdata", "extprog")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building testdata/extprog: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runExtprog starts the program and collects the counts its Sink prints.
+type extRun struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	counts []int
+	lines  []string
+	done   chan error
+}
+
+func startExtprog(t *testing.T, bin string, args ...string) *extRun {
+	t.Helper()
+	r := &extRun{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
+	stderr, err := r.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cmd.Stdout = io.Discard
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.cmd.Process.Kill() })
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			r.mu.Lock()
+			r.lines = append(r.lines, line)
+			if s, ok := strings.CutPrefix(line, "sink: "); ok {
+				n, err := strconv.Atoi(s)
+				if err == nil {
+					r.counts = append(r.counts, n)
+				}
+			}
+			r.mu.Unlock()
+		}
+		r.done <- r.cmd.Wait()
+	}()
+	return r
+}
+
+func (r *extRun) seen() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.counts...)
+}
+
+func (r *extRun) stop(t *testing.T) {
+	t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			t.Fatalf("exit after SIGINT: %v\n%s", err, strings.Join(r.lines, "\n"))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit within 10s of SIGINT")
+	}
+}
+
+func TestUserProgramStateContinuesAcrossSIGINT(t *testing.T) {
+	t.Parallel()
+	bin := buildExtprog(t)
+	// Save rarely: the count must survive because shutdown saves, not
+	// because a periodic save happened to run.
+	cfg := writeConfig(t, map[string]string{"a.cue": `
+tasks: Ticker: intervals: {tick: 0.02, save_state: 3600}
+tasks: Sink: {}
+tasks: Router: config: routes: [{match: source: "Ticker", forwards: [{qname: "Sink"}]}]
+`})
+	args := []string{"-c", cfg, "-s", t.TempDir(), "-p", "acme", "-o", "debug:2"}
+
+	var all []int
+	for round := range 3 {
+		r := startExtprog(t, bin, args...)
+		waitFor(t, 10*time.Second, "five more counts", func() bool { return len(r.seen()) >= 5 })
+		r.stop(t)
+		got := r.seen()
+		if round > 0 && got[0] != all[len(all)-1]+1 {
+			t.Fatalf("round %d started at %d after %d: a gap or a repeat", round, got[0], all[len(all)-1])
+		}
+		all = append(all, got...)
+	}
+	for i, n := range all {
+		if n != i+1 {
+			t.Fatalf("counts %v: want 1..%d with no gap and no repeat", all, len(all))
+		}
+	}
+}

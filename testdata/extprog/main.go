@@ -1,0 +1,44 @@
+// Command extprog is a program outside the multimodule module: it imports
+// the module, registers its own task kinds in namespace acme and calls
+// Main, as a user's own daemon does. The tests build and run it.
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	mm "github.com/multimodule/multimodule"
+)
+
+// Ticker counts up from its saved state and emits every count.
+type Ticker struct{}
+
+func (Ticker) Stateful() {}
+
+func (Ticker) SetConfig(ctx mm.Context, _ map[string]any) error {
+	ctx.Recur("tick", time.Second, func(ctx mm.Context) {
+		n, _ := ctx.State()["n"].(float64)
+		n++
+		ctx.State()["n"] = n
+		ctx.Emit(mm.Message{"n": n})
+	})
+	return nil
+}
+
+func (Ticker) Message(mm.Context, mm.Message) error { return nil }
+
+// Sink prints every count it receives.
+type Sink struct{}
+
+func (Sink) Message(_ mm.Context, msg mm.Message) error {
+	_, err := fmt.Fprintf(os.Stderr, "sink: %v\n", msg["n"])
+	return err
+}
+
+func init() {
+	mm.Register("acme.Ticker", func() mm.Task { return Ticker{} })
+	mm.Register("acme.Sink", func() mm.Task { return Sink{} })
+}
+
+func main() { mm.Main() }
