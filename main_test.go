@@ -14,58 +14,20 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/multimodule/multimodule/internal/testenv"
 )
-
-// waitFor polls cond until it holds or total passes.
-func waitFor(t *testing.T, total time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", total, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func writeConfig(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
 
 // daemon runs run() in this process with its own signal channel.
 type daemon struct {
 	sig            chan os.Signal
-	stdout, stderr *syncBuffer
+	stdout, stderr *testenv.Buffer
 	code           chan int
 }
 
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{sig: make(chan os.Signal, 2), stdout: &syncBuffer{}, stderr: &syncBuffer{}, code: make(chan int, 1)}
+	d := &daemon{sig: make(chan os.Signal, 2), stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, code: make(chan int, 1)}
 	go func() { d.code <- run(args, d.sig, d.stdout, d.stderr) }()
 	return d
 }
@@ -114,7 +76,7 @@ func TestStartFailures(t *testing.T) {
 			t.Parallel()
 			args := tt.args
 			if tt.files != nil {
-				args = append([]string{"-c", writeConfig(t, tt.files), "-s", t.TempDir()}, args...)
+				args = append([]string{"-c", testenv.WriteFiles(t, tt.files), "-s", t.TempDir()}, args...)
 			}
 			var out, errb bytes.Buffer
 			sig := make(chan os.Signal)
@@ -135,10 +97,10 @@ const routerOnly = "tasks: Router: config: routes: []\n"
 
 func TestSecondDaemonOnSameStateDirRefuses(t *testing.T) {
 	t.Parallel()
-	cfg := writeConfig(t, map[string]string{"a.cue": routerOnly})
+	cfg := testenv.WriteFiles(t, map[string]string{"a.cue": routerOnly})
 	state := t.TempDir()
 	first := startDaemon(t, "-c", cfg, "-s", state)
-	waitFor(t, 10*time.Second, "first daemon running", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "first daemon running", func() bool {
 		return strings.Contains(first.stdout.String(), "multimodule running")
 	})
 	var out, errb bytes.Buffer
@@ -238,7 +200,7 @@ func TestUserProgramStateContinuesAcrossSIGINT(t *testing.T) {
 	bin := buildExtprog(t)
 	// Save rarely: the count must survive because shutdown saves, not
 	// because a periodic save happened to run.
-	cfg := writeConfig(t, map[string]string{"a.cue": `
+	cfg := testenv.WriteFiles(t, map[string]string{"a.cue": `
 tasks: Ticker: intervals: {tick: 0.02, save_state: 3600}
 tasks: Sink: {}
 tasks: Router: config: routes: [{match: source: "Ticker", forwards: [{qname: "Sink"}]}]
@@ -248,7 +210,7 @@ tasks: Router: config: routes: [{match: source: "Ticker", forwards: [{qname: "Si
 	var all []int
 	for round := range 3 {
 		r := startExtprog(t, bin, args...)
-		waitFor(t, 10*time.Second, "five more counts", func() bool { return len(r.seen()) >= 5 })
+		testenv.WaitFor(t, 10*time.Second, "five more counts", func() bool { return len(r.seen()) >= 5 })
 		r.stop(t)
 		got := r.seen()
 		if round > 0 && got[0] != all[len(all)-1]+1 {

@@ -13,42 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/statestore"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, total time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", total, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the host's loggers and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testHost struct {
 	*Host
-	out, err *syncBuffer
+	out, err *testenv.Buffer
 	dir      string
 }
 
@@ -57,7 +28,7 @@ func newTestHost(t *testing.T, stateDir string) *testHost {
 	if stateDir == "" {
 		stateDir = t.TempDir()
 	}
-	th := &testHost{out: &syncBuffer{}, err: &syncBuffer{}, dir: stateDir}
+	th := &testHost{out: &testenv.Buffer{}, err: &testenv.Buffer{}, dir: stateDir}
 	h, err := NewHost(Options{StateDir: stateDir, OOB: "debug:2", Stdout: th.out, Stderr: th.err})
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +112,7 @@ func TestFIFOUnderConcurrentSenders(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, 10*time.Second, "all messages", func() bool { return rec.count() == senders*each })
+	testenv.WaitFor(t, 10*time.Second, "all messages", func() bool { return rec.count() == senders*each })
 	next := make([]int, senders)
 	for _, m := range rec.snapshot() {
 		s, i := m["s"].(int), m["i"].(int)
@@ -150,7 +121,7 @@ func TestFIFOUnderConcurrentSenders(t *testing.T) {
 		}
 		next[s]++
 	}
-	waitFor(t, 5*time.Second, "depth 0", func() bool { return th.Status()[0].Depth == 0 })
+	testenv.WaitFor(t, 5*time.Second, "depth 0", func() bool { return th.Status()[0].Depth == 0 })
 	if st := th.Status()[0]; st.MessagesIn != senders*each {
 		t.Fatalf("MessagesIn = %d, want %d", st.MessagesIn, senders*each)
 	}
@@ -178,7 +149,7 @@ func TestDepthIsCounted(t *testing.T) {
 		t.Fatalf("depth %d, want 10", d)
 	}
 	close(b.release)
-	waitFor(t, 5*time.Second, "drained", func() bool { return th.Status()[0].Depth == 0 })
+	testenv.WaitFor(t, 5*time.Second, "drained", func() bool { return th.Status()[0].Depth == 0 })
 }
 
 func TestSendToUnknown(t *testing.T) {
@@ -245,8 +216,8 @@ func TestHandlerErrorsAndPanicsAreIsolated(t *testing.T) {
 	for _, do := range []string{"ok", "panic", "fail", "ok", "panic", "ok"} {
 		th.Send("Flaky", Message{"do": do})
 	}
-	waitFor(t, 5*time.Second, "three good messages", func() bool { return rec.count() == 3 })
-	waitFor(t, 5*time.Second, "failures counted", func() bool { return th.Status()[0].Failures == 3 })
+	testenv.WaitFor(t, 5*time.Second, "three good messages", func() bool { return rec.count() == 3 })
+	testenv.WaitFor(t, 5*time.Second, "failures counted", func() bool { return th.Status()[0].Failures == 3 })
 	errs := th.err.String()
 	if !strings.Contains(errs, "deliberate panic in a handler") || !strings.Contains(errs, "told to fail") {
 		t.Fatalf("error channel lacks the failures:\n%s", errs)
@@ -292,13 +263,13 @@ func TestSetConfigOnStartAndChangeWithTimerOverride(t *testing.T) {
 	c := &configured{ticks: map[string]int{}}
 	fast := map[string]time.Duration{"tick": 5 * time.Millisecond}
 	th.start(t, "Conf", c, map[string]any{"v": "one"}, fast)
-	waitFor(t, 5*time.Second, "ticks under config one", func() bool { _, ticks := c.get(); return ticks["one"] >= 3 })
+	testenv.WaitFor(t, 5*time.Second, "ticks under config one", func() bool { _, ticks := c.get(); return ticks["one"] >= 3 })
 	if err := th.Reconfigure("Conf", map[string]any{"v": "two"}, fast); err != nil {
 		t.Fatal(err)
 	}
 	// Recur with the same name replaced the timer: only "two" keeps ticking.
 	_, before := c.get()
-	waitFor(t, 5*time.Second, "ticks under config two", func() bool { _, ticks := c.get(); return ticks["two"] >= 3 })
+	testenv.WaitFor(t, 5*time.Second, "ticks under config two", func() bool { _, ticks := c.get(); return ticks["two"] >= 3 })
 	_, after := c.get()
 	if after["one"] > before["one"]+1 { // one firing may have been queued at the switch
 		t.Fatalf("replaced timer kept firing: %d -> %d", before["one"], after["one"])
@@ -336,13 +307,11 @@ func TestStopRecur(t *testing.T) {
 	th := newTestHost(t, "")
 	s := &stopper{}
 	th.start(t, "S", s, nil, nil)
-	waitFor(t, 5*time.Second, "three ticks then stopped", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "three ticks then stopped", func() bool {
 		return len(th.Status()[0].Timers) == 0
 	})
-	// A sentinel message goes through the same mailbox: once it is handled,
-	// any firing queued before StopRecur has been skipped or run.
-	rec := &recorder{}
-	th.start(t, "R", rec, nil, nil)
+	// StopRecur ran inside the third tick, on the task's goroutine, so a
+	// firing already queued behind it is skipped: the count stays 3.
 	s.mu.Lock()
 	n := s.n
 	s.mu.Unlock()
@@ -372,7 +341,7 @@ func TestStateSurvivesRestartAndSavesPeriodically(t *testing.T) {
 	for range 5 {
 		th.Send("C", Message{})
 	}
-	waitFor(t, 5*time.Second, "a periodic save", func() bool { return th.Status()[0].StateGeneration >= 1 })
+	testenv.WaitFor(t, 5*time.Second, "a periodic save", func() bool { return th.Status()[0].StateGeneration >= 1 })
 	for range 2 {
 		th.Send("C", Message{})
 	}
@@ -382,7 +351,7 @@ func TestStateSurvivesRestartAndSavesPeriodically(t *testing.T) {
 	seen := &recorder{}
 	th2.start(t, "C", counter{seen}, nil, nil)
 	th2.Send("C", Message{})
-	waitFor(t, 5*time.Second, "a message", func() bool { return seen.count() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "a message", func() bool { return seen.count() == 1 })
 	if got := seen.snapshot()[0]["ct"]; got != 8.0 {
 		t.Fatalf("after restart ct = %v, want 8", got)
 	}
@@ -420,7 +389,7 @@ func TestEmitStampsSourceAndGoesToRouter(t *testing.T) {
 	th.start(t, "Router", router, nil, nil)
 	th.start(t, "E", emitter{}, nil, nil)
 	th.Send("E", Message{"source": "outside", "x": 1})
-	waitFor(t, 5*time.Second, "router got it", func() bool { return router.count() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "router got it", func() bool { return router.count() == 1 })
 	m := router.snapshot()[0]
 	if m["source"] != "E" || m["previous_source"] != "outside" || m["x"] != 1 {
 		t.Fatalf("emitted %v", m)
@@ -465,7 +434,7 @@ func TestFlippedByteInNewestSnapshotLoadsPrevious(t *testing.T) {
 	seen := &recorder{}
 	th.start(t, "C", counter{seen}, nil, nil)
 	th.Send("C", Message{})
-	waitFor(t, 5*time.Second, "a message", func() bool { return seen.count() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "a message", func() bool { return seen.count() == 1 })
 	if got := seen.snapshot()[0]["ct"]; got != 3.0 {
 		t.Fatalf("ct after loading the previous snapshot = %v, want 2+1", got)
 	}
@@ -494,7 +463,7 @@ func TestGarbageStateFileStartsEmptyAndOthersRun(t *testing.T) {
 			th.start(t, "Good", counter{good}, nil, nil)
 			th.Send("Bad", Message{})
 			th.Send("Good", Message{})
-			waitFor(t, 5*time.Second, "both handled", func() bool { return bad.count() == 1 && good.count() == 1 })
+			testenv.WaitFor(t, 5*time.Second, "both handled", func() bool { return bad.count() == 1 && good.count() == 1 })
 			if got := bad.snapshot()[0]["ct"]; got != 1.0 {
 				t.Fatalf("Bad ct = %v, want 1 (empty state)", got)
 			}

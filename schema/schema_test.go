@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/tasks/router"
 )
@@ -20,18 +21,6 @@ func newSchema(t *testing.T) *schema.Schema {
 	return s
 }
 
-// writeDir writes name -> content into a fresh directory.
-func writeDir(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 const seed = `tasks: Example1: config: outstr: "howdy"
 tasks: Example2: {}
 tasks: Router: config: routes: [{match: source: "Example1", forwards: [{qname: "Example2"}]}]
@@ -40,7 +29,7 @@ tasks: Router: config: routes: [{match: source: "Example1", forwards: [{qname: "
 func TestLoadSeed(t *testing.T) {
 	t.Parallel()
 	s := newSchema(t)
-	cfg, err := s.Load(writeDir(t, map[string]string{"example.cue": seed}))
+	cfg, err := s.Load(testenv.WriteFiles(t, map[string]string{"example.cue": seed}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +55,7 @@ func TestLoadSeed(t *testing.T) {
 func TestLoadAcrossFilesAndSkips(t *testing.T) {
 	t.Parallel()
 	s := newSchema(t)
-	dir := writeDir(t, map[string]string{
+	dir := testenv.WriteFiles(t, map[string]string{
 		"a.cue":       `_greeting: "howdy"` + "\n" + `tasks: A: config: outstr: _greeting`,
 		"b.cue":       `tasks: B: {kind: "Counter", intervals: {tick: 0.5, save_state: 2}}`,
 		".hidden.cue": `this is not CUE`,
@@ -136,7 +125,7 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dir := writeDir(t, map[string]string{"good.cue": "tasks: Good: {}\n", "bad.cue": tt.src})
+			dir := testenv.WriteFiles(t, map[string]string{"good.cue": "tasks: Good: {}\n", "bad.cue": tt.src})
 			_, err := s.Load(dir)
 			if !errors.Is(err, schema.ErrInvalid) {
 				t.Fatalf("got %v, want ErrInvalid", err)
@@ -173,7 +162,7 @@ func TestEmptyDirIsNoTasks(t *testing.T) {
 func TestSourceHash(t *testing.T) {
 	t.Parallel()
 	s := newSchema(t)
-	dir := writeDir(t, map[string]string{"a.cue": seed})
+	dir := testenv.WriteFiles(t, map[string]string{"a.cue": seed})
 	c1, _ := s.Load(dir)
 	c2, _ := s.Load(dir)
 	os.WriteFile(filepath.Join(dir, "a.cue"), []byte(seed+"\n"), 0o600)

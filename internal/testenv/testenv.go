@@ -1,0 +1,58 @@
+// Package testenv holds what the project's tests share: polling for a
+// condition under a deadline (never sleep and hope), a concurrency-safe
+// output buffer, and per-test config directories.
+package testenv
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// WaitFor polls cond every few milliseconds until it holds, and fails the
+// test naming what it waited for if total passes first.
+func WaitFor(t testing.TB, total time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", total, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// Buffer is a bytes.Buffer that a daemon's loggers and a test may use at
+// the same time.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// WriteFiles writes name -> content into a new directory under the test's
+// TempDir and returns it.
+func WriteFiles(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
