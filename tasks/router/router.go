@@ -5,8 +5,8 @@
 // sees it, and again by SetConfig):
 //
 //	routes: [...{
-//		match:          {...}       // see Matcher; {} matches everything
-//		transform?:     {...}       // see Transform; applied in place
+//		match:          {...}       // see message.Matcher; {} matches everything
+//		transform?:     {...}       // see message.Transform; applied in place
 //		forwards?:      [...{qname: string}]
 //		short_circuit?: bool        // stop after this route when it matches
 //	}]
@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/runtime"
 )
 
@@ -52,8 +53,8 @@ type Router struct {
 }
 
 type route struct {
-	match        *Matcher
-	transform    *Transform
+	match        *message.Matcher
+	transform    *message.Transform
 	forwards     []string
 	shortCircuit bool
 }
@@ -110,13 +111,13 @@ func parseRoute(x any) (route, error) {
 			if !isMap {
 				return rt, fmt.Errorf("match: want an object, got %T", v)
 			}
-			rt.match, err = Compile(pat)
+			rt.match, err = message.Compile(pat)
 		case "transform":
 			t, isMap := v.(map[string]any)
 			if !isMap {
 				return rt, fmt.Errorf("transform: want an object, got %T", v)
 			}
-			rt.transform, err = CompileTransform(t)
+			rt.transform, err = message.CompileTransform(t)
 		case "forwards":
 			rt.forwards, err = parseForwards(v)
 		case "short_circuit":
@@ -206,7 +207,7 @@ func send(ctx runtime.Context, msg runtime.Message, qnames []string, handOver bo
 	for i, q := range qnames {
 		m := msg
 		if !handOver || i < len(qnames)-1 {
-			m = deepCopy(msg).(map[string]any)
+			m = message.DeepCopy(msg).(map[string]any)
 		}
 		if err := ctx.Send(q, m); err != nil {
 			errs = append(errs, fmt.Errorf("forward to %s: %w", q, err))
@@ -238,7 +239,7 @@ func (r *Router) static(ctx runtime.Context, msg runtime.Message, hops []any) er
 			errs = append(errs, fmt.Errorf("%w: record %d: %w", ErrBadStaticForwards, i, err))
 			continue
 		}
-		m := deepCopy(msg).(map[string]any)
+		m := message.DeepCopy(msg).(map[string]any)
 		if lh, _ := rec["log_history"].(bool); lh {
 			logRec, _ := m[".static_forwards_log"].(map[string]any)
 			if logRec == nil {
@@ -246,10 +247,10 @@ func (r *Router) static(ctx runtime.Context, msg runtime.Message, hops []any) er
 				m[".static_forwards_log"] = logRec
 			}
 			hist, _ := logRec["forward_history"].([]any)
-			logRec["forward_history"] = append(hist, deepCopy(rec))
+			logRec["forward_history"] = append(hist, message.DeepCopy(rec))
 		}
 		if tr, ok := rec["transform"].(map[string]any); ok {
-			t, err := CompileTransform(tr)
+			t, err := message.CompileTransform(tr)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%w: record %d: %w", ErrBadStaticForwards, i, err))
 				continue

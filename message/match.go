@@ -1,4 +1,7 @@
-package router
+// Package message holds the operations on messages that the Router and
+// the daemon share: matching a message against a pattern, transforming it,
+// and deep copies.
+package message
 
 import (
 	"errors"

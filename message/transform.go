@@ -1,4 +1,4 @@
-package router
+package message
 
 import (
 	"errors"
@@ -96,7 +96,7 @@ func (t *Transform) collect(root map[string]any, prefix []string, out []pendingC
 		switch {
 		case s.copy != nil:
 			if v, ok := lookup(root, s.copy); ok {
-				out = append(out, pendingCopy{dst, deepCopy(v)})
+				out = append(out, pendingCopy{dst, DeepCopy(v)})
 			}
 		case s.sub != nil:
 			out = s.sub.collect(root, dst, out)
@@ -117,7 +117,7 @@ func (t *Transform) set(dst map[string]any) {
 			}
 			s.sub.set(m)
 		case s.copy == nil:
-			dst[s.key] = deepCopy(s.set)
+			dst[s.key] = DeepCopy(s.set)
 		}
 	}
 }
@@ -136,20 +136,20 @@ func lookup(m map[string]any, path []string) (any, bool) {
 	return cur, true
 }
 
-// deepCopy copies the JSON-shaped parts of v (objects and arrays); other
+// DeepCopy copies the JSON-shaped parts of v (objects and arrays); other
 // values are immutable or shared as they are.
-func deepCopy(v any) any {
+func DeepCopy(v any) any {
 	switch v := v.(type) {
 	case map[string]any:
 		m := make(map[string]any, len(v))
 		for k, e := range v {
-			m[k] = deepCopy(e)
+			m[k] = DeepCopy(e)
 		}
 		return m
 	case []any:
 		a := make([]any, len(v))
 		for i, e := range v {
-			a[i] = deepCopy(e)
+			a[i] = DeepCopy(e)
 		}
 		return a
 	}
