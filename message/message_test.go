@@ -159,4 +159,3 @@ func TestTransformDoesNotShareConfig(t *testing.T) {
 		t.Fatal("two messages share the transform's array")
 	}
 }
-
