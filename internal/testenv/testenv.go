@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/multimodule/multimodule/transit"
 )
 
 // WaitFor polls cond every few milliseconds until it holds, and fails the
@@ -54,5 +56,22 @@ func WriteFiles(t testing.TB, files map[string]string) string {
 			t.Fatal(err)
 		}
 	}
+	return dir
+}
+
+// TransitDir is a private transit dir for one test; every System V queue
+// created in it is removed when the test ends.
+func TransitDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "transit")
+	t.Cleanup(func() {
+		tr, err := transit.Open(transit.Options{Dir: dir})
+		if err == nil {
+			err = tr.RemoveAll()
+		}
+		if err != nil {
+			t.Errorf("removing the test's queues: %v", err)
+		}
+	})
 	return dir
 }

@@ -1,0 +1,326 @@
+package transit
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Queue is one named System V queue.
+type Queue struct {
+	t    *Transit
+	name string
+	id   atomic.Int64 // changes if the queue is removed and recreated
+}
+
+func (q *Queue) qid() int { return int(q.id.Load()) }
+
+// Name is the queue's name.
+func (q *Queue) Name() string { return q.name }
+
+// Stats describe a queue's contents.
+type Stats struct {
+	Name     string  `json:"name"`
+	Messages uint64  `json:"messages"`
+	Bytes    uint64  `json:"bytes"`
+	Capacity uint64  `json:"capacity"`
+	Fill     float64 `json:"fill"` // Bytes / Capacity
+}
+
+// Stats reads the queue's counters from the kernel.
+func (q *Queue) Stats() (Stats, error) {
+	ds, err := msgstat(q.qid())
+	if err != nil {
+		return Stats{}, fmt.Errorf("transit: queue %s: %w", q.name, err)
+	}
+	s := Stats{Name: q.name, Messages: ds.Qnum, Bytes: ds.Cbytes, Capacity: ds.Qbytes}
+	if ds.Qbytes > 0 {
+		s.Fill = float64(ds.Cbytes) / float64(ds.Qbytes)
+	}
+	return s, nil
+}
+
+// stamp records the send time under .ipc_transit_meta (the message belongs
+// to the transport once sent, so it is changed in place).
+func stamp(msg map[string]any, now time.Time) {
+	ts := float64(now.UnixMicro()) / 1e6
+	if meta, ok := msg[".ipc_transit_meta"].(map[string]any); ok {
+		meta["send_ts"] = ts
+		return
+	}
+	msg[".ipc_transit_meta"] = map[string]any{"send_ts": ts}
+}
+
+func (q *Queue) getBuf() *[]byte { return q.t.bufPool.Get().(*[]byte) }
+
+func (q *Queue) putBuf(bp *[]byte, b []byte) {
+	if cap(b) <= 2*(typeSize+q.t.msgmax) {
+		*bp = b[:0]
+		q.t.bufPool.Put(bp)
+	}
+}
+
+func header(buf []byte) []byte {
+	buf = append(buf[:0], 0, 0, 0, 0, 0, 0, 0, 0)
+	binary.NativeEndian.PutUint64(buf, mtypeData)
+	return buf
+}
+
+// Send queues one message. On a full queue it waits up to the transit's
+// SendTimeout, then returns ErrQueueFull; the message is not queued then.
+func (q *Queue) Send(msg map[string]any) error {
+	stamp(msg, time.Now())
+	bp := q.getBuf()
+	buf, err := AppendJSON(header(*bp), msg)
+	if err != nil {
+		q.putBuf(bp, buf)
+		return fmt.Errorf("transit: send to %s: %w", q.name, err)
+	}
+	err = q.sendText(buf)
+	q.putBuf(bp, buf)
+	return err
+}
+
+// SendBatch queues msgs in order, packing several into each queue message:
+// one system call and one ring for many messages. On error, the messages
+// before the failing one are queued.
+func (q *Queue) SendBatch(msgs []map[string]any) error {
+	now := time.Now()
+	bp := q.getBuf()
+	defer func() { q.putBuf(bp, *bp) }()
+	batch := append(header(*bp), tagBatch)
+	n := 0
+	var enc []byte
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		err := q.sendText(batch)
+		batch, n = batch[:typeSize+1], 0
+		return err
+	}
+	for _, m := range msgs {
+		stamp(m, now)
+		var err error
+		if enc, err = AppendJSON(enc[:0], m); err != nil {
+			return fmt.Errorf("transit: send to %s: %w", q.name, err)
+		}
+		if binary.MaxVarintLen64+len(enc) > q.t.msgmax-1 { // alone it must spill
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := q.sendText(append(header(nil), enc...)); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(batch)-typeSize+binary.MaxVarintLen64+len(enc) > q.t.msgmax {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch = binary.AppendUvarint(batch, uint64(len(enc)))
+		batch = append(batch, enc...)
+		n++
+	}
+	err := flush()
+	*bp = batch
+	return err
+}
+
+// sendText sends buf (header and text), spilling a text too large for one
+// queue message, then rings the queue's doorbell.
+func (q *Queue) sendText(buf []byte) error {
+	var spilled string
+	if len(buf)-typeSize > q.t.msgmax {
+		if len(buf)-typeSize > q.t.opts.MaxMessage {
+			return fmt.Errorf("%w: %d bytes to %s (limit %d)", ErrTooLarge, len(buf)-typeSize, q.name, q.t.opts.MaxMessage)
+		}
+		name, err := q.t.spill(q.name, buf[typeSize:])
+		if err != nil {
+			return err
+		}
+		spilled = name
+		buf = append(append(header(nil), tagSpill), name...)
+	}
+	err := q.sendWait(buf)
+	if err != nil {
+		if spilled != "" {
+			os.Remove(filepath.Join(q.t.spillDir(q.name), spilled))
+		}
+		return err
+	}
+	q.t.ring(q.name)
+	return nil
+}
+
+// sendWait sends without blocking the thread in the kernel, backing off
+// while the queue is full, up to the send timeout.
+func (q *Queue) sendWait(buf []byte) error {
+	deadline := time.Now().Add(q.t.opts.SendTimeout)
+	backoff := 50 * time.Microsecond
+	recreated := false
+	for {
+		err := msgsnd(q.qid(), buf, unix.IPC_NOWAIT)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EAGAIN):
+			if time.Now().After(deadline) {
+				st, _ := q.Stats()
+				return fmt.Errorf("%w: %s (%d of %d bytes in %d messages) after waiting %v",
+					ErrQueueFull, q.name, st.Bytes, st.Capacity, st.Messages, q.t.opts.SendTimeout)
+			}
+			time.Sleep(backoff)
+			backoff = min(2*backoff, 10*time.Millisecond)
+		case isGone(err) && !recreated:
+			// Removed under us: find or recreate it by name, once.
+			recreated = true
+			_, id, rerr := q.t.resolve(q.name)
+			if rerr != nil {
+				return rerr
+			}
+			q.id.Store(int64(id))
+		default:
+			return fmt.Errorf("transit: send to %s: %w", q.name, err)
+		}
+	}
+}
+
+// msgNoError truncates an oversized message instead of failing (Linux).
+const msgNoError = 0o10000
+
+// Delivery is what one receive produced.
+type Delivery struct {
+	// Msgs are the decoded messages, in order (a batch holds several).
+	Msgs []map[string]any
+	// Ring names a queue that has messages, when this is a doorbell.
+	Ring string
+	// Wake is set for a Wake call's message.
+	Wake bool
+	// Dead counts messages that went to the dead-letter queue.
+	Dead int
+}
+
+// Wake unblocks a receiver waiting on this queue: it sees Delivery.Wake
+// before any queued message.
+func (q *Queue) Wake() error {
+	buf := []byte{0, 0, 0, 0, 0, 0, 0, 0, tagWake}
+	binary.NativeEndian.PutUint64(buf, mtypeWake)
+	err := msgsnd(q.qid(), buf, unix.IPC_NOWAIT)
+	if errors.Is(err, unix.EAGAIN) {
+		return nil // full: a waiting receiver has data to wake for anyway
+	}
+	return err
+}
+
+// Receive takes the next queue message. With wait it blocks (parking one
+// OS thread) until one arrives; without, it returns ErrEmpty at once.
+// Undecodable content goes to the dead-letter queue; an error is returned
+// only when that too fails, or when the queue itself fails.
+func (q *Queue) Receive(wait bool) (Delivery, error) {
+	bp := q.getBuf()
+	buf := (*bp)[:cap(*bp)]
+	defer func() { q.putBuf(bp, buf) }()
+	flags := 0
+	if !wait {
+		flags = unix.IPC_NOWAIT
+	}
+	for {
+		n, err := msgrcv(q.qid(), buf, -mtypeData, flags)
+		switch {
+		case err == nil:
+			return q.decode(binary.NativeEndian.Uint64(buf), buf[typeSize:typeSize+n])
+		case errors.Is(err, unix.ENOMSG):
+			return Delivery{}, ErrEmpty
+		case errors.Is(err, unix.E2BIG):
+			// Larger than msgmax was when we started: the limit was
+			// raised. Grow and try again; the message stays queued. If it
+			// still does not fit, take it truncated and dead-letter it
+			// rather than leave it blocking the queue forever.
+			if limit := kernelLimit("msgmax", 0); limit > len(buf)-typeSize {
+				buf = make([]byte, typeSize+limit)
+				continue
+			}
+			n, err := msgrcv(q.qid(), buf, -mtypeData, flags|msgNoError)
+			if err != nil {
+				return Delivery{}, fmt.Errorf("transit: receive on %s: %w", q.name, err)
+			}
+			return Delivery{Dead: 1}, q.t.deadLetter(q.name, "message larger than msgmax: truncated", buf[typeSize:typeSize+n])
+		case isGone(err):
+			_, id, rerr := q.t.resolve(q.name)
+			if rerr != nil {
+				return Delivery{}, rerr
+			}
+			q.id.Store(int64(id))
+		default:
+			return Delivery{}, fmt.Errorf("transit: receive on %s: %w", q.name, err)
+		}
+	}
+}
+
+func (q *Queue) decode(mtype uint64, text []byte) (Delivery, error) {
+	var d Delivery
+	dead := func(reason string, raw []byte) error {
+		d.Dead++
+		return q.t.deadLetter(q.name, reason, raw)
+	}
+	if len(text) == 0 {
+		return d, dead("empty message", nil)
+	}
+	if mtype == mtypeWake && len(text) == 1 && text[0] == tagWake {
+		d.Wake = true
+		return d, nil
+	}
+	switch text[0] {
+	case tagRing:
+		d.Ring = string(text[1:])
+		return d, nil
+	case tagSpill:
+		body, err := q.t.unspill(q.name, string(text[1:]))
+		if err != nil {
+			return d, dead("refused: "+err.Error(), text)
+		}
+		if len(body) > 0 && body[0] == tagBatch {
+			return q.decodeBatch(d, body[1:])
+		}
+		text = body
+	case tagBatch:
+		return q.decodeBatch(d, text[1:])
+	}
+	m, err := DecodeJSON(text)
+	if err != nil {
+		return d, dead(err.Error(), text)
+	}
+	d.Msgs = append(d.Msgs, m)
+	return d, nil
+}
+
+func (q *Queue) decodeBatch(d Delivery, p []byte) (Delivery, error) {
+	var errs []error
+	for len(p) > 0 {
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n > uint64(len(p)-k) {
+			d.Dead++
+			errs = append(errs, q.t.deadLetter(q.name, "malformed batch: bad length at "+strconv.Itoa(len(p))+" bytes from the end", p))
+			break
+		}
+		part := p[k : k+int(n)]
+		p = p[k+int(n):]
+		m, err := DecodeJSON(part)
+		if err != nil {
+			d.Dead++
+			errs = append(errs, q.t.deadLetter(q.name, err.Error(), part))
+			continue
+		}
+		d.Msgs = append(d.Msgs, m)
+	}
+	return d, errors.Join(errs...)
+}

@@ -1,0 +1,112 @@
+package transit
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// System V message queue syscalls. x/sys/unix has no typed wrappers for
+// them, so these are the raw calls with EINTR retried.
+
+// msqidDS is the kernel's struct msqid64_ds on 64-bit Linux.
+type msqidDS struct {
+	Perm   unix.SysvIpcPerm
+	Stime  int64
+	Rtime  int64
+	Ctime  int64
+	Cbytes uint64
+	Qnum   uint64
+	Qbytes uint64
+	Lspid  int32
+	Lrpid  int32
+	_      uint64
+	_      uint64
+}
+
+const typeSize = 8 // the long mtype before the text
+
+func msgget(key int32, flags int) (int, error) {
+	for {
+		id, _, e := unix.Syscall(unix.SYS_MSGGET, uintptr(key), uintptr(flags), 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -1, e
+		}
+		return int(id), nil
+	}
+}
+
+// msgsnd sends buf, whose first 8 bytes hold the mtype and the rest the
+// text.
+func msgsnd(id int, buf []byte, flags int) error {
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_MSGSND, uintptr(id), uintptr(unsafe.Pointer(&buf[0])),
+			uintptr(len(buf)-typeSize), uintptr(flags), 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return e
+		}
+		return nil
+	}
+}
+
+// msgrcv receives into buf (mtype then text) and returns the text length.
+// A blocking call parks its OS thread: Syscall, not RawSyscall, so the Go
+// scheduler runs other goroutines meanwhile.
+func msgrcv(id int, buf []byte, msgtyp int64, flags int) (int, error) {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_MSGRCV, uintptr(id), uintptr(unsafe.Pointer(&buf[0])),
+			uintptr(len(buf)-typeSize), uintptr(msgtyp), uintptr(flags), 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
+}
+
+func msgstat(id int) (msqidDS, error) {
+	var ds msqidDS
+	_, _, e := unix.Syscall(unix.SYS_MSGCTL, uintptr(id), uintptr(unix.IPC_STAT), uintptr(unsafe.Pointer(&ds)))
+	if e != 0 {
+		return ds, e
+	}
+	return ds, nil
+}
+
+func msgrmid(id int) error {
+	_, _, e := unix.Syscall(unix.SYS_MSGCTL, uintptr(id), uintptr(unix.IPC_RMID), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// isGone reports whether err means the queue no longer exists.
+func isGone(err error) bool {
+	return errors.Is(err, unix.EIDRM) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT)
+}
+
+// kernelLimit reads /proc/sys/kernel/NAME, falling back to def.
+func kernelLimit(name string, def int) int {
+	b, err := os.ReadFile("/proc/sys/kernel/" + name)
+	if err != nil {
+		return def
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 {
+		return def
+	}
+	return n
+}

@@ -1,0 +1,513 @@
+// Package transit moves messages between processes on one box through
+// System V message queues.
+//
+// A queue is known by name. The name maps to a System V key through a small
+// file in the transit directory (DIR/NAME holds the key); the first sender
+// or receiver creates the queue (0600) and the file. Messages are JSON
+// objects; each carries .ipc_transit_meta.send_ts. A message larger than
+// the kernel allows in one queue message is spilled to an owner-only file
+// under DIR/.spill/NAME/ and a reference is queued instead; a receiver
+// accepts only references it can prove are spill files of its own queue.
+//
+// Nothing is dropped silently: a full queue makes the sender wait up to
+// Options.SendTimeout and then returns ErrQueueFull; a message that cannot
+// be decoded goes to the dead-letter queue with the reason.
+//
+// Receivers that watch many queues without a thread each register a
+// doorbell: after each send, the sender rings the doorbell queue with the
+// name of the queue that has work (see SetDoorbell).
+package transit
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// Errors, grouped by what failed.
+var (
+	// ErrBadName: a queue name must be a safe file name.
+	ErrBadName = errors.New("invalid queue name")
+	// ErrInsecureDir: the transit dir is not a directory owned by this
+	// user and closed to others.
+	ErrInsecureDir = errors.New("transit dir is not private")
+	// ErrForeignQueue: the key file names a queue that another user owns or
+	// that others may use.
+	ErrForeignQueue = errors.New("queue is not private to this user")
+	// ErrQueueFull: the queue stayed full for the whole bounded wait.
+	ErrQueueFull = errors.New("queue is full")
+	// ErrEmpty: a non-blocking receive found nothing.
+	ErrEmpty = errors.New("queue is empty")
+	// ErrTooLarge: the message exceeds the spill size limit.
+	ErrTooLarge = errors.New("message too large")
+)
+
+// DeadLetterQueue receives every message that could not be decoded, with
+// the reason.
+const DeadLetterQueue = "MultiModule_dead_letter"
+
+// EnvDir overrides the default transit dir.
+const EnvDir = "MULTIMODULE_TRANSIT_DIR"
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// ValidName reports whether name can name a queue.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
+// DefaultDir is $MULTIMODULE_TRANSIT_DIR, or a per-user directory in /tmp.
+func DefaultDir() string {
+	if d := os.Getenv(EnvDir); d != "" {
+		return d
+	}
+	return filepath.Join(os.TempDir(), "multimodule-transit-"+strconv.Itoa(os.Geteuid()))
+}
+
+// Wire format: the mtype, then a text whose first byte says what it is.
+const (
+	mtypeWake = 1 // sorts before data, so a waiting receiver sees it first
+	mtypeData = 2
+
+	tagBatch = 0x01 // uvarint length, JSON; repeated
+	tagSpill = 0x02 // the spill file's name
+	tagRing  = 0x03 // the name of a queue that has messages
+	tagWake  = 0x04
+)
+
+// Options configure a Transit. The zero value uses the defaults.
+type Options struct {
+	// Dir is the transit dir; DefaultDir() when empty.
+	Dir string
+	// SendTimeout bounds the wait on a full queue (default 5s).
+	SendTimeout time.Duration
+	// MaxMessage bounds a spilled message (default 64 MiB).
+	MaxMessage int
+}
+
+// Transit is one process's access to the queues in a transit dir. It is
+// safe for concurrent use.
+type Transit struct {
+	dir      string
+	opts     Options
+	uid      int
+	msgmax   int
+	bufPool  sync.Pool
+	mu       sync.Mutex
+	queues   map[string]*Queue
+	doorbell map[string]doorbellEntry
+}
+
+type doorbellEntry struct {
+	q       *Queue // nil: nobody rings
+	checked time.Time
+}
+
+// doorbellTTL is how long a sender trusts what it read of a queue's
+// doorbell. A receiver that moves away is noticed within it; a missed ring
+// is caught by the receiver's periodic sweep.
+const doorbellTTL = time.Second
+
+// Open checks (or creates, 0700) the transit dir.
+func Open(opts Options) (*Transit, error) {
+	if opts.Dir == "" {
+		opts.Dir = DefaultDir()
+	}
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = 5 * time.Second
+	}
+	if opts.MaxMessage <= 0 {
+		opts.MaxMessage = 64 << 20
+	}
+	t := &Transit{dir: opts.Dir, opts: opts, uid: os.Geteuid(), msgmax: kernelLimit("msgmax", 8192),
+		queues: map[string]*Queue{}, doorbell: map[string]doorbellEntry{}}
+	if err := t.privateDir(t.dir); err != nil {
+		return nil, err
+	}
+	t.bufPool.New = func() any { b := make([]byte, typeSize+t.msgmax); return &b }
+	return t, nil
+}
+
+// privateDir creates dir 0700 or checks that it is ours and private.
+func (t *Transit) privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("transit: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("transit: %s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != t.uid || st.Mode&0o077 != 0 {
+		return fmt.Errorf("%w: %s (mode %o, owner %d; want a 0700 directory owned by %d)",
+			ErrInsecureDir, dir, st.Mode&0o7777, st.Uid, t.uid)
+	}
+	return nil
+}
+
+// Dir is the transit dir.
+func (t *Transit) Dir() string { return t.dir }
+
+// MaxInline is the largest message text sent without spilling.
+func (t *Transit) MaxInline() int { return t.msgmax }
+
+// Queue returns the named queue, creating it if needed.
+func (t *Transit) Queue(name string) (*Queue, error) {
+	t.mu.Lock()
+	q := t.queues[name]
+	t.mu.Unlock()
+	if q != nil {
+		return q, nil
+	}
+	if !ValidName(name) {
+		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, name)
+	}
+	_, id, err := t.resolve(name)
+	if err != nil {
+		return nil, err
+	}
+	q = &Queue{t: t, name: name}
+	q.id.Store(int64(id))
+	t.mu.Lock()
+	if old := t.queues[name]; old != nil {
+		q = old
+	} else {
+		t.queues[name] = q
+	}
+	t.mu.Unlock()
+	return q, nil
+}
+
+// forget drops a cached queue whose id went stale (the queue was removed).
+func (t *Transit) forget(q *Queue) {
+	t.mu.Lock()
+	if t.queues[q.name] == q {
+		delete(t.queues, q.name)
+	}
+	t.mu.Unlock()
+}
+
+// resolve maps a name to its key and queue id, creating both if needed.
+func (t *Transit) resolve(name string) (int32, int, error) {
+	path := filepath.Join(t.dir, name)
+	for attempt := 0; attempt < 100; attempt++ {
+		if b, err := os.ReadFile(path); err == nil {
+			k, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 32)
+			if perr != nil || k == 0 {
+				return 0, 0, fmt.Errorf("transit: key file %s is damaged: %q", path, b)
+			}
+			// The queue may have been removed (ipcrm, logind's RemoveIPC):
+			// recreate it under the same key.
+			id, err := msgget(int32(k), unix.IPC_CREAT|0o600)
+			if err != nil {
+				return 0, 0, fmt.Errorf("transit: queue %s (key %d): %w", name, k, err)
+			}
+			if err := t.checkOwner(id, name); err != nil {
+				return 0, 0, err
+			}
+			return int32(k), id, nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return 0, 0, fmt.Errorf("transit: %w", err)
+		}
+		key, id, err := t.create()
+		if err != nil {
+			return 0, 0, err
+		}
+		// Publish the key with link(2): atomic, and it fails if another
+		// process published first, in which case theirs wins.
+		tmp := fmt.Sprintf("%s/.new-%s-%d", t.dir, name, key)
+		if err := os.WriteFile(tmp, []byte(strconv.Itoa(int(key))+"\n"), 0o600); err != nil {
+			msgrmid(id)
+			return 0, 0, fmt.Errorf("transit: %w", err)
+		}
+		err = os.Link(tmp, path)
+		os.Remove(tmp)
+		if err == nil {
+			return key, id, nil
+		}
+		msgrmid(id)
+		if !errors.Is(err, os.ErrExist) {
+			return 0, 0, fmt.Errorf("transit: %w", err)
+		}
+	}
+	return 0, 0, fmt.Errorf("transit: could not create queue %s", name)
+}
+
+// create makes a new private queue under an unused random key.
+func (t *Transit) create() (int32, int, error) {
+	for range 1000 {
+		n, err := rand.Int(rand.Reader, big.NewInt(1<<31-2))
+		if err != nil {
+			return 0, 0, err
+		}
+		key := int32(n.Int64() + 1) // never IPC_PRIVATE (0)
+		id, err := msgget(key, unix.IPC_CREAT|unix.IPC_EXCL|0o600)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("transit: msgget: %w", err)
+		}
+		return key, id, nil
+	}
+	return 0, 0, errors.New("transit: no free System V key")
+}
+
+func (t *Transit) checkOwner(id int, name string) error {
+	ds, err := msgstat(id)
+	if err != nil {
+		return fmt.Errorf("transit: queue %s: %w", name, err)
+	}
+	if int(ds.Perm.Uid) != t.uid || ds.Perm.Mode&0o077 != 0 {
+		return fmt.Errorf("%w: %s (owner %d, mode %o)", ErrForeignQueue, name, ds.Perm.Uid, ds.Perm.Mode&0o777)
+	}
+	return nil
+}
+
+// Names lists the queues known in the transit dir, sorted.
+func (t *Transit) Names() ([]string, error) {
+	entries, err := os.ReadDir(t.dir)
+	if err != nil {
+		return nil, fmt.Errorf("transit: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && ValidName(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Remove deletes the named queue (and any messages in it), its key file,
+// its doorbell registration and its spill files.
+func (t *Transit) Remove(name string) error {
+	if !ValidName(name) {
+		return fmt.Errorf("%w %q", ErrBadName, name)
+	}
+	path := filepath.Join(t.dir, name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("transit: %w", err)
+	}
+	var errs []error
+	if k, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 32); perr == nil {
+		if id, err := msgget(int32(k), 0); err == nil {
+			if err := msgrmid(id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	t.mu.Lock()
+	delete(t.queues, name)
+	delete(t.doorbell, name)
+	t.mu.Unlock()
+	errs = append(errs, os.Remove(path))
+	os.Remove(t.doorbellPath(name))
+	os.RemoveAll(t.spillDir(name))
+	return errors.Join(errs...)
+}
+
+// RemoveAll removes every queue of the transit dir (tests, and operators
+// retiring a dir).
+func (t *Transit) RemoveAll() error {
+	names, err := t.Names()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, t.Remove(n))
+	}
+	return errors.Join(errs...)
+}
+
+// Send queues msg on the named queue, creating it if needed.
+func (t *Transit) Send(name string, msg map[string]any) error {
+	q, err := t.Queue(name)
+	if err != nil {
+		return err
+	}
+	return q.Send(msg)
+}
+
+// --- doorbells ---
+
+func (t *Transit) doorbellPath(name string) string { return filepath.Join(t.dir, ".doorbell", name) }
+
+// SetDoorbell registers doorbell as the queue to ring after every send to
+// queue name. Senders notice within a second.
+func (t *Transit) SetDoorbell(name, doorbell string) error {
+	if !ValidName(name) || !ValidName(doorbell) {
+		return fmt.Errorf("%w: %q or %q", ErrBadName, name, doorbell)
+	}
+	dir := filepath.Join(t.dir, ".doorbell")
+	if err := t.privateDir(dir); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return fmt.Errorf("transit: %w", err)
+	}
+	_, werr := tmp.WriteString(doorbell + "\n")
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr, os.Rename(tmp.Name(), t.doorbellPath(name))); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("transit: %w", err)
+	}
+	return nil
+}
+
+// ClearDoorbell stops senders from ringing for queue name.
+func (t *Transit) ClearDoorbell(name string) error {
+	err := os.Remove(t.doorbellPath(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// ring tells the doorbell of queue name, if any, that it has a message. It
+// never blocks and never fails the send: a receiver sweeps its queues
+// periodically, so a lost ring only delays.
+func (t *Transit) ring(name string) {
+	now := time.Now()
+	t.mu.Lock()
+	e, ok := t.doorbell[name]
+	t.mu.Unlock()
+	if !ok || now.Sub(e.checked) > doorbellTTL {
+		e = doorbellEntry{checked: now}
+		if b, err := os.ReadFile(t.doorbellPath(name)); err == nil {
+			if db := strings.TrimSpace(string(b)); db != name {
+				e.q, _ = t.Queue(db)
+			}
+		}
+		t.mu.Lock()
+		t.doorbell[name] = e
+		t.mu.Unlock()
+	}
+	if e.q == nil {
+		return
+	}
+	buf := make([]byte, typeSize+1+len(name))
+	binary.NativeEndian.PutUint64(buf, mtypeData)
+	buf[typeSize] = tagRing
+	copy(buf[typeSize+1:], name)
+	if err := msgsnd(e.q.qid(), buf, unix.IPC_NOWAIT); err != nil && isGone(err) {
+		t.forget(e.q)
+		t.mu.Lock()
+		delete(t.doorbell, name)
+		t.mu.Unlock()
+	}
+}
+
+// --- spill files ---
+
+func (t *Transit) spillDir(name string) string { return filepath.Join(t.dir, ".spill", name) }
+
+var spillNameRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// spill writes text to a new owner-only file and returns its name.
+func (t *Transit) spill(queue string, text []byte) (string, error) {
+	if err := t.privateDir(filepath.Join(t.dir, ".spill")); err != nil {
+		return "", err
+	}
+	dir := t.spillDir(queue)
+	if err := t.privateDir(dir); err != nil {
+		return "", err
+	}
+	var r [16]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	name := hex.EncodeToString(r[:])
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("transit: spill: %w", err)
+	}
+	_, werr := f.Write(text)
+	if err := errors.Join(werr, f.Close()); err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("transit: spill: %w", err)
+	}
+	return name, nil
+}
+
+// unspill reads and removes a spill file named by a reference, after
+// proving it is one of ours: a bare name of the right form, in this
+// queue's spill dir, a regular file (not a link), owned by us, private,
+// with one link. Anything else is refused without reading or deleting.
+func (t *Transit) unspill(queue, ref string) ([]byte, error) {
+	if !spillNameRE.MatchString(ref) {
+		return nil, fmt.Errorf("spill reference %q is not a spill file name", truncate(ref, 80))
+	}
+	path := filepath.Join(t.spillDir(queue), ref)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("spill reference %s: %w", ref, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("spill reference %s: %w", ref, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return nil, fmt.Errorf("spill reference %s is not a regular file", ref)
+	case int(st.Uid) != t.uid:
+		return nil, fmt.Errorf("spill reference %s is owned by uid %d, not %d", ref, st.Uid, t.uid)
+	case st.Mode&0o077 != 0:
+		return nil, fmt.Errorf("spill reference %s has mode %o, not private", ref, st.Mode&0o777)
+	case st.Nlink != 1:
+		return nil, fmt.Errorf("spill reference %s has %d links", ref, st.Nlink)
+	case st.Size > int64(t.opts.MaxMessage):
+		return nil, fmt.Errorf("spill reference %s is %d bytes, over the limit", ref, st.Size)
+	}
+	text, err := io.ReadAll(io.LimitReader(f, int64(t.opts.MaxMessage)+1))
+	if err != nil {
+		return nil, fmt.Errorf("spill reference %s: %w", ref, err)
+	}
+	os.Remove(path)
+	return text, nil
+}
+
+// deadLetter queues what could not be delivered, with the reason.
+func (t *Transit) deadLetter(queue, reason string, raw []byte) error {
+	m := map[string]any{
+		"reason": reason,
+		"queue":  queue,
+		"time":   time.Now().UTC().Format(time.RFC3339Nano),
+	}
+	raw = raw[:min(len(raw), 4096)]
+	if utf8.Valid(raw) {
+		m["raw"] = string(raw)
+	} else {
+		m["raw_base64"] = base64.StdEncoding.EncodeToString(raw)
+	}
+	if queue == DeadLetterQueue {
+		return fmt.Errorf("transit: undecodable message on the dead-letter queue itself: %s", reason)
+	}
+	return t.Send(DeadLetterQueue, m)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
