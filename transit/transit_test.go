@@ -397,4 +397,3 @@ func TestQueueStatsAndNames(t *testing.T) {
 		t.Fatalf("stats %+v %v", st, err)
 	}
 }
-
