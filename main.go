@@ -130,9 +130,9 @@ func run(args []string, sig <-chan os.Signal, stdout, stderr io.Writer) int {
 	ch := host.Channels()
 
 	started := 0
-	for _, spec := range specs {
-		if err := host.Start(spec); err != nil {
-			ch.Error.Error("task did not start", "task", spec.Name, "error", err)
+	for i, err := range host.StartAll(specs) {
+		if err != nil {
+			ch.Error.Error("task did not start", "task", specs[i].Name, "error", err)
 			continue
 		}
 		started++

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -24,8 +25,9 @@ var ErrBadPattern = errors.New("bad match pattern")
 //   - an object of plain keys matches the message's object recursively;
 //   - an array equals the message's array, element by element;
 //   - an object of operators applies them all to the message's value:
-//     $re (regexp, also any element of an array), $exists (bool),
-//     $in (array of allowed values), $ne, $gt, $gte, $lt, $lte
+//     $re (regexp, also any element of an array; numbers are matched in
+//     plain decimal), $exists (bool), $in (array of allowed values), $ne
+//     (the plain rule negated), $gt, $gte, $lt, $lte
 //     (numbers, or strings compared lexically). A missing key fails
 //     every operator except $exists: false and $ne.
 //
@@ -105,21 +107,21 @@ func compileValue(p any) (func(v any, ok bool) bool, error) {
 		if !isScalar(p) {
 			return nil, fmt.Errorf("%w: unsupported value %T", ErrBadPattern, p)
 		}
-		return func(v any, ok bool) bool {
-			if !ok {
-				return false
-			}
-			if arr, isArr := v.([]any); isArr {
-				for _, e := range arr {
-					if equal(p, e) {
-						return true
-					}
-				}
-				return false
-			}
-			return equal(p, v)
-		}, nil
+		return func(v any, ok bool) bool { return ok && scalarMatch(p, v) }, nil
 	}
+}
+
+// scalarMatch is the plain-value rule: equal, or contained in an array.
+func scalarMatch(p, v any) bool {
+	if arr, isArr := v.([]any); isArr {
+		for _, e := range arr {
+			if equal(p, e) {
+				return true
+			}
+		}
+		return false
+	}
+	return equal(p, v)
 }
 
 func compileOperators(ops map[string]any) (func(v any, ok bool) bool, error) {
@@ -185,7 +187,9 @@ func compileOperators(ops map[string]any) (func(v any, ok bool) bool, error) {
 				return false
 			}
 		case "$ne":
-			c = func(v any, ok bool) bool { return !ok || !equal(arg, v) }
+			// The negation of the plain rule: an array holding the value
+			// is not "not equal".
+			c = func(v any, ok bool) bool { return !ok || !scalarMatch(arg, v) }
 		case "$gt", "$gte", "$lt", "$lte":
 			if _, isNum := toFloat(arg); !isNum {
 				if _, isStr := arg.(string); !isStr {
@@ -223,7 +227,7 @@ func reMatch(re *regexp.Regexp, v any) bool {
 		return false
 	default:
 		if f, ok := toFloat(v); ok {
-			return re.MatchString(fmt.Sprint(f))
+			return re.MatchString(strconv.FormatFloat(f, 'f', -1, 64))
 		}
 		return false
 	}

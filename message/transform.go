@@ -17,7 +17,7 @@ var ErrBadTransform = errors.New("bad transform")
 // value merges into the message's object at that key, recursively,
 // creating it when missing. The value {"$copy": "a.b"} copies the
 // message's field at the dotted path a.b instead (nothing is set when that
-// field is missing).
+// field is missing; see SplitPath for keys that start with a dot).
 type Transform struct {
 	steps []step
 }
@@ -49,7 +49,7 @@ func CompileTransform(t map[string]any) (*Transform, error) {
 				if !ok || path == "" || len(v) != 1 {
 					return nil, fmt.Errorf("%w: %s: $copy wants a dotted field path and nothing else", ErrBadTransform, k)
 				}
-				s.copy = strings.Split(path, ".")
+				s.copy = SplitPath(path)
 			} else {
 				sub, err := CompileTransform(v)
 				if err != nil {
@@ -120,6 +120,23 @@ func (t *Transform) set(dst map[string]any) {
 			dst[s.key] = DeepCopy(s.set)
 		}
 	}
+}
+
+// SplitPath splits a dotted field path. A key that itself starts with a
+// dot is written with its dot: ".ipc_transit_meta.send_ts" is the key
+// ".ipc_transit_meta", then "send_ts"; "a..b" is "a", then ".b".
+func SplitPath(path string) []string {
+	var out []string
+	parts := strings.Split(path, ".")
+	for i := 0; i < len(parts); i++ {
+		if parts[i] == "" && i+1 < len(parts) {
+			i++
+			out = append(out, "."+parts[i])
+			continue
+		}
+		out = append(out, parts[i])
+	}
+	return out
 }
 
 func lookup(m map[string]any, path []string) (any, bool) {

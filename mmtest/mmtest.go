@@ -54,7 +54,14 @@ type Harness struct {
 	Errors  []Record
 	// Timers currently set, by name (the config's intervals applied).
 	Timers map[string]*Timer
+
+	// SendErr, when set, is what Send returns (and Emit meets), as the
+	// daemon does for a full queue or an unknown one; nothing is recorded.
+	SendErr error
 }
+
+// ErrPanic is wrapped by the error a panicking handler turns into.
+var ErrPanic = runtime.ErrPanic
 
 // Option configures New.
 type Option func(*Harness, *options)
@@ -177,7 +184,7 @@ func roundTrip(t testing.TB, s map[string]any) map[string]any {
 func catch(what string, fn func() error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("%s: %w: %v", what, runtime.ErrPanic, p)
+			err = fmt.Errorf("%s: %w: %v", what, ErrPanic, p)
 		}
 	}()
 	return fn()
@@ -193,10 +200,16 @@ type context struct {
 func (c *context) Name() string { return c.name }
 
 func (c *context) Emit(msg runtime.Message) {
+	if c.h.SendErr != nil {
+		return
+	}
 	c.h.Emitted = append(c.h.Emitted, runtime.StampSource(msg, c.name))
 }
 
 func (c *context) Send(qname string, msg runtime.Message) error {
+	if c.h.SendErr != nil {
+		return c.h.SendErr
+	}
 	c.h.Sent = append(c.h.Sent, Sent{qname, msg})
 	return nil
 }

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +51,15 @@ type Options struct {
 	Level slog.Level
 	// Stdout and Stderr back the "1" and "2" channel targets.
 	Stdout, Stderr io.Writer
+	// Remote reaches queues that no task of this host serves. Without it,
+	// sending to an unknown name is an error.
+	Remote Remote
+}
+
+// Remote is a transport to queues outside this process (System V today;
+// other backends later). Tasks and the Router never see it.
+type Remote interface {
+	Send(qname string, msg Message) error
 }
 
 // Host runs internal tasks. Its methods are safe for concurrent use.
@@ -57,6 +69,7 @@ type Host struct {
 
 	mu      sync.Mutex // serialises Start, Stop and Shutdown
 	closing bool
+	indexMu sync.Mutex // the saved-state index file
 	// tasks is replaced, never mutated, so that the message path reads it
 	// without a lock.
 	tasks atomic.Pointer[map[string]*runner]
@@ -82,30 +95,78 @@ func (h *Host) Channels() *Channels { return h.ch }
 // Start creates the task, restores its state, runs SetConfig and starts
 // its goroutine. A task whose SetConfig fails is not started.
 func (h *Host) Start(spec TaskSpec) error {
+	return h.StartAll([]TaskSpec{spec})[0]
+}
+
+// StartAll starts several tasks together: every one of them can receive
+// before any runs SetConfig, so a message a task sends while starting
+// (say, an emit to the Router) is never lost to start order. It returns
+// one error (or nil) per spec.
+func (h *Host) StartAll(specs []TaskSpec) []error {
+	errs := make([]error, len(specs))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rs := make([]*runner, len(specs))
+	for i, spec := range specs {
+		if errs[i] = h.checkStart(spec, rs[:i]); errs[i] != nil {
+			continue
+		}
+		r, err := newRunner(h, spec)
+		if err != nil {
+			errs[i] = fmt.Errorf("task %s: %w", spec.Name, err)
+			continue
+		}
+		rs[i] = r
+	}
+	h.publish(func(m map[string]*runner) {
+		for _, r := range rs {
+			if r != nil {
+				m[r.name] = r
+			}
+		}
+	})
+	for i, r := range rs {
+		if r == nil {
+			continue
+		}
+		if err := r.applyConfig(&configChange{config: specs[i].Config, intervals: specs[i].Intervals}); err != nil {
+			h.publish(func(m map[string]*runner) { delete(m, r.name) })
+			r.abandon()
+			errs[i] = fmt.Errorf("task %s: %w", r.name, err)
+			rs[i] = nil
+		}
+	}
+	for _, r := range rs {
+		if r != nil {
+			go r.loop()
+		}
+	}
+	return errs
+}
+
+func (h *Host) checkStart(spec TaskSpec, starting []*runner) error {
 	if !TaskNameRE.MatchString(spec.Name) {
 		return fmt.Errorf("%w %q: use letters, digits, _ and -", ErrBadTaskName, spec.Name)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closing {
 		return ErrShuttingDown
 	}
 	if _, ok := (*h.tasks.Load())[spec.Name]; ok {
 		return fmt.Errorf("task %s: %w", spec.Name, ErrTaskExists)
 	}
-	r, err := newRunner(h, spec)
-	if err != nil {
-		return fmt.Errorf("task %s: %w", spec.Name, err)
+	for _, r := range starting {
+		if r != nil && r.name == spec.Name {
+			return fmt.Errorf("task %s: %w", spec.Name, ErrTaskExists)
+		}
 	}
-	h.publish(func(m map[string]*runner) { m[spec.Name] = r })
-	go r.loop()
 	return nil
 }
 
 // Reconfigure hands a new config to a running task (SetConfig on its own
-// goroutine, in order with its messages) and waits for the result. The
-// task's state is kept.
-func (h *Host) Reconfigure(name string, config map[string]any, intervals map[string]time.Duration) error {
+// goroutine, in order with its messages) and waits for the result, or for
+// ctx. The task's state is kept; if SetConfig fails, the task keeps its
+// previous config. Never call it from a task's own goroutine.
+func (h *Host) Reconfigure(ctx context.Context, name string, config map[string]any, intervals map[string]time.Duration) error {
 	r := (*h.tasks.Load())[name]
 	if r == nil {
 		return fmt.Errorf("%w: %q", ErrNoSuchQueue, name)
@@ -114,7 +175,12 @@ func (h *Host) Reconfigure(name string, config map[string]any, intervals map[str
 	if err := r.mbox.push(item{ctl: &control{kind: ctlConfig, config: &configChange{config, intervals, done}}}); err != nil {
 		return fmt.Errorf("task %s: %w", name, err)
 	}
-	return <-done
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("task %s: config change still queued: %w", name, ctx.Err())
+	}
 }
 
 // Stop stops one task: no new messages, its queue drained, state saved.
@@ -132,26 +198,53 @@ func (h *Host) Stop(ctx context.Context, name string) error {
 	r.mbox.close()
 	select {
 	case <-r.done:
-		return nil
+		return r.finalErr()
 	case <-ctx.Done():
 		return fmt.Errorf("task %s did not stop: %w", name, ctx.Err())
 	}
 }
 
-// Send delivers msg to the named task from outside any task.
+// Send delivers msg to the named task in this process or, failing that,
+// through the remote transport to a queue of that name.
 func (h *Host) Send(qname string, msg Message) error {
-	r := (*h.tasks.Load())[qname]
+	if r := (*h.tasks.Load())[qname]; r != nil {
+		return r.mbox.push(item{msg: msg})
+	}
+	if h.opts.Remote != nil {
+		return h.opts.Remote.Send(qname, msg)
+	}
+	return fmt.Errorf("%w: %q", ErrNoSuchQueue, qname)
+}
+
+// deliverLocal hands msg to a task of this host only.
+func (h *Host) deliverLocal(name string, msg Message) error {
+	r := (*h.tasks.Load())[name]
 	if r == nil {
-		return fmt.Errorf("%w: %q", ErrNoSuchQueue, qname)
+		return fmt.Errorf("%w: %q", ErrNoSuchQueue, name)
 	}
 	return r.mbox.push(item{msg: msg})
 }
 
-// Shutdown stops every task in order: timers first (nothing new is
-// started), then it waits until no message is queued or being handled
-// anywhere, then each task saves its state and stops. ctx bounds the wait;
-// on expiry the remaining work is still drained and saved, and the error
-// says how much was in flight.
+// depth is a local task's mailbox depth (ok false if it is not here).
+func (h *Host) depth(name string) (uint64, bool) {
+	r := (*h.tasks.Load())[name]
+	if r == nil {
+		return 0, false
+	}
+	return r.mbox.depth(), true
+}
+
+// SaveGrace is how long Shutdown waits for tasks to finish and save after
+// its context has expired: a drain that timed out must not also cost the
+// state.
+const SaveGrace = 5 * time.Second
+
+// Shutdown stops every task in order: timers first (nothing new starts),
+// then it waits, bounded by ctx, until no message is queued or being
+// handled anywhere; then every mailbox is closed, each task finishes what
+// it still holds and saves its state (given SaveGrace more if ctx has
+// expired). The error names what was in flight at the timeout, tasks that
+// did not finish, and state that could not be saved.
 func (h *Host) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closing = true
@@ -161,49 +254,63 @@ func (h *Host) Shutdown(ctx context.Context) error {
 	for _, r := range rs {
 		r.stopTimers()
 	}
-	drainErr := h.waitQuiescent(ctx, rs)
+	errs := []error{h.waitQuiescent(ctx, rs)}
 	for _, r := range rs {
 		r.mbox.close()
 	}
+	grace := time.NewTimer(SaveGrace)
+	defer grace.Stop()
 	var stuck []string
 	for _, r := range rs {
 		select {
 		case <-r.done:
-		case <-ctx.Done():
-			stuck = append(stuck, r.name)
+		default:
+			select {
+			case <-r.done:
+			case <-ctx.Done():
+				select {
+				case <-r.done:
+				case <-grace.C:
+					stuck = append(stuck, r.name)
+					continue
+				}
+			}
 		}
+		errs = append(errs, r.finalErr())
 	}
 	h.publish(func(m map[string]*runner) { clear(m) })
 	if len(stuck) > 0 {
-		return errors.Join(drainErr, fmt.Errorf("tasks still handling a message at the shutdown timeout (state not saved): %v", stuck))
+		errs = append(errs, fmt.Errorf("tasks still handling a message after the grace period (state not saved): %v", stuck))
 	}
-	return drainErr
+	return errors.Join(errs...)
 }
 
 // Close releases the host's channels. Call after Shutdown.
 func (h *Host) Close() error { return h.ch.Close() }
 
-// waitQuiescent returns once every mailbox is empty and idle and no
-// message moved between two scans: with timers stopped only a handler
-// can send, and a running handler keeps its own mailbox non-empty.
+// waitQuiescent returns once nothing is queued or being handled anywhere.
+// It reads every task's handled count first, then every accepted count:
+// counts only grow and handled never passes accepted, so equal sums mean
+// that at the moment between the two passes every accepted item had been
+// handled. With timers stopped only a handler can send, so nothing can
+// start again after that moment.
 func (h *Host) waitQuiescent(ctx context.Context, rs []*runner) error {
-	var last uint64 = 1<<64 - 1
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for {
-		var pushed, busy uint64
+		var done, pushed uint64
 		for _, r := range rs {
-			d := r.mbox.depth()
-			busy += d
+			done += r.mbox.done.Load()
+		}
+		for _, r := range rs {
 			pushed += r.mbox.pushed.Load()
 		}
-		if busy == 0 && pushed == last {
+		if done == pushed {
 			return nil
 		}
-		last = pushed
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %d items", ErrDrainTimedOut, busy)
+			return fmt.Errorf("%w: %d items", ErrDrainTimedOut, pushed-done)
 		case <-tick.C:
 		}
 	}
@@ -230,6 +337,45 @@ func (h *Host) publish(edit func(map[string]*runner)) {
 	h.tasks.Store(&m)
 }
 
+func (h *Host) statePath(name string) string {
+	return filepath.Join(h.opts.StateDir, "tasks", name+".db")
+}
+
+// savedIndex lists the tasks whose state was ever saved in this state
+// dir, so that a state file that disappears is noticed and alerted.
+func (h *Host) savedIndex() string { return filepath.Join(h.opts.StateDir, "tasks", "saved.index") }
+
+func (h *Host) everSaved(name string) bool {
+	h.indexMu.Lock()
+	defer h.indexMu.Unlock()
+	b, err := os.ReadFile(h.savedIndex())
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Host) markSaved(name string) {
+	if h.everSaved(name) {
+		return
+	}
+	h.indexMu.Lock()
+	defer h.indexMu.Unlock()
+	f, err := os.OpenFile(h.savedIndex(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err == nil {
+		_, err = f.WriteString(name + "\n")
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		h.ch.Error.Error("recording a saved state in the index", "task", name, "error", err)
+	}
+}
+
 // TaskStatus is a snapshot of one task's counters.
 type TaskStatus struct {
 	Name            string
@@ -238,7 +384,8 @@ type TaskStatus struct {
 	Started         time.Time
 	MessagesIn      uint64
 	MessagesOut     uint64
-	Failures        uint64
+	Failures        uint64 // handler errors and panics
+	SendFailures    uint64 // sends and emits that were not delivered
 	Depth           uint64
 	Busy            time.Duration
 	StateGeneration uint64

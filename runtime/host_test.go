@@ -264,7 +264,7 @@ func TestSetConfigOnStartAndChangeWithTimerOverride(t *testing.T) {
 	fast := map[string]time.Duration{"tick": 5 * time.Millisecond}
 	th.start(t, "Conf", c, map[string]any{"v": "one"}, fast)
 	testenv.WaitFor(t, 5*time.Second, "ticks under config one", func() bool { _, ticks := c.get(); return ticks["one"] >= 3 })
-	if err := th.Reconfigure("Conf", map[string]any{"v": "two"}, fast); err != nil {
+	if err := th.Reconfigure(context.Background(), "Conf", map[string]any{"v": "two"}, fast); err != nil {
 		t.Fatal(err)
 	}
 	// Recur with the same name replaced the timer: only "two" keeps ticking.
@@ -490,5 +490,164 @@ func TestSecondHostOnSameStateIsRefused(t *testing.T) {
 	err := th2.Start(TaskSpec{Name: "C", New: func() Task { return counter{} }})
 	if !errors.Is(err, statestore.ErrLocked) {
 		t.Fatalf("second host: %v, want ErrLocked", err)
+	}
+}
+
+// slowChain passes messages on after a pause, so that at shutdown messages
+// are both queued and being handled across several tasks.
+type slowChain struct {
+	next  string
+	pause time.Duration
+}
+
+func (c slowChain) Message(ctx Context, m Message) error {
+	time.Sleep(c.pause)
+	return ctx.Send(c.next, m)
+}
+
+func TestShutdownDrainsSlowChainAmongIdleTasks(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	rec := &recorder{}
+	specs := []TaskSpec{
+		{Name: "End", New: func() Task { return rec }},
+		{Name: "Mid", New: func() Task { return slowChain{"End", 0} }},
+		{Name: "Z_slow", New: func() Task { return slowChain{"Mid", 200 * time.Microsecond} }},
+	}
+	for i := range 500 { // idle tasks make each scan slow enough to race
+		specs = append(specs, TaskSpec{Name: fmt.Sprintf("Idle%03d", i), New: func() Task { return &recorder{} }})
+	}
+	for i, err := range th.StartAll(specs) {
+		if err != nil {
+			t.Fatalf("%s: %v", specs[i].Name, err)
+		}
+	}
+	const n = 300
+	for i := range n {
+		th.Send("Z_slow", Message{"i": i})
+	}
+	th.shutdown(t)
+	if got := rec.count(); got != n {
+		t.Fatalf("End got %d of %d messages", got, n)
+	}
+}
+
+func TestStopDrainsSavesAndForgets(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	th := newTestHost(t, dir)
+	seen := &recorder{}
+	th.start(t, "C", counter{seen}, nil, nil)
+	for range 3 {
+		th.Send("C", Message{})
+	}
+	if err := th.Stop(context.Background(), "C"); err != nil {
+		t.Fatal(err)
+	}
+	if seen.count() != 3 {
+		t.Fatalf("Stop left %d of 3 messages unhandled", 3-seen.count())
+	}
+	if err := th.Send("C", Message{}); !errors.Is(err, ErrNoSuchQueue) {
+		t.Fatalf("send to a stopped task: %v", err)
+	}
+	// Its state was saved: a new instance continues.
+	seen2 := &recorder{}
+	th.start(t, "C", counter{seen2}, nil, nil)
+	th.Send("C", Message{})
+	testenv.WaitFor(t, 5*time.Second, "a message", func() bool { return seen2.count() == 1 })
+	if got := seen2.snapshot()[0]["ct"]; got != 4.0 {
+		t.Fatalf("ct after Stop and Start = %v, want 4", got)
+	}
+}
+
+// picky rejects configs without ok: true, and reports what it runs with.
+type picky struct {
+	mu  sync.Mutex
+	cur string
+}
+
+func (p *picky) Message(ctx Context, m Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return ctx.Send("Out", Message{"cur": p.cur})
+}
+func (p *picky) SetConfig(_ Context, c map[string]any) error {
+	if c["ok"] != true {
+		return errors.New("not ok")
+	}
+	p.mu.Lock()
+	p.cur = fmt.Sprint(c["name"])
+	p.mu.Unlock()
+	return nil
+}
+
+func TestFailedReconfigureKeepsPreviousConfig(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	out := &recorder{}
+	th.start(t, "Out", out, nil, nil)
+	th.start(t, "P", &picky{}, map[string]any{"ok": true, "name": "first"}, nil)
+	ctx := context.Background()
+	if err := th.Reconfigure(ctx, "P", map[string]any{"name": "second"}, nil); err == nil || !strings.Contains(err.Error(), "not ok") {
+		t.Fatalf("Reconfigure with a bad config: %v", err)
+	}
+	th.Send("P", Message{})
+	testenv.WaitFor(t, 5*time.Second, "a reply", func() bool { return out.count() == 1 })
+	if got := out.snapshot()[0]["cur"]; got != "first" {
+		t.Fatalf("running with %v after a failed change, want first", got)
+	}
+	if err := th.Reconfigure(ctx, "Nope", nil, nil); !errors.Is(err, ErrNoSuchQueue) {
+		t.Fatalf("Reconfigure of an unknown task: %v", err)
+	}
+}
+
+func TestStateTransformMessage(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	seen := &recorder{}
+	th.start(t, "C", counter{seen}, nil, nil)
+	th.Send("C", Message{})
+	th.Send("C", Message{ControlKey: map[string]any{"transform": map[string]any{"ct": 999.0, "note": "set"}}})
+	th.Send("C", Message{ControlKey: "not an object"})
+	th.Send("C", Message{})
+	testenv.WaitFor(t, 5*time.Second, "two messages", func() bool { return seen.count() == 2 })
+	if got := seen.snapshot()[1]["ct"]; got != 1000.0 {
+		t.Fatalf("after the transform ct = %v, want 999+1 (the control messages are not delivered)", got)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the bad one counted", func() bool { return th.Status()[0].Failures == 1 })
+}
+
+// starter emits while starting, before its first message.
+type starter struct{}
+
+func (starter) Message(Context, Message) error { return nil }
+func (starter) SetConfig(ctx Context, _ map[string]any) error {
+	ctx.Emit(Message{"hello": true})
+	return nil
+}
+
+func TestEmitWhileStartingReachesALaterStartedRouter(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	router := &recorder{}
+	// "A" sorts and starts before "Router": both are started together.
+	errs := th.StartAll([]TaskSpec{
+		{Name: "A", New: func() Task { return starter{} }},
+		{Name: "Router", New: func() Task { return router }},
+	})
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the emit", func() bool { return router.count() == 1 })
+}
+
+func TestSendFailuresAreCountedOnce(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	th.start(t, "S", chain{"Nowhere"}, nil, nil)
+	th.Send("S", Message{})
+	testenv.WaitFor(t, 5*time.Second, "the failure", func() bool { return th.Status()[0].Failures == 1 })
+	if st := th.Status()[0]; st.SendFailures != 1 {
+		t.Fatalf("status %+v: want one handler failure and one send failure", st)
 	}
 }

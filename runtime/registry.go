@@ -15,7 +15,7 @@ const BuiltinNamespace = "builtin"
 // ErrUnknownKind is returned by Resolve when no namespace has the kind.
 var ErrUnknownKind = errors.New("unknown task kind")
 
-var kindRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
+var kindRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)+$`)
 
 // Registry maps fully qualified kinds ("namespace.Name") to factories.
 type Registry struct {

@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"os"
 	stdruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/statestore"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // SaveStateTimer is the interval name that sets how often a Stateful task's
@@ -43,6 +45,7 @@ type runner struct {
 	state     map[string]any
 	store     *statestore.Store
 	savedJSON []byte
+	saveErr   error // the last save's failure, reported by Stop and Shutdown
 	saveTimer *recurTimer
 	noRouter  bool
 
@@ -50,8 +53,8 @@ type runner struct {
 	timers       map[string]*recurTimer
 	timersClosed bool
 
-	msgsIn, msgsOut, failures, stateGen atomic.Uint64
-	busyNanos                           atomic.Int64
+	msgsIn, msgsOut, failures, sendFailures, stateGen atomic.Uint64
+	busyNanos                                         atomic.Int64
 }
 
 func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
@@ -72,14 +75,20 @@ func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
 			return nil, err
 		}
 	}
-	if err := r.applyConfig(&configChange{config: spec.Config, intervals: spec.Intervals}); err != nil {
-		r.stopTimers()
-		if r.store != nil {
-			r.store.Close()
-		}
-		return nil, err
-	}
 	return r, nil
+}
+
+// abandon releases what newRunner and a failed first SetConfig took.
+func (r *runner) abandon() {
+	r.mbox.close()
+	if d := r.mbox.depth(); d > 0 {
+		r.h.ch.Error.Error("task did not start: messages sent to it while it started are dropped",
+			"task", r.name, "messages", d)
+	}
+	r.stopTimers()
+	if r.store != nil {
+		r.store.Close()
+	}
 }
 
 // loop is the task's goroutine.
@@ -116,8 +125,16 @@ func (r *runner) loop() {
 	r.finish()
 }
 
+// ControlKey marks a message addressed to the daemon rather than to the
+// task: {".multimodule": {"transform": {...}}} changes the task's state.
+const ControlKey = ".multimodule"
+
 // handleMessage is the hot path: no closure, one deferred recover.
 func (r *runner) handleMessage(msg Message) {
+	if ctl, ok := msg[ControlKey]; ok {
+		r.handleStateControl(ctl)
+		return
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			r.messageFailed(panicError("message handler", p))
@@ -126,6 +143,24 @@ func (r *runner) handleMessage(msg Message) {
 	if err := r.task.Message(r, msg); err != nil {
 		r.messageFailed(err)
 	}
+}
+
+// handleStateControl applies {".multimodule": {"transform": T}} to the
+// task's state, as the Router's transform applies to a message.
+func (r *runner) handleStateControl(ctl any) {
+	c, ok := ctl.(map[string]any)
+	tr, hasTr := c["transform"].(map[string]any)
+	if !ok || !hasTr {
+		r.messageFailed(fmt.Errorf("%s message: want {%q: {\"transform\": {...}}}", ControlKey, ControlKey))
+		return
+	}
+	t, err := message.CompileTransform(tr)
+	if err != nil {
+		r.messageFailed(fmt.Errorf("%s transform: %w", ControlKey, err))
+		return
+	}
+	t.Apply(r.state)
+	r.h.ch.Log.Info("state transformed", "task", r.name, "transform", tr)
 }
 
 func (r *runner) messageFailed(err error) {
@@ -182,6 +217,7 @@ func (r *runner) applyConfig(c *configChange) error {
 			return fmt.Errorf("interval %s: must be positive, got %v", name, d)
 		}
 	}
+	old := r.intervals
 	r.intervals = c.intervals
 	if cfg, ok := r.task.(Configurable); ok {
 		config := c.config
@@ -189,6 +225,9 @@ func (r *runner) applyConfig(c *configChange) error {
 			config = map[string]any{}
 		}
 		if err := r.safely("SetConfig", func() error { return cfg.SetConfig(r, config) }); err != nil {
+			// The task keeps running on its previous config; timers it
+			// set before failing stay (it asked for them).
+			r.intervals = old
 			return fmt.Errorf("SetConfig: %w", err)
 		}
 	}
@@ -239,6 +278,14 @@ func (r *runner) stopTimers() {
 	}
 }
 
+// finalErr is the last save's failure; read after r.done is closed.
+func (r *runner) finalErr() error {
+	if r.saveErr != nil {
+		return fmt.Errorf("task %s: state not saved: %w", r.name, r.saveErr)
+	}
+	return nil
+}
+
 // finish runs on the task's goroutine after its last item.
 func (r *runner) finish() {
 	r.stopTimers()
@@ -254,8 +301,12 @@ func (r *runner) finish() {
 // that verifies. Damage never stops the task: it is alerted, the bad data
 // kept aside, and the task starts from what could be trusted.
 func (r *runner) openState() error {
-	path := filepath.Join(r.h.opts.StateDir, "tasks", r.name+".db")
-	st, err := statestore.Open(path, statestore.Options{})
+	path := r.h.statePath(r.name)
+	_, statErr := os.Stat(path)
+	if errors.Is(statErr, os.ErrNotExist) && r.h.everSaved(r.name) {
+		r.alert("state file is missing: starting with empty state", "file", path)
+	}
+	st, snap, bad, err := openAndLoad(path)
 	if errors.Is(err, statestore.ErrCorruptFile) {
 		moved, merr := statestore.MoveAside(path, time.Now())
 		if merr != nil {
@@ -263,13 +314,8 @@ func (r *runner) openState() error {
 		}
 		r.alert("state file is corrupt: moved aside, starting with empty state",
 			"error", err, "moved_to", moved)
-		st, err = statestore.Open(path, statestore.Options{})
+		st, snap, bad, err = openAndLoad(path)
 	}
-	if err != nil {
-		return err
-	}
-	r.store = st
-	snap, bad, err := st.Load()
 	for _, q := range bad {
 		r.alert("state snapshot failed verification: quarantined",
 			"generation", q.Generation, "error", q.Err, "file", path)
@@ -292,11 +338,26 @@ func (r *runner) openState() error {
 			r.alert("no state snapshot verified: starting with empty state", "file", path)
 		}
 	default:
-		st.Close()
 		return err
 	}
+	r.store = st
 	r.savedJSON, _ = json.Marshal(r.state)
 	return nil
+}
+
+// openAndLoad opens a state file and loads it; on any error but
+// ErrNoSnapshot the file is closed again.
+func openAndLoad(path string) (*statestore.Store, statestore.Snapshot, []statestore.Quarantined, error) {
+	st, err := statestore.Open(path, statestore.Options{})
+	if err != nil {
+		return nil, statestore.Snapshot{}, nil, err
+	}
+	snap, bad, err := st.Load()
+	if err != nil && !errors.Is(err, statestore.ErrNoSnapshot) {
+		st.Close()
+		return nil, snap, bad, err
+	}
+	return st, snap, bad, err
 }
 
 // saveState writes the state if it changed since the last save.
@@ -316,9 +377,14 @@ func (r *runner) saveState() {
 	gen, err := r.store.Save(b)
 	if err != nil {
 		r.failures.Add(1)
+		r.saveErr = err
 		r.h.ch.Error.Error("saving state failed", "task", r.name, "error", err)
 		return
 	}
+	if r.stateGen.Load() == 0 {
+		r.h.markSaved(r.name)
+	}
+	r.saveErr = nil
 	r.savedJSON = b
 	r.stateGen.Store(gen)
 }
@@ -331,7 +397,8 @@ func (r *runner) status() TaskStatus {
 	s := TaskStatus{
 		Name: r.name, Kind: r.kind, Stateful: r.stateful, Started: r.started,
 		MessagesIn: r.msgsIn.Load(), MessagesOut: r.msgsOut.Load(), Failures: r.failures.Load(),
-		Depth: r.mbox.depth(), Busy: time.Duration(r.busyNanos.Load()),
+		SendFailures: r.sendFailures.Load(),
+		Depth:        r.mbox.depth(), Busy: time.Duration(r.busyNanos.Load()),
 		StateGeneration: r.stateGen.Load(), Timers: map[string]time.Duration{},
 	}
 	r.tmu.Lock()
@@ -348,18 +415,25 @@ func (r *runner) Name() string { return r.name }
 
 func (r *runner) Emit(msg Message) {
 	msg = StampSource(msg, r.name)
-	if err := r.Send("Router", msg); err != nil && !r.noRouter {
+	err := r.Send("Router", msg)
+	switch {
+	case err != nil && !r.noRouter:
 		// Say it once: a daemon without a Router would otherwise repeat
-		// this for every emit.
+		// this for every emit. It is said again after the next success.
 		r.noRouter = true
 		r.h.ch.Error.Error("emitted message not delivered (further ones are counted, not logged)",
 			"task", r.name, "error", err)
+	case err == nil && r.noRouter:
+		r.noRouter = false
 	}
 }
 
 func (r *runner) Send(qname string, msg Message) error {
 	if err := r.h.Send(qname, msg); err != nil {
-		r.failures.Add(1)
+		r.sendFailures.Add(1)
+		if errors.Is(err, transit.ErrQueueFull) {
+			r.alert("queue full: message not sent", "queue", qname, "error", err)
+		}
 		return err
 	}
 	r.msgsOut.Add(1)

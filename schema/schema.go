@@ -49,6 +49,8 @@ type Builtin struct {
 	// CUE holds definitions, among them #Config (the config's shape).
 	CUE string
 	// Check optionally validates what CUE cannot (a regexp compiles, ...).
+	// An error with a ConfigPath() []string method is reported at that
+	// path inside the task's config.
 	Check func(config map[string]any) error
 }
 
@@ -302,8 +304,7 @@ func (s *Schema) decode(v, user cue.Value, cfg *Config, lerr *LoadError) error {
 				continue
 			}
 			if err := bi.Check(spec.Config); err != nil {
-				cv := user.LookupPath(cue.MakePath(cue.Str("tasks"), cue.Str(name), cue.Str("config")))
-				lerr.Errors = append(lerr.Errors, located(cv.Pos(), "tasks."+name+".config", err.Error()))
+				lerr.Errors = append(lerr.Errors, checkError(user, name, err))
 			}
 		}
 		canon, _ := json.Marshal(spec) // maps marshal in key order
@@ -312,6 +313,20 @@ func (s *Schema) decode(v, user cue.Value, cfg *Config, lerr *LoadError) error {
 		cfg.Tasks[name] = spec
 	}
 	return nil
+}
+
+// checkError places a built-in's check error at the deepest part of the
+// task's config the error names (see Builtin.Check) that the user wrote.
+func checkError(user cue.Value, task string, err error) Error {
+	path := []string{"tasks", task, "config"}
+	var located interface{ ConfigPath() []string }
+	if errors.As(err, &located) {
+		path = append(path, located.ConfigPath()...)
+	}
+	e := Error{Path: strings.Join(path, "."), Msg: err.Error(), path: path}
+	l := LoadError{Errors: []Error{e}}
+	l.place(user)
+	return l.Errors[0]
 }
 
 // add records a CUE error, each at the position in the user's files that

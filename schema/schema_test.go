@@ -119,8 +119,10 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			[]string{"bad.cue:1:", "tasks.Router.config.routes.0.match.a"}},
 		{"route with bad forward", "tasks: R: {kind: \"Router\", config: routes: [{match: {}, forwards: [{queue: \"A\"}]}]}\n",
 			[]string{"bad.cue:1:", "tasks.R.config.routes.0.forwards.0.queue", "not allowed"}},
-		{"route with bad regexp", "tasks: Router: config: routes: [{match: a: $re: \"(\"}]\n",
-			[]string{"bad.cue:1:16", "tasks.Router.config", "missing closing )"}},
+		{"route with bad regexp", "tasks: Router: config: routes: [\n\t{match: {}},\n\t{match: a: $re: \"(\"},\n]\n",
+			[]string{"bad.cue:3:3", "tasks.Router.config.routes.1.match", "missing closing )"}},
+		{"interval too small", "tasks: E: intervals: tick: 1e-12\n",
+			[]string{"bad.cue:1:28", "tasks.E.intervals.tick"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,6 +142,25 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 				t.Fatalf("error does not start with the file position:\n%s", msg)
 			}
 		})
+	}
+}
+
+func TestLoadAcceptsEdgeCases(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	dir := testenv.WriteFiles(t, map[string]string{"a.cue": `
+tasks: "my-task": {}
+tasks: Router: config: routes: [
+	{match: {x: {}}, transform: {a: {}}},
+	{match: {x: {$exists: true}}, transform: {b: {$copy: "x"}}},
+]
+`})
+	cfg, err := s.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Tasks["my-task"].Kind != "my-task" {
+		t.Fatalf("kind %q", cfg.Tasks["my-task"].Kind)
 	}
 }
 

@@ -21,8 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"hash/fnv"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -54,6 +56,9 @@ var (
 )
 
 const (
+	// maxBad bad snapshots beyond Keep mean the file, not a snapshot, is
+	// damaged.
+	maxBad     = 8
 	magic      = "MMS1"
 	headerSize = 4 + 8 + 8 + 4 + 4
 	// DefaultKeep is how many snapshots a store keeps when Options.Keep is 0.
@@ -115,9 +120,14 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("statestore: %w", err)
 	}
-	// bbolt trusts its file; a hostile or damaged one can make it panic
-	// rather than return an error. A state file must never take the
-	// daemon down.
+	// bbolt trusts its file: a damaged one can make it panic, or fault on
+	// a page past the end of a truncated file. A state file must never take
+	// the daemon down: check the file's own size claims first, and turn
+	// faults into panics we recover from.
+	if err := preflight(path); err != nil {
+		return nil, err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			s, err = nil, fmt.Errorf("%w: %s: %v", ErrCorruptFile, path, r)
@@ -162,10 +172,16 @@ func (s *Store) Close() error { return s.db.Close() }
 func (s *Store) Save(payload []byte) (gen uint64, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(snapshotsBucket)
+		// Generations only grow, even past quarantined ones, so no two
+		// snapshots ever share one.
+		gen = b.Sequence()
 		if k, _ := b.Cursor().Last(); k != nil {
-			gen = binary.BigEndian.Uint64(k)
+			gen = max(gen, binary.BigEndian.Uint64(k))
 		}
 		gen++
+		if err := b.SetSequence(gen); err != nil {
+			return err
+		}
 		if err := b.Put(genKey(gen), encode(gen, s.now(), payload)); err != nil {
 			return err
 		}
@@ -189,13 +205,19 @@ func (s *Store) Save(payload []byte) (gen uint64, err error) {
 // Load returns the newest snapshot that verifies. Snapshots newer than it
 // that fail verification are moved to quarantine and returned in bad, so the
 // caller can alert; they are never offered again. With no valid snapshot the
-// error is ErrNoSnapshot (bad may still list what was quarantined).
+// error is ErrNoSnapshot (bad may still list what was quarantined). A file
+// too damaged to read gives ErrCorruptFile: close it and MoveAside.
 func (s *Store) Load() (snap Snapshot, bad []Quarantined, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(snapshotsBucket)
 		q := tx.Bucket(quarantineBucket)
 		c := b.Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Last() {
+			if len(bad) > s.keep+maxBad {
+				// More bad snapshots than were ever kept: this is not a
+				// flipped bit but a damaged file. Change nothing in it.
+				return fmt.Errorf("%w: %s: more than %d snapshots fail verification", ErrCorruptFile, s.path, s.keep+maxBad)
+			}
 			got, derr := decode(v)
 			if derr == nil && got.Generation == binary.BigEndian.Uint64(k) {
 				snap = got
@@ -247,6 +269,7 @@ func (s *Store) Check() error {
 // update runs fn in a managed read-write transaction, turning a panic from
 // a damaged file into ErrCorruptFile.
 func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %s: %v", ErrCorruptFile, s.path, r)
@@ -303,4 +326,71 @@ func decode(v []byte) (Snapshot, error) {
 		// bbolt's memory is only valid inside the transaction.
 		Payload: append([]byte(nil), payload...),
 	}, nil
+}
+
+// preflight checks what a bbolt file says about itself against its size
+// before bbolt maps it: a file shorter than its newest valid meta page's
+// high-water mark would fault when read.
+func preflight(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("statestore: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("statestore: %w", err)
+	}
+	if fi.Size() == 0 {
+		return nil // bbolt initialises an empty file
+	}
+	m0, ok0 := readMeta(f, 0)
+	ps := int64(os.Getpagesize())
+	if ok0 {
+		ps = int64(m0.pageSize)
+	}
+	m1, ok1 := readMeta(f, ps)
+	best, ok := m0, ok0
+	if ok1 && (!ok0 || m1.txid > m0.txid) {
+		best, ok = m1, true
+	}
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %s: no valid meta page", ErrCorruptFile, path)
+	case best.pgid > uint64(fi.Size())/uint64(best.pageSize):
+		return fmt.Errorf("%w: %s: truncated: %d bytes, its meta page says %d pages of %d",
+			ErrCorruptFile, path, fi.Size(), best.pgid, best.pageSize)
+	}
+	return nil
+}
+
+type metaPage struct {
+	pageSize uint32
+	pgid     uint64
+	txid     uint64
+}
+
+// readMeta reads and verifies the bbolt meta page at off (layout of bbolt
+// v1: a 16-byte page header, then magic, version, page size, flags, root
+// bucket, freelist, high-water page id, txid, FNV-64a checksum).
+func readMeta(f *os.File, off int64) (metaPage, bool) {
+	var b [16 + 64]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		return metaPage{}, false
+	}
+	m := b[16:]
+	le := binary.LittleEndian
+	h := fnv.New64a()
+	h.Write(m[:56])
+	if le.Uint32(m[0:]) != 0xED0CDAED || le.Uint32(m[4:]) != 2 || h.Sum64() != le.Uint64(m[56:]) {
+		return metaPage{}, false
+	}
+	mp := metaPage{pageSize: le.Uint32(m[8:]), pgid: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}
+	if mp.pageSize < 512 || mp.pageSize > 1<<20 {
+		return metaPage{}, false
+	}
+	return mp, true
 }

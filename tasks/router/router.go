@@ -27,6 +27,8 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/runtime"
@@ -42,6 +44,24 @@ var ConfigSchema string
 
 // ErrBadConfig is wrapped by every config error.
 var ErrBadConfig = errors.New("router config")
+
+// ConfigError locates a problem in the Router's config, so the config
+// loader can point at the line.
+type ConfigError struct {
+	Path []string // e.g. routes, 0, match
+	Err  error
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%v: %s: %v", ErrBadConfig, strings.Join(e.Path, "."), e.Err)
+}
+
+func (e *ConfigError) Unwrap() []error { return []error{ErrBadConfig, e.Err} }
+
+// ConfigPath is the path of the offending value inside the config.
+func (e *ConfigError) ConfigPath() []string { return e.Path }
+
+func configErr(err error, path ...string) error { return &ConfigError{Path: path, Err: err} }
 
 // ErrBadStaticForwards is returned for a malformed itinerary in a message.
 var ErrBadStaticForwards = errors.New("malformed static_forwards")
@@ -75,7 +95,7 @@ func (r *Router) SetConfig(_ runtime.Context, config map[string]any) error {
 func parseRoutes(config map[string]any) ([]route, error) {
 	for k := range config {
 		if k != "routes" {
-			return nil, fmt.Errorf("%w: unknown field %q (want routes)", ErrBadConfig, k)
+			return nil, configErr(errors.New("unknown field (want routes)"), k)
 		}
 	}
 	raw, ok := config["routes"]
@@ -84,24 +104,24 @@ func parseRoutes(config map[string]any) ([]route, error) {
 	}
 	list, ok := raw.([]any)
 	if !ok {
-		return nil, fmt.Errorf("%w: routes: want a list, got %T", ErrBadConfig, raw)
+		return nil, configErr(fmt.Errorf("want a list, got %T", raw), "routes")
 	}
 	routes := make([]route, 0, len(list))
 	for i, x := range list {
-		rt, err := parseRoute(x)
+		rt, err := parseRoute(x, "routes", strconv.Itoa(i))
 		if err != nil {
-			return nil, fmt.Errorf("%w: routes[%d]: %w", ErrBadConfig, i, err)
+			return nil, err
 		}
 		routes = append(routes, rt)
 	}
 	return routes, nil
 }
 
-func parseRoute(x any) (route, error) {
+func parseRoute(x any, path ...string) (route, error) {
 	var rt route
 	m, ok := x.(map[string]any)
 	if !ok {
-		return rt, fmt.Errorf("want an object, got %T", x)
+		return rt, configErr(fmt.Errorf("want an object, got %T", x), path...)
 	}
 	for k, v := range m {
 		var err error
@@ -109,13 +129,15 @@ func parseRoute(x any) (route, error) {
 		case "match":
 			pat, isMap := v.(map[string]any)
 			if !isMap {
-				return rt, fmt.Errorf("match: want an object, got %T", v)
+				err = fmt.Errorf("want an object, got %T", v)
+				break
 			}
 			rt.match, err = message.Compile(pat)
 		case "transform":
 			t, isMap := v.(map[string]any)
 			if !isMap {
-				return rt, fmt.Errorf("transform: want an object, got %T", v)
+				err = fmt.Errorf("want an object, got %T", v)
+				break
 			}
 			rt.transform, err = message.CompileTransform(t)
 		case "forwards":
@@ -123,18 +145,18 @@ func parseRoute(x any) (route, error) {
 		case "short_circuit":
 			b, isBool := v.(bool)
 			if !isBool {
-				return rt, fmt.Errorf("short_circuit: want true or false, got %T", v)
+				err = fmt.Errorf("want true or false, got %T", v)
 			}
 			rt.shortCircuit = b
 		default:
-			return rt, fmt.Errorf("unknown field %q (want match, transform, forwards, short_circuit)", k)
+			err = errors.New("unknown field (want match, transform, forwards, short_circuit)")
 		}
 		if err != nil {
-			return rt, fmt.Errorf("%s: %w", k, err)
+			return rt, configErr(err, append(path, k)...)
 		}
 	}
 	if rt.match == nil {
-		return rt, errors.New("match is required ({} matches everything)")
+		return rt, configErr(errors.New("match is required ({} matches everything)"), path...)
 	}
 	return rt, nil
 }
@@ -167,10 +189,26 @@ func forwardQname(f any) (string, error) {
 	return q, nil
 }
 
-// Message routes one message.
+// Message routes one message. Forwarding errors are returned, except for
+// out-of-band records (-o error:router): an error about one would be
+// routed again and fail again, forever.
 func (r *Router) Message(ctx runtime.Context, msg runtime.Message) error {
-	if hops, ok := msg["static_forwards"].([]any); ok && len(hops) > 0 {
-		return r.static(ctx, msg, hops)
+	err := r.route(ctx, msg)
+	if _, oob := msg[runtime.OOBMarker]; oob {
+		return nil
+	}
+	return err
+}
+
+func (r *Router) route(ctx runtime.Context, msg runtime.Message) error {
+	if sf, ok := msg["static_forwards"]; ok {
+		hops, isList := sf.([]any)
+		if !isList {
+			return fmt.Errorf("%w: want a list of hops, got %T", ErrBadStaticForwards, sf)
+		}
+		if len(hops) > 0 {
+			return r.static(ctx, msg, hops)
+		}
 	}
 	var pending []string
 	var errs []error

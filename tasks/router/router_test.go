@@ -122,6 +122,7 @@ func TestBadStaticForwardsIsAnError(t *testing.T) {
 	t.Parallel()
 	h := mmtest.New(t, "Router", New())
 	for _, m := range []string{
+		`{"static_forwards":"Q"}`,
 		`{"static_forwards":["notalist"]}`,
 		`{"static_forwards":[[{"forward":"x"}]]}`,
 		`{"static_forwards":[[{"forward":{"qname":"Q"},"transform":{"$bad":1}}]]}`,
@@ -152,5 +153,18 @@ func TestSetConfigErrorsKeepOldRoutes(t *testing.T) {
 	h.Message(obj(t, `{}`))
 	if len(h.Sent) != 1 || h.Sent[0].Queue != "A" {
 		t.Fatalf("old routes lost: %+v", h.Sent)
+	}
+}
+
+func TestOutOfBandRecordsNeverFail(t *testing.T) {
+	t.Parallel()
+	h := mmtest.New(t, "Router", New(), mmtest.Config(obj(t,
+		`{"routes":[{"match":{},"forwards":[{"qname":"A"}]}]}`)))
+	h.SendErr = errors.New("no such queue")
+	if err := h.Message(obj(t, `{"x":1}`)); err == nil {
+		t.Fatal("a failed forward must be an error")
+	}
+	if err := h.Message(runtime.Message{runtime.OOBMarker: true, "msg": "x"}); err != nil {
+		t.Fatalf("a failed forward of an out-of-band record returned %v: with -o error:router it would loop", err)
 	}
 }

@@ -1,0 +1,240 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/multimodule/multimodule/transit"
+)
+
+// HighWater is how many items a task's mailbox may hold before the host
+// stops taking that task's messages out of its System V queue. The kernel
+// queue is the buffer beyond it: a slow task pushes back on its senders
+// instead of growing the daemon's memory, and what is still queued there
+// survives a crash of the daemon.
+const HighWater = 1024
+
+// SweepInterval is how often every served queue is drained regardless of
+// rings: the safety net for a lost ring (a full doorbell, a sender that
+// does not ring, a ring to a doorbell that moved).
+const SweepInterval = time.Second
+
+// Inbound takes messages out of System V queues for the tasks of a host.
+//
+// It scales to many tasks without a thread per queue: one goroutine waits
+// on the host's doorbell queue (one parked OS thread), which senders ring
+// with the name of the queue they just filled; another drains exactly the
+// queues that rang, without blocking. A queue whose task is at HighWater is
+// left in the kernel and retried every few milliseconds until the task
+// catches up.
+type Inbound struct {
+	h       *Host
+	tr      *transit.Transit
+	bell    *transit.Queue
+	onError func(error)
+
+	mu     sync.Mutex
+	routes map[string]*route
+
+	rings    chan string
+	sweepNow atomic.Bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+
+	dead atomic.Uint64
+}
+
+// route is where one queue's messages go.
+type route struct {
+	q       *transit.Queue
+	task    string        // deliver to this task's mailbox, or
+	handler func(Message) // hand to this function (control queues)
+}
+
+// NewInbound prepares to serve queues for h, with doorbell as the queue
+// that senders ring. Errors that have no caller (a queue that fails, a
+// dead letter that cannot be written) go to onError.
+func NewInbound(h *Host, tr *transit.Transit, doorbell string, onError func(error)) (*Inbound, error) {
+	bell, err := tr.Queue(doorbell)
+	if err != nil {
+		return nil, err
+	}
+	return &Inbound{h: h, tr: tr, bell: bell, onError: onError, routes: map[string]*route{},
+		rings: make(chan string, 1024), stop: make(chan struct{})}, nil
+}
+
+// ServeTask takes the messages of queue name for the host's task name.
+func (in *Inbound) ServeTask(name string) error {
+	return in.add(name, &route{task: name})
+}
+
+// ServeFunc hands the messages of queue name to fn, on the inbound's
+// goroutine, one at a time.
+func (in *Inbound) ServeFunc(name string, fn func(Message)) error {
+	return in.add(name, &route{handler: fn})
+}
+
+func (in *Inbound) add(name string, r *route) error {
+	q, err := in.tr.Queue(name)
+	if err != nil {
+		return err
+	}
+	r.q = q
+	if err := in.tr.SetDoorbell(name, in.bell.Name()); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.routes[name] = r
+	in.mu.Unlock()
+	in.ring(name) // whatever waited while nobody served it
+	return nil
+}
+
+// Unserve stops taking the queue's messages; they stay in the kernel.
+func (in *Inbound) Unserve(name string) error {
+	in.mu.Lock()
+	delete(in.routes, name)
+	in.mu.Unlock()
+	return in.tr.ClearDoorbell(name)
+}
+
+// DeadLetters counts messages this inbound sent to the dead-letter queue.
+func (in *Inbound) DeadLetters() uint64 { return in.dead.Load() }
+
+// Start runs the doorbell waiter and the drainer.
+func (in *Inbound) Start() {
+	in.wg.Add(2)
+	go in.waitBell()
+	go in.drainLoop()
+}
+
+// Stop ends both goroutines. Messages not yet taken stay in their queues.
+func (in *Inbound) Stop() {
+	close(in.stop)
+	if err := in.bell.Wake(); err != nil {
+		in.onError(fmt.Errorf("waking the doorbell waiter: %w", err))
+	}
+	in.wg.Wait()
+}
+
+func (in *Inbound) ring(name string) {
+	select {
+	case in.rings <- name:
+	default:
+		in.sweepNow.Store(true) // too many rings pending: drain everything
+	}
+}
+
+// waitBell parks on the doorbell until a ring or a wake.
+func (in *Inbound) waitBell() {
+	defer in.wg.Done()
+	for {
+		d, err := in.bell.Receive(true)
+		select {
+		case <-in.stop:
+			return
+		default:
+		}
+		switch {
+		case err != nil:
+			in.onError(fmt.Errorf("doorbell %s: %w", in.bell.Name(), err))
+			select {
+			case <-in.stop:
+				return
+			case <-time.After(100 * time.Millisecond): // do not spin on a broken queue
+			}
+		case d.Ring != "":
+			in.ring(d.Ring)
+		case len(d.Msgs) > 0:
+			in.onError(fmt.Errorf("doorbell %s: %d messages sent to the doorbell itself were dropped", in.bell.Name(), len(d.Msgs)))
+		}
+	}
+}
+
+// drainLoop drains the queues that rang, every queue each SweepInterval,
+// and the throttled ones every few milliseconds.
+func (in *Inbound) drainLoop() {
+	defer in.wg.Done()
+	sweep := time.NewTicker(SweepInterval)
+	defer sweep.Stop()
+	retry := time.NewTicker(5 * time.Millisecond)
+	defer retry.Stop()
+	throttled := map[string]bool{}
+	in.drainAll(throttled)
+	for {
+		select {
+		case <-in.stop:
+			return
+		case name := <-in.rings:
+			in.drain(name, throttled)
+		case <-sweep.C:
+			in.drainAll(throttled)
+		case <-retry.C:
+			if in.sweepNow.Swap(false) {
+				in.drainAll(throttled)
+				continue
+			}
+			for name := range throttled {
+				in.drain(name, throttled)
+			}
+		}
+	}
+}
+
+func (in *Inbound) drainAll(throttled map[string]bool) {
+	in.mu.Lock()
+	names := make([]string, 0, len(in.routes))
+	for n := range in.routes {
+		names = append(names, n)
+	}
+	in.mu.Unlock()
+	sort.Strings(names)
+	for _, n := range names {
+		in.drain(n, throttled)
+	}
+}
+
+// drain moves messages from one queue to their destination while there is
+// room for them.
+func (in *Inbound) drain(name string, throttled map[string]bool) {
+	in.mu.Lock()
+	r := in.routes[name]
+	in.mu.Unlock()
+	delete(throttled, name)
+	if r == nil {
+		return // not ours (any more): the new host takes them
+	}
+	for {
+		if r.task != "" {
+			depth, ok := in.h.depth(r.task)
+			if !ok {
+				return
+			}
+			if depth >= HighWater {
+				throttled[name] = true
+				return
+			}
+		}
+		d, err := r.q.Receive(false)
+		if d.Dead > 0 {
+			in.dead.Add(uint64(d.Dead))
+		}
+		if err != nil && !errors.Is(err, transit.ErrEmpty) {
+			in.onError(fmt.Errorf("queue %s: %w", name, err))
+		}
+		for _, m := range d.Msgs {
+			if r.handler != nil {
+				r.handler(m)
+			} else if err := in.h.deliverLocal(r.task, m); err != nil {
+				in.onError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", name, err))
+			}
+		}
+		if err != nil || (len(d.Msgs) == 0 && d.Dead == 0 && d.Ring == "" && !d.Wake) {
+			return
+		}
+	}
+}
