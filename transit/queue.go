@@ -135,6 +135,15 @@ func (q *Queue) SendBatch(msgs []map[string]any) error {
 	return err
 }
 
+// SendRaw queues text exactly as given, as a program that encodes its own
+// JSON would. The receiver dead-letters it if it is not a JSON object.
+func (q *Queue) SendRaw(text []byte) error {
+	if len(text) == 0 {
+		return fmt.Errorf("transit: send to %s: empty message", q.name)
+	}
+	return q.sendText(append(header(nil), text...))
+}
+
 // sendText sends buf (header and text), spilling a text too large for one
 // queue message, then rings the queue's doorbell.
 func (q *Queue) sendText(buf []byte) error {

@@ -163,7 +163,7 @@ func sendRaw(t *testing.T, dir, name string, text []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := transit.SendRawForTest(q, text); err != nil {
+	if err := q.SendRaw(text); err != nil {
 		t.Fatal(err)
 	}
 }

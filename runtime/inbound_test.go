@@ -1,0 +1,238 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/transit"
+)
+
+type inboundEnv struct {
+	*testHost
+	tr      *transit.Transit
+	in      *Inbound
+	outside *transit.Transit // another process's view of the same dir
+	errs    *errList
+}
+
+type errList struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (e *errList) add(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.errs = append(e.errs, err)
+}
+
+func newInboundEnv(t *testing.T) *inboundEnv {
+	t.Helper()
+	dir := testenv.TransitDir(t)
+	tr, err := transit.Open(transit.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside, err := transit.Open(transit.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := &testHost{out: &testenv.Buffer{}, err: &testenv.Buffer{}, dir: t.TempDir()}
+	th.Host, err = NewHost(Options{StateDir: th.dir, OOB: "debug:2", Stdout: th.out, Stderr: th.err, Remote: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &inboundEnv{testHost: th, tr: tr, outside: outside, errs: &errList{}}
+	env.in, err = NewInbound(th.Host, tr, "test.doorbell", env.errs.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		env.in.Stop()
+		th.shutdown(t)
+		env.errs.mu.Lock()
+		defer env.errs.mu.Unlock()
+		for _, e := range env.errs.errs {
+			t.Errorf("inbound error: %v", e)
+		}
+	})
+	return env
+}
+
+func TestInboundDeliversToTasksIncludingWhatWaited(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	// Sent before anyone serves the queue: it waits in the kernel.
+	if err := env.outside.Send("Sink", map[string]any{"n": 0.0}); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	env.start(t, "Sink", rec, nil, nil)
+	if err := env.in.ServeTask("Sink"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	for i := 1; i < 50; i++ {
+		if err := env.outside.Send("Sink", map[string]any{"n": float64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 5*time.Second, "50 messages", func() bool { return rec.count() == 50 })
+	for i, m := range rec.snapshot() {
+		if m["n"] != float64(i) {
+			t.Fatalf("message %d is %v: order broken", i, m["n"])
+		}
+	}
+}
+
+func TestInboundSendsToQueuesItDoesNotServe(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	env.start(t, "Fwd", chain{"elsewhere"}, nil, nil)
+	env.Send("Fwd", Message{"x": 1.0})
+	q, _ := env.outside.Queue("elsewhere")
+	var got []map[string]any
+	testenv.WaitFor(t, 5*time.Second, "the message on the outside queue", func() bool {
+		d, err := q.Receive(false)
+		got = append(got, d.Msgs...)
+		return err == nil && len(got) == 1
+	})
+	if got[0]["x"] != 1.0 {
+		t.Fatalf("got %v", got)
+	}
+}
+
+// gate blocks every message until opened.
+type gate struct {
+	open chan struct{}
+	rec  *recorder
+}
+
+func (g gate) Message(ctx Context, m Message) error {
+	<-g.open
+	return g.rec.Message(ctx, m)
+}
+
+func TestInboundLeavesMessagesInTheKernelWhenATaskIsBehind(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	g := gate{open: make(chan struct{}), rec: &recorder{}}
+	env.start(t, "Slow", g, nil, nil)
+	env.in.ServeTask("Slow")
+	env.in.Start()
+	const n = HighWater + 500
+	q, _ := env.outside.Queue("Slow")
+	msgs := make([]map[string]any, n)
+	for i := range msgs {
+		msgs[i] = map[string]any{"i": float64(i)}
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- q.SendBatch(msgs) }()
+	testenv.WaitFor(t, 10*time.Second, "the mailbox to fill to the high-water mark", func() bool {
+		return env.Status()[0].Depth >= HighWater
+	})
+	// Not past it: the rest waits in the kernel queue.
+	time.Sleep(20 * time.Millisecond) // several drain rounds (5ms) to prove it stays put
+	if d := env.Status()[0].Depth; d > HighWater+128 {
+		t.Fatalf("mailbox depth %d: the inbound kept taking past the high-water mark", d)
+	}
+	close(g.open)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "every message", func() bool { return g.rec.count() == n })
+	for i, m := range g.rec.snapshot() {
+		if m["i"] != float64(i) {
+			t.Fatalf("message %d is %v: order broken", i, m["i"])
+		}
+	}
+}
+
+func TestInboundServeFuncAndDeadLetters(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	var mu sync.Mutex
+	var got []Message
+	env.in.ServeFunc("ctl", func(m Message) {
+		mu.Lock()
+		got = append(got, m)
+		mu.Unlock()
+	})
+	env.in.Start()
+	ctl, _ := env.outside.Queue("ctl")
+	ctl.SendRaw([]byte("not json"))
+	env.outside.Send("ctl", map[string]any{"ok": true})
+	testenv.WaitFor(t, 5*time.Second, "the good message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 1
+	})
+	testenv.WaitFor(t, 5*time.Second, "the dead letter counted", func() bool { return env.in.DeadLetters() == 1 })
+}
+
+// threads reads this process's OS thread count.
+func threads(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatal("no Threads line")
+	return 0
+}
+
+// Not parallel: it counts the process's threads.
+func TestInboundServesAThousandQueuesWithoutAThreadEach(t *testing.T) {
+	env := newInboundEnv(t)
+	const n = 1000
+	recs := make([]*recorder, n)
+	specs := make([]TaskSpec, n)
+	for i := range specs {
+		rec := &recorder{}
+		recs[i] = rec
+		specs[i] = TaskSpec{Name: fmt.Sprintf("T%04d", i), New: func() Task { return rec }}
+	}
+	for _, err := range env.StartAll(specs) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range specs {
+		if err := env.in.ServeTask(s.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := threads(t)
+	env.in.Start()
+	for _, s := range specs {
+		if err := env.outside.Send(s.Name, map[string]any{"to": s.Name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 20*time.Second, "a message at every task", func() bool {
+		for _, r := range recs {
+			if r.count() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if after := threads(t); after > before+8 {
+		t.Fatalf("serving %d queues took %d OS threads more (from %d to %d)", n, after-before, before, after)
+	}
+	if errs := env.errs; len(errs.errs) > 0 {
+		t.Fatal(errors.Join(errs.errs...))
+	}
+}
