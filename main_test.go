@@ -19,20 +19,20 @@ import (
 )
 
 // daemon runs run() in this process with its own signal channel.
-type daemon struct {
+type testDaemon struct {
 	sig            chan os.Signal
 	stdout, stderr *testenv.Buffer
 	code           chan int
 }
 
-func startDaemon(t *testing.T, args ...string) *daemon {
+func startDaemon(t *testing.T, args ...string) *testDaemon {
 	t.Helper()
-	d := &daemon{sig: make(chan os.Signal, 2), stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, code: make(chan int, 1)}
+	d := &testDaemon{sig: make(chan os.Signal, 2), stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, code: make(chan int, 1)}
 	go func() { d.code <- run(args, d.sig, d.stdout, d.stderr) }()
 	return d
 }
 
-func (d *daemon) exitCode(t *testing.T) int {
+func (d *testDaemon) exitCode(t *testing.T) int {
 	t.Helper()
 	select {
 	case c := <-d.code:
@@ -74,7 +74,7 @@ func TestStartFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			args := tt.args
+			args := append([]string{"-T", testenv.TransitDir(t)}, tt.args...)
 			if tt.files != nil {
 				args = append([]string{"-c", testenv.WriteFiles(t, tt.files), "-s", t.TempDir()}, args...)
 			}
@@ -99,12 +99,13 @@ func TestSecondDaemonOnSameStateDirRefuses(t *testing.T) {
 	t.Parallel()
 	cfg := testenv.WriteFiles(t, map[string]string{"a.cue": routerOnly})
 	state := t.TempDir()
-	first := startDaemon(t, "-c", cfg, "-s", state)
+	tdir := testenv.TransitDir(t)
+	first := startDaemon(t, "-c", cfg, "-s", state, "-T", tdir)
 	testenv.WaitFor(t, 10*time.Second, "first daemon running", func() bool {
 		return strings.Contains(first.stdout.String(), "multimodule running")
 	})
 	var out, errb bytes.Buffer
-	if code := run([]string{"-c", cfg, "-s", state}, make(chan os.Signal), &out, &errb); code != 1 {
+	if code := run([]string{"-c", cfg, "-s", state, "-T", tdir}, make(chan os.Signal), &out, &errb); code != 1 {
 		t.Fatalf("second daemon exit %d, want 1", code)
 	}
 	if want := fmt.Sprintf("in use by another daemon: %s (held by pid %d)", state, os.Getpid()); !strings.Contains(errb.String(), want) {
@@ -205,7 +206,7 @@ tasks: Ticker: intervals: {tick: 0.02, save_state: 3600}
 tasks: Sink: {}
 tasks: Router: config: routes: [{match: source: "Ticker", forwards: [{qname: "Sink"}]}]
 `})
-	args := []string{"-c", cfg, "-s", t.TempDir(), "-p", "acme", "-o", "debug:2"}
+	args := []string{"-c", cfg, "-s", t.TempDir(), "-p", "acme", "-o", "debug:2", "-T", testenv.TransitDir(t)}
 
 	var all []int
 	for round := range 3 {

@@ -54,6 +54,8 @@ var (
 	ErrQueueFull = errors.New("queue is full")
 	// ErrEmpty: a non-blocking receive found nothing.
 	ErrEmpty = errors.New("queue is empty")
+	// ErrNoQueue: Lookup found no queue of that name.
+	ErrNoQueue = errors.New("no such queue")
 	// ErrTooLarge: the message exceeds the spill size limit.
 	ErrTooLarge = errors.New("message too large")
 )
@@ -189,6 +191,18 @@ func (t *Transit) Queue(name string) (*Queue, error) {
 	}
 	t.mu.Unlock()
 	return q, nil
+}
+
+// Lookup returns the named queue only if it exists already (replies must
+// not recreate a queue its owner has removed).
+func (t *Transit) Lookup(name string) (*Queue, error) {
+	if !ValidName(name) {
+		return nil, fmt.Errorf("%w %q", ErrBadName, name)
+	}
+	if _, err := os.Stat(filepath.Join(t.dir, name)); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNoQueue, name)
+	}
+	return t.Queue(name)
 }
 
 // forget drops a cached queue whose id went stale (the queue was removed).

@@ -1,0 +1,105 @@
+// Command mmctl controls a multimodule daemon and talks to its queues.
+//
+//	mmctl send QUEUE JSON            queue a message (JSON object)
+//	mmctl recv QUEUE [-n N] [--timeout D]
+//	mmctl queues                     every queue with its fill
+//	mmctl status [-o json]           the daemon's tasks
+//	mmctl shutdown [--exit-externals]
+//
+// Errors go to stderr with a non-zero exit: 1 for a failure, 2 for a
+// usage error.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/multimodule/multimodule/transit"
+)
+
+// globalOptions are the flags every subcommand shares.
+type globalOptions struct {
+	transitDir   string
+	controlQueue string
+	timeout      time.Duration
+	stdout       io.Writer
+	stderr       io.Writer
+	stdin        io.Reader
+}
+
+func (g *globalOptions) transit() (*transit.Transit, error) {
+	return transit.Open(transit.Options{Dir: g.transitDir})
+}
+
+// usageError makes mmctl exit 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// exitError carries a specific exit status (diff's "1 means changes").
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+
+func newRootCmd(g *globalOptions) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "mmctl",
+		Short:         "Control a multimodule daemon and talk to its queues",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
+	root.SetIn(g.stdin)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.transitDir, "transit-dir", "T", transit.DefaultDir(), "transit dir naming the queues (env "+transit.EnvDir+")")
+	pf.StringVarP(&g.controlQueue, "control-queue", "q", "MultiModule_control", "the daemon's control queue")
+	pf.DurationVar(&g.timeout, "reply-timeout", 5*time.Second, "how long to wait for the daemon's reply")
+	root.AddCommand(newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newStatusCmd(g), newShutdownCmd(g))
+	return root
+}
+
+// args checks the number of positional arguments as a usage error.
+func args(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if len(a) != n {
+			return usageError{fmt.Errorf("%s takes %d argument(s), got %d: %s", cmd.Name(), n, len(a), cmd.Use)}
+		}
+		return nil
+	}
+}
+
+// run executes mmctl and returns its exit status.
+func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globalOptions{stdout: stdout, stderr: stderr, stdin: stdin}
+	root := newRootCmd(g)
+	root.SetArgs(argv)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintf(stderr, "mmctl: %v\n", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "mmctl: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }

@@ -1,0 +1,171 @@
+// Package reconcile turns the desired tasks (a loaded config) and the
+// observed ones (what runs) into a plan of typed actions, and applies it.
+//
+// Reconciling is level-based and keyed by task name: the plan depends only
+// on the two states, never on how they came about, so applying the same
+// config twice does nothing the second time.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/multimodule/multimodule/schema"
+)
+
+// Observed is what runs under one name.
+type Observed struct {
+	Name string
+	// Kind is the kind as the config named it when the task was started.
+	Kind string
+	// Hash is the spec hash the task last applied.
+	Hash string
+	// External is where it runs.
+	External bool
+}
+
+// Target is what a plan acts on: the daemon.
+type Target interface {
+	// StartTasks starts tasks together (so they can reach each other while
+	// starting); one error or nil per spec.
+	StartTasks(specs []schema.TaskSpec) []error
+	StopTask(ctx context.Context, name string) error
+	ReconfigureTask(ctx context.Context, spec schema.TaskSpec) error
+}
+
+// Action is one step of a plan.
+type Action interface {
+	// Task is the name the action is about.
+	Task() string
+	// String renders the action as `mmctl diff` shows it.
+	String() string
+}
+
+// Start starts a task that does not run.
+type Start struct{ Spec schema.TaskSpec }
+
+// Stop stops a task that is no longer wanted (removed, or disabled; its
+// state is kept either way).
+type Stop struct {
+	Name   string
+	Reason string
+}
+
+// Reconfigure hands a running task its changed spec; its state is kept.
+type Reconfigure struct{ Spec schema.TaskSpec }
+
+// Restart stops and starts a task whose change cannot be applied in place.
+type Restart struct {
+	Spec   schema.TaskSpec
+	Reason string
+}
+
+func (a Start) Task() string       { return a.Spec.Name }
+func (a Stop) Task() string        { return a.Name }
+func (a Reconfigure) Task() string { return a.Spec.Name }
+func (a Restart) Task() string     { return a.Spec.Name }
+
+func where(external bool) string {
+	if external {
+		return "external"
+	}
+	return "internal"
+}
+
+func (a Start) String() string {
+	return fmt.Sprintf("+ start %s (%s)", a.Spec.Name, where(a.Spec.External))
+}
+func (a Stop) String() string { return fmt.Sprintf("- stop %s (%s)", a.Name, a.Reason) }
+func (a Reconfigure) String() string {
+	return fmt.Sprintf("~ reconfigure %s", a.Spec.Name)
+}
+func (a Restart) String() string { return fmt.Sprintf("-/+ restart %s (%s)", a.Spec.Name, a.Reason) }
+
+// Plan lists what turns observed into desired, ordered by kind of action
+// (stops, restarts, reconfigures, starts) and then by name.
+func Plan(desired map[string]schema.TaskSpec, observed map[string]Observed) []Action {
+	var stops, restarts, reconfs, starts []Action
+	for name, o := range observed {
+		d, ok := desired[name]
+		switch {
+		case !ok:
+			stops = append(stops, Stop{Name: name, Reason: "removed from the config"})
+		case d.Disabled:
+			stops = append(stops, Stop{Name: name, Reason: "disabled"})
+		case d.Kind != o.Kind:
+			restarts = append(restarts, Restart{Spec: d, Reason: "kind changed"})
+		case d.External != o.External:
+			restarts = append(restarts, Restart{Spec: d, Reason: "moved " + where(o.External) + "->" + where(d.External)})
+		case d.Hash != o.Hash:
+			reconfs = append(reconfs, Reconfigure{Spec: d})
+		}
+	}
+	for name, d := range desired {
+		if _, running := observed[name]; !running && !d.Disabled {
+			starts = append(starts, Start{Spec: d})
+		}
+	}
+	var plan []Action
+	for _, group := range [][]Action{stops, restarts, reconfs, starts} {
+		sort.Slice(group, func(i, j int) bool { return group[i].Task() < group[j].Task() })
+		plan = append(plan, group...)
+	}
+	return plan
+}
+
+// Result is the outcome of one action.
+type Result struct {
+	Action Action
+	Err    error
+}
+
+// Apply carries out a plan in order: stops, restarts, reconfigures, then
+// all starts together. Every action is attempted; each result says how it
+// went.
+func Apply(ctx context.Context, t Target, plan []Action) []Result {
+	var results []Result
+	var starts []Start
+	for _, a := range plan {
+		var err error
+		switch a := a.(type) {
+		case Stop:
+			err = t.StopTask(ctx, a.Name)
+		case Restart:
+			err = t.StopTask(ctx, a.Spec.Name)
+			if err == nil {
+				err = t.StartTasks([]schema.TaskSpec{a.Spec})[0]
+			}
+		case Reconfigure:
+			err = t.ReconfigureTask(ctx, a.Spec)
+		case Start:
+			starts = append(starts, a)
+			continue
+		default:
+			err = fmt.Errorf("reconcile: unknown action %T", a)
+		}
+		results = append(results, Result{a, err})
+	}
+	if len(starts) > 0 {
+		specs := make([]schema.TaskSpec, len(starts))
+		for i, s := range starts {
+			specs[i] = s.Spec
+		}
+		for i, err := range t.StartTasks(specs) {
+			results = append(results, Result{starts[i], err})
+		}
+	}
+	return results
+}
+
+// Errors joins the failures of a plan's results, each naming its action.
+func Errors(results []Result) error {
+	var errs []error
+	for _, r := range results {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Action, r.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
