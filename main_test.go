@@ -1,16 +1,13 @@
 package multimodule
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -133,67 +130,19 @@ func buildExtprog(t *testing.T) string {
 	return bin
 }
 
-// runExtprog starts the program and collects the counts its Sink prints.
-type extRun struct {
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	counts []int
-	lines  []string
-	done   chan error
-}
-
-func startExtprog(t *testing.T, bin string, args ...string) *extRun {
-	t.Helper()
-	r := &extRun{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
-	stderr, err := r.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.cmd.Stdout = io.Discard
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.cmd.Process.Kill() })
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			r.mu.Lock()
-			r.lines = append(r.lines, line)
-			if s, ok := strings.CutPrefix(line, "sink: "); ok {
-				n, err := strconv.Atoi(s)
-				if err == nil {
-					r.counts = append(r.counts, n)
-				}
+// counts are the numbers the extprog's Sink printed.
+func (p *proc) counts() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []int
+	for _, line := range p.lines {
+		if s, ok := strings.CutPrefix(line, "sink: "); ok {
+			if n, err := strconv.Atoi(s); err == nil {
+				out = append(out, n)
 			}
-			r.mu.Unlock()
 		}
-		r.done <- r.cmd.Wait()
-	}()
-	return r
-}
-
-func (r *extRun) seen() []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]int(nil), r.counts...)
-}
-
-func (r *extRun) stop(t *testing.T) {
-	t.Helper()
-	if err := r.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
 	}
-	select {
-	case err := <-r.done:
-		if err != nil {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			t.Fatalf("exit after SIGINT: %v\n%s", err, strings.Join(r.lines, "\n"))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit within 10s of SIGINT")
-	}
+	return out
 }
 
 func TestUserProgramStateContinuesAcrossSIGINT(t *testing.T) {
@@ -210,10 +159,13 @@ tasks: Router: config: routes: [{match: source: "Ticker", forwards: [{qname: "Si
 
 	var all []int
 	for round := range 3 {
-		r := startExtprog(t, bin, args...)
-		testenv.WaitFor(t, 10*time.Second, "five more counts", func() bool { return len(r.seen()) >= 5 })
-		r.stop(t)
-		got := r.seen()
+		p := startProc(t, bin, args...)
+		testenv.WaitFor(t, 10*time.Second, "five more counts", func() bool { return len(p.counts()) >= 5 })
+		p.cmd.Process.Signal(syscall.SIGINT)
+		if err := p.wait(t); err != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", err, p.output())
+		}
+		got := p.counts()
 		if round > 0 && got[0] != all[len(all)-1]+1 {
 			t.Fatalf("round %d started at %d after %d: a gap or a repeat", round, got[0], all[len(all)-1])
 		}

@@ -75,3 +75,13 @@ func TransitDir(t testing.TB) string {
 	})
 	return dir
 }
+
+// SpillFiles lists the spill files left in a transit dir.
+func SpillFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, ".spill", "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/testenv"
+)
+
+// mmctl runs the command in-process against the test's transit dir.
+func mmctl(t *testing.T, dir, stdin string, argv ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(append([]string{"-T", dir}, argv...), strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestSendRecvLargeMessageUnchanged(t *testing.T) {
+	t.Parallel()
+	dir := testenv.TransitDir(t)
+	big := strings.Repeat("payload ", 300*1024/8)
+	in, _ := json.Marshal(map[string]any{"big": big, "n": 3.5, "nested": map[string]any{"a": []any{1.0, "x"}}})
+	if code, _, errs := mmctl(t, dir, string(in), "send", "bigq", "-"); code != 0 {
+		t.Fatalf("send: exit %d: %s", code, errs)
+	}
+	code, out, errs := mmctl(t, dir, "", "recv", "bigq", "--timeout", "5s")
+	if code != 0 {
+		t.Fatalf("recv: exit %d: %s", code, errs)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("recv printed %d bytes that are not one JSON object: %v", len(out), err)
+	}
+	delete(got, ".ipc_transit_meta")
+	var want map[string]any
+	json.Unmarshal(in, &want)
+	if !equalJSON(got, want) {
+		t.Fatal("the 300 KB message changed on its way")
+	}
+	if left := testenv.SpillFiles(t, dir); len(left) != 0 {
+		t.Fatalf("spill files left behind: %v", left)
+	}
+}
+
+func equalJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+func TestRecvSeveralAsJSONLines(t *testing.T) {
+	t.Parallel()
+	dir := testenv.TransitDir(t)
+	for _, m := range []string{`{"i":1}`, `{"i":2,"html":"<&>"}`, `{"i":3}`} {
+		if code, _, errs := mmctl(t, dir, "", "send", "q", m); code != 0 {
+			t.Fatal(errs)
+		}
+	}
+	code, out, errs := mmctl(t, dir, "", "recv", "q", "-n", "2", "--timeout", "5s")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || !strings.Contains(lines[1], `"html":"<&>"`) {
+		t.Fatalf("exit %d, lines %q, stderr %s", code, lines, errs)
+	}
+	code, out, _ = mmctl(t, dir, "", "queues", "-o", "json")
+	var stats []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &stats) != nil || len(stats) != 1 || stats[0]["messages"] != 1.0 {
+		t.Fatalf("queues: exit %d: %s", code, out)
+	}
+	code, out, _ = mmctl(t, dir, "", "queues")
+	if code != 0 || !strings.Contains(out, "NAME") || !strings.Contains(out, "q ") {
+		t.Fatalf("queues table: %s", out)
+	}
+}
+
+func TestErrorsAndExitCodes(t *testing.T) {
+	t.Parallel()
+	dir := testenv.TransitDir(t)
+	tests := []struct {
+		name string
+		argv []string
+		code int
+		want string
+	}{
+		{"invalid JSON", []string{"send", "q", `{"a":`}, 1, "not sent: invalid JSON message"},
+		{"not an object", []string{"send", "q", `[1,2]`}, 1, "must be a JSON object"},
+		{"bad queue name", []string{"send", "../etc", `{}`}, 1, "invalid queue name"},
+		{"recv timeout", []string{"recv", "empty", "--timeout", "50ms"}, 1, "timed out after 50ms: received 0 of 1"},
+		{"missing argument", []string{"send", "q"}, 2, "send takes 2 argument(s)"},
+		{"unknown flag", []string{"recv", "q", "--bogus"}, 2, "unknown flag: --bogus"},
+		{"bad -n", []string{"recv", "q", "-n", "0"}, 2, "-n must be at least 1"},
+		{"bad output", []string{"queues", "-o", "yaml"}, 2, "want table or json"},
+		{"no daemon", []string{"status", "--reply-timeout", "200ms"}, 1, "no reply on control queue MultiModule_control within 200ms"},
+		{"unknown command", []string{"frobnicate"}, 1, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errs := mmctl(t, dir, "", tt.argv...)
+			if code != tt.code || !strings.Contains(errs, tt.want) {
+				t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, errs, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+func TestNoDaemonRequestExpires(t *testing.T) {
+	t.Parallel()
+	dir := testenv.TransitDir(t)
+	t0 := time.Now()
+	code, _, _ := mmctl(t, dir, "", "shutdown", "--reply-timeout", "100ms")
+	if code != 1 || time.Since(t0) > 5*time.Second {
+		t.Fatalf("exit %d after %v", code, time.Since(t0))
+	}
+	// The request waits in the control queue, marked as expired for any
+	// daemon that starts later.
+	code, out, _ := mmctl(t, dir, "", "recv", "MultiModule_control", "--timeout", "1s")
+	var req map[string]any
+	json.Unmarshal([]byte(out), &req)
+	ops := req[".multimodule"].(map[string]any)["control"].([]any)
+	exp := ops[0].(map[string]any)["expires"].(float64)
+	if code != 0 || exp > float64(time.Now().Unix())+1 {
+		t.Fatalf("request %v", req)
+	}
+}
