@@ -244,4 +244,3 @@ func BenchmarkRoundTrip(b *testing.B) {
 	b.ReportMetric(us(bare), "bare-rtt-us")
 	b.ReportMetric(us(ours), "mm-rtt-us")
 }
-
