@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -197,6 +198,29 @@ func IsConfigFile(name string) bool {
 		!strings.HasPrefix(name, "_") && !strings.HasPrefix(name, "#") && name != SchemaFile
 }
 
+// HashDir hashes the names and contents of the files Load would read from
+// path: equal hashes mean Load would see the same input.
+func HashDir(path string) (string, error) {
+	files, err := configFiles(path)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", ErrUnreadable, err)
+		}
+		hashFile(h, f, src)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func hashFile(h io.Writer, name string, src []byte) {
+	fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(name), len(src))
+	h.Write(src)
+}
+
 // Load reads path (a directory of CUE files, or one file) and validates it.
 func (s *Schema) Load(path string) (*Config, error) {
 	files, err := configFiles(path)
@@ -212,8 +236,7 @@ func (s *Schema) Load(path string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrUnreadable, err)
 		}
-		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(f), len(src))
-		h.Write(src)
+		hashFile(h, f, src)
 		ast, err := parser.ParseFile(f, src, parser.ParseComments)
 		if err != nil {
 			lerr.add(err, files)
