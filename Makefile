@@ -4,7 +4,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 STATE_DIR   ?= ./state
 BENCHTIME   ?= 4000000x
 
-.PHONY: all build run test vet lint bench clean
+.PHONY: all build run test vet lint bench tidy clean
 
 all: build
 
@@ -34,6 +34,12 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 5 ./runtime/
 	$(GO) test -run '^$$' -bench Codec -count 5 ./transit/
 	$(GO) test -run '^$$' -bench 'CrossProcess|RoundTrip' -benchtime 200000x -count 3 ./transit/
+
+# The test fixture in testdata/extprog is a module of its own that imports
+# this one: tidy both when dependencies change.
+tidy:
+	$(GO) mod tidy
+	cd testdata/extprog && $(GO) mod tidy
 
 clean:
 	rm -rf bin

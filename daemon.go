@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -18,8 +17,15 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
+// ConfirmRemovalDelay is how long the daemon waits before a task whose
+// definition vanished from the config dir is stopped: the directory is
+// loaded again then, and only if it still lacks the task is it stopped
+// (an editor may be between deleting and rewriting a file).
+const ConfirmRemovalDelay = 200 * time.Millisecond
+
 // daemon is one running multimodule. Its state is owned by the goroutine
-// running serve: control requests reach it as messages on a channel.
+// running serve: control requests, config changes and retries reach it as
+// messages on channels, one at a time.
 type daemon struct {
 	o          *daemonOptions
 	namespaces []string
@@ -29,31 +35,48 @@ type daemon struct {
 	host       *runtime.Host
 	in         *runtime.Inbound
 	ch         *runtime.Channels
+	watcher    *reconcile.Watcher
 	started    time.Time
 
-	control  chan runtime.Message
+	control chan runtime.Message
+
+	desired  *schema.Config // the last config that loaded
 	observed map[string]reconcile.Observed
-	failed   map[string]string // task -> why its last start failed
-	// configErr is the last config load or apply problem, for status.
+	tasks    map[string]*taskState
+	// configErr is the last config load problem, for status; the tasks run
+	// on the last good config meanwhile.
 	configErr string
+
+	retry   *time.Timer
+	confirm *time.Timer
+	// confirmHash is the content hash whose removals wait for confirmation.
+	confirmHash string
 }
 
-// newDaemon loads the config and prepares everything; the int is the exit
-// code to use when it fails.
+// taskState is the reconcile bookkeeping of one task name.
+type taskState struct {
+	// generation counts the changes of the task's desired spec;
+	// observedGeneration is the generation the running task has applied.
+	generation, observedGeneration int64
+	specHash                       string
+
+	failures int
+	nextTry  time.Time
+	lastErr  string
+	held     bool
+}
+
 func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*daemon, int, error) {
 	d := &daemon{o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
 		control: make(chan runtime.Message, 64), observed: map[string]reconcile.Observed{},
-		failed: map[string]string{}}
+		tasks: map[string]*taskState{}, retry: stoppedTimer(), confirm: stoppedTimer()}
 	var err error
 	if d.schema, err = NewSchema(); err != nil {
 		return nil, 1, err
 	}
-	cfg, err := d.schema.Load(o.configDir)
+	cfg, err := d.load()
 	if err != nil {
 		return nil, 1, fmt.Errorf("config %s:\n%s", o.configDir, schema.Format(err))
-	}
-	if err := d.checkKinds(cfg); err != nil {
-		return nil, 1, err
 	}
 	if d.lock, err = statestore.LockDir(o.stateDir); err != nil {
 		return nil, 1, err
@@ -81,8 +104,30 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 	if err := d.in.ServeFunc(o.controlQueue, func(m runtime.Message) { d.control <- m }); err != nil {
 		return fail(1, err)
 	}
-	d.apply(context.Background(), cfg)
+	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
+		OnError: func(err error) { d.ch.Error.Error("watching the config dir", "error", err) },
+	})
+	if err != nil {
+		return fail(1, fmt.Errorf("watching %s: %w", o.configDir, err))
+	}
+	d.setDesired(cfg)
+	d.reconcile(false)
 	return d, 0, nil
+}
+
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}
+
+// load reads and checks the config dir, kinds included.
+func (d *daemon) load() (*schema.Config, error) {
+	cfg, err := d.schema.Load(d.o.configDir)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, d.checkKinds(cfg)
 }
 
 // checkKinds resolves every enabled task's kind, reporting all failures.
@@ -105,6 +150,9 @@ func (d *daemon) checkKinds(cfg *schema.Config) error {
 
 // serve runs until a signal or a cleanly_exit, then shuts down in order.
 func (d *daemon) serve(sig <-chan os.Signal) int {
+	ctx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() { d.watcher.Run(ctx); close(watchDone) }()
 	d.in.Start()
 	d.ch.Log.Info("multimodule running", "tasks", len(d.observed), "config", d.o.configDir,
 		"state_dir", d.o.stateDir, "transit_dir", d.tr.Dir(), "control_queue", d.o.controlQueue, "pid", os.Getpid())
@@ -117,8 +165,16 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 			if d.handleControl(m) {
 				reason = "cleanly_exit"
 			}
+		case <-d.watcher.Changes():
+			d.reload(false, false)
+		case <-d.confirm.C:
+			d.reload(false, true)
+		case <-d.retry.C:
+			d.reconcile(false)
 		}
 	}
+	stopWatch()
+	<-watchDone
 	return d.shutdown(reason, sig)
 }
 
@@ -129,6 +185,10 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	defer d.lock.Unlock()
 	defer d.host.Close()
 	d.in.Stop()
+	for name := range d.observed {
+		d.in.Unserve(name)
+	}
+	d.in.Unserve(d.o.controlQueue)
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -148,20 +208,161 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	return 0
 }
 
-// apply reconciles the running tasks with cfg.
-func (d *daemon) apply(ctx context.Context, cfg *schema.Config) []reconcile.Result {
-	results := reconcile.Apply(ctx, d, reconcile.Plan(cfg.Tasks, d.observed))
-	for _, r := range results {
-		if r.Err != nil {
-			d.ch.Error.Error("reconcile", "action", r.Action.String(), "error", r.Err)
-		} else {
-			d.ch.Log.Info("reconcile", "action", r.Action.String())
+// reload loads the config dir and, if it loads, makes it the desired
+// state and reconciles. A dir that does not load changes nothing that
+// runs. Removals wait for a confirming reload (confirming says this is
+// one).
+func (d *daemon) reload(force, confirming bool) ([]reconcile.Result, error) {
+	cfg, err := d.load()
+	if err != nil {
+		d.configErr = strings.TrimSpace(schema.Format(err))
+		d.ch.Error.Error("config not applied: the running tasks are unchanged", "error", d.configErr)
+		return nil, fmt.Errorf("config not applied:\n%s", d.configErr)
+	}
+	if d.configErr != "" {
+		d.ch.Log.Info("config loads again", "config", d.o.configDir)
+	}
+	d.configErr = ""
+	if !force && !confirming && d.desired != nil && cfg.SourceHash == d.desired.SourceHash {
+		return nil, nil
+	}
+	d.setDesired(cfg)
+	if confirming && cfg.SourceHash == d.confirmHash {
+		d.confirmHash = ""
+		return d.reconcile(false), nil
+	}
+	return d.reconcile(true), nil
+}
+
+// setDesired records cfg and bumps the generation of every task whose
+// spec changed. A changed spec also gives a failing or held task a fresh
+// start.
+func (d *daemon) setDesired(cfg *schema.Config) {
+	d.desired = cfg
+	for name, spec := range cfg.Tasks {
+		st := d.tasks[name]
+		if st == nil {
+			st = &taskState{}
+			d.tasks[name] = st
+		}
+		if st.specHash != spec.Hash {
+			st.specHash = spec.Hash
+			st.generation++
+			st.failures, st.held, st.nextTry, st.lastErr = 0, false, time.Time{}, ""
 		}
 	}
+}
+
+// plan is what reconciling now would do: the plain plan, with the actions
+// of held tasks shown as held, and (when deferRemovals) the stops of
+// removed tasks left for the confirming reload.
+func (d *daemon) plan(deferRemovals bool) (apply []reconcile.Action, shown []reconcile.Action, removalsWaiting bool) {
+	now := time.Now()
+	for _, a := range reconcile.Plan(d.desired.Tasks, d.observed) {
+		name := a.Task()
+		if stop, ok := a.(reconcile.Stop); ok && deferRemovals && d.desired.Tasks[name].Name == "" {
+			removalsWaiting = true
+			shown = append(shown, stop)
+			continue
+		}
+		if st := d.tasks[name]; st != nil {
+			if st.held {
+				shown = append(shown, reconcile.Held{Name: name, Reason: "retries exhausted: " + st.lastErr})
+				continue
+			}
+			if now.Before(st.nextTry) {
+				shown = append(shown, a)
+				continue // its backoff has not run out
+			}
+		}
+		apply = append(apply, a)
+		shown = append(shown, a)
+	}
+	return apply, shown, removalsWaiting
+}
+
+// reconcile applies the plan now, with per-task backoff on failure.
+func (d *daemon) reconcile(deferRemovals bool) []reconcile.Result {
+	apply, _, waiting := d.plan(deferRemovals)
+	if waiting {
+		d.confirmHash = d.desired.SourceHash
+		d.confirm.Reset(ConfirmRemovalDelay)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	results := reconcile.Apply(ctx, d, apply)
+	now := time.Now()
+	for _, r := range results {
+		name := r.Action.Task()
+		st := d.tasks[name]
+		if r.Err == nil {
+			d.ch.Log.Info("reconcile", "action", r.Action.String())
+			if st != nil {
+				st.failures, st.lastErr, st.nextTry = 0, "", time.Time{}
+				st.observedGeneration = st.generation
+			}
+			continue
+		}
+		if st == nil { // a task being removed
+			d.ch.Error.Error("reconcile", "action", r.Action.String(), "error", r.Err)
+			continue
+		}
+		st.failures++
+		st.lastErr = r.Err.Error()
+		rs := d.desired.Tasks[name].Restart
+		delay := backoff(rs, st.failures)
+		st.nextTry = now.Add(delay)
+		if rs.HoldAfter > 0 && st.failures >= rs.HoldAfter {
+			st.held = true
+			d.ch.Alert.Warn("task held: its changes failed too often; fix the config or mmctl clear it",
+				"task", name, "failures", st.failures, "error", r.Err)
+			continue
+		}
+		d.ch.Error.Error("reconcile", "action", r.Action.String(), "error", r.Err,
+			"failures", st.failures, "retry_in", delay)
+	}
+	d.scheduleRetry()
 	return results
 }
 
+// backoff doubles from restart.initial up to restart.max seconds.
+func backoff(r schema.Restart, failures int) time.Duration {
+	initial, maxDelay := r.Initial, r.Max
+	if initial <= 0 {
+		initial = 1
+	}
+	if maxDelay < initial {
+		maxDelay = initial
+	}
+	s := initial
+	for i := 1; i < failures && s < maxDelay; i++ {
+		s *= 2
+	}
+	return time.Duration(min(s, maxDelay) * float64(time.Second))
+}
+
+func (d *daemon) scheduleRetry() {
+	var next time.Time
+	for _, st := range d.tasks {
+		if !st.held && !st.nextTry.IsZero() && (next.IsZero() || st.nextTry.Before(next)) {
+			next = st.nextTry
+		}
+	}
+	d.retry.Stop()
+	if !next.IsZero() {
+		d.retry.Reset(time.Until(next))
+	}
+}
+
 // --- reconcile.Target ---
+
+func intervals(t schema.TaskSpec) map[string]time.Duration {
+	iv := make(map[string]time.Duration, len(t.Intervals))
+	for k, sec := range t.Intervals {
+		iv[k] = time.Duration(sec * float64(time.Second))
+	}
+	return iv
+}
 
 func (d *daemon) StartTasks(specs []schema.TaskSpec) []error {
 	errs := make([]error, len(specs))
@@ -176,11 +377,7 @@ func (d *daemon) StartTasks(specs []schema.TaskSpec) []error {
 			errs[i] = err
 			continue
 		}
-		iv := make(map[string]time.Duration, len(t.Intervals))
-		for k, sec := range t.Intervals {
-			iv[k] = time.Duration(sec * float64(time.Second))
-		}
-		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config, Intervals: iv})
+		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config, Intervals: intervals(t)})
 		idx = append(idx, i)
 	}
 	for j, err := range d.host.StartAll(rs) {
@@ -191,12 +388,9 @@ func (d *daemon) StartTasks(specs []schema.TaskSpec) []error {
 		errs[i] = err
 	}
 	for i, t := range specs {
-		if errs[i] != nil {
-			d.failed[t.Name] = errs[i].Error()
-			continue
+		if errs[i] == nil {
+			d.observed[t.Name] = reconcile.Observed{Name: t.Name, Kind: t.Kind, Hash: t.Hash, External: t.External}
 		}
-		delete(d.failed, t.Name)
-		d.observed[t.Name] = reconcile.Observed{Name: t.Name, Kind: t.Kind, Hash: t.Hash, External: t.External}
 	}
 	return errs
 }
@@ -208,171 +402,20 @@ func (d *daemon) StopTask(ctx context.Context, name string) error {
 	err := d.host.Stop(ctx, name)
 	if err == nil || errors.Is(err, runtime.ErrNoSuchQueue) {
 		delete(d.observed, name)
+		if _, wanted := d.desired.Tasks[name]; !wanted {
+			delete(d.tasks, name)
+		}
 		return nil
 	}
 	return err
 }
 
 func (d *daemon) ReconfigureTask(ctx context.Context, t schema.TaskSpec) error {
-	iv := make(map[string]time.Duration, len(t.Intervals))
-	for k, sec := range t.Intervals {
-		iv[k] = time.Duration(sec * float64(time.Second))
-	}
-	if err := d.host.Reconfigure(ctx, t.Name, t.Config, iv); err != nil {
+	if err := d.host.Reconfigure(ctx, t.Name, t.Config, intervals(t)); err != nil {
 		return err
 	}
 	o := d.observed[t.Name]
 	o.Hash = t.Hash
 	d.observed[t.Name] = o
 	return nil
-}
-
-// --- the control queue ---
-
-// handleControl answers one control message; it reports whether the
-// daemon should exit.
-func (d *daemon) handleControl(m runtime.Message) (exit bool) {
-	ctl, _ := m[runtime.ControlKey].(map[string]any)
-	ops, ok := ctl["control"].([]any)
-	if !ok {
-		d.ch.Error.Error("control queue: not a control message", "message", m)
-		return false
-	}
-	for _, x := range ops {
-		op, _ := x.(map[string]any)
-		replyTo, _ := op["reply_to"].(string)
-		if replyTo == "" {
-			replyTo, _ = m["reply_to"].(string)
-		}
-		if exp, ok := op["expires"].(float64); ok && float64(time.Now().UnixMicro())/1e6 > exp {
-			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", op)
-			continue
-		}
-		typ, _ := op["type"].(string)
-		reply := map[string]any{"type": typ, "ok": true}
-		if id, ok := op["id"]; ok {
-			reply["id"] = id
-		}
-		var err error
-		switch typ {
-		case "status":
-			reply["status"] = d.status()
-		case "reconcile":
-			reply["results"], err = d.reconcileNow()
-		case "clear":
-			err = d.clear(op)
-		case "cleanly_exit":
-			if ee, _ := op["exit_externals"].(bool); ee {
-				reply["note"] = "no external tasks run in this daemon"
-			}
-			exit = true
-		default:
-			err = fmt.Errorf("unknown control type %q (want status, reconcile, clear, cleanly_exit)", typ)
-		}
-		if err != nil {
-			reply["ok"] = false
-			reply["error"] = err.Error()
-		}
-		d.reply(replyTo, reply)
-	}
-	return exit
-}
-
-func (d *daemon) reply(to string, msg map[string]any) {
-	if to == "" {
-		if msg["ok"] == false {
-			d.ch.Error.Error("control request failed", "error", msg["error"])
-		}
-		return
-	}
-	q, err := d.tr.Lookup(to)
-	if err == nil {
-		err = q.Send(msg)
-	}
-	if err != nil {
-		d.ch.Error.Error("control reply not delivered", "reply_to", to, "error", err)
-	}
-}
-
-// reconcileNow reloads the config dir and applies it. A config that does
-// not load changes nothing.
-func (d *daemon) reconcileNow() ([]any, error) {
-	cfg, err := d.schema.Load(d.o.configDir)
-	if err == nil {
-		err = d.checkKinds(cfg)
-	}
-	if err != nil {
-		d.configErr = strings.TrimSpace(schema.Format(err))
-		d.ch.Error.Error("config not applied: the running tasks are unchanged", "error", d.configErr)
-		return nil, fmt.Errorf("config not applied: %s", d.configErr)
-	}
-	d.configErr = ""
-	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-	defer cancel()
-	out := []any{}
-	for _, r := range d.apply(ctx, cfg) {
-		e := map[string]any{"task": r.Action.Task(), "action": r.Action.String()}
-		if r.Err != nil {
-			e["error"] = r.Err.Error()
-		}
-		out = append(out, e)
-	}
-	return out, nil
-}
-
-func (d *daemon) clear(op map[string]any) error {
-	task, _ := op["task"].(string)
-	if _, running := d.observed[task]; !running {
-		if _, failed := d.failed[task]; !failed {
-			return fmt.Errorf("no task %q", task)
-		}
-	}
-	return fmt.Errorf("task %s is not held: no failsafe has stopped it", task)
-}
-
-// status is what `mmctl status` shows.
-func (d *daemon) status() map[string]any {
-	now := time.Now()
-	tasks := []any{}
-	running := map[string]bool{}
-	for _, s := range d.host.Status() {
-		running[s.Name] = true
-		t := map[string]any{
-			"name": s.Name, "kind": s.Kind, "where": "internal", "pid": float64(os.Getpid()),
-			"status": "running", "stateful": s.Stateful, "uptime_s": now.Sub(s.Started).Seconds(),
-			"messages_in": float64(s.MessagesIn), "messages_out": float64(s.MessagesOut),
-			"failures": float64(s.Failures), "send_failures": float64(s.SendFailures),
-			"mailbox_depth": float64(s.Depth), "busy_s": s.Busy.Seconds(),
-			"state_generation": float64(s.StateGeneration),
-		}
-		if o, ok := d.observed[s.Name]; ok {
-			t["spec_hash"] = o.Hash
-		}
-		if q, err := d.tr.Lookup(s.Name); err == nil {
-			if st, err := q.Stats(); err == nil {
-				t["queue"] = map[string]any{"messages": float64(st.Messages), "bytes": float64(st.Bytes),
-					"capacity": float64(st.Capacity), "fill": st.Fill}
-			}
-		}
-		tasks = append(tasks, t)
-	}
-	var failed []string
-	for name := range d.failed {
-		if !running[name] {
-			failed = append(failed, name)
-		}
-	}
-	sort.Strings(failed)
-	for _, name := range failed {
-		tasks = append(tasks, map[string]any{"name": name, "status": "failed", "error": d.failed[name]})
-	}
-	return map[string]any{
-		"daemon": map[string]any{
-			"pid": float64(os.Getpid()), "started": d.started.UTC().Format(time.RFC3339),
-			"uptime_s": now.Sub(d.started).Seconds(), "config_dir": d.o.configDir,
-			"state_dir": d.o.stateDir, "transit_dir": d.tr.Dir(), "control_queue": d.o.controlQueue,
-			"dead_letters": float64(d.in.DeadLetters()), "config_error": d.configErr,
-		},
-		"tasks": tasks,
-	}
 }

@@ -62,6 +62,16 @@ type Restart struct {
 	Reason string
 }
 
+// Held is a change that waits because the task is held (its retries ran
+// out, or a failsafe stopped it) until `mmctl clear` or a config change.
+type Held struct {
+	Name   string
+	Reason string
+}
+
+func (a Held) Task() string   { return a.Name }
+func (a Held) String() string { return fmt.Sprintf("! held %s (%s)", a.Name, a.Reason) }
+
 func (a Start) Task() string       { return a.Spec.Name }
 func (a Stop) Task() string        { return a.Name }
 func (a Reconfigure) Task() string { return a.Spec.Name }
@@ -142,6 +152,8 @@ func Apply(ctx context.Context, t Target, plan []Action) []Result {
 		case Start:
 			starts = append(starts, a)
 			continue
+		case Held:
+			continue // shown, not applied
 		default:
 			err = fmt.Errorf("reconcile: unknown action %T", a)
 		}

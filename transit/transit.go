@@ -386,6 +386,13 @@ func (t *Transit) SetDoorbell(name, doorbell string) error {
 	return nil
 }
 
+// Served reports whether a receiver has registered a doorbell for queue
+// name: a daemon serves it (or served it and crashed).
+func (t *Transit) Served(name string) bool {
+	_, err := os.Stat(t.doorbellPath(name))
+	return err == nil
+}
+
 // ClearDoorbell stops senders from ringing for queue name.
 func (t *Transit) ClearDoorbell(name string) error {
 	err := os.Remove(t.doorbellPath(name))

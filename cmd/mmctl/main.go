@@ -1,5 +1,9 @@
 // Command mmctl controls a multimodule daemon and talks to its queues.
 //
+//	mmctl vet [-c DIR]               check a config dir offline (exit 1 on errors)
+//	mmctl diff [-c DIR]              what applying DIR would do (exit 0 none, 1 changes, 2 error)
+//	mmctl apply [--dry-run]          the daemon reloads its config dir now
+//	mmctl schema [--write DIR]       the schema, for the stock cue vet
 //	mmctl send QUEUE JSON            queue a message (JSON object)
 //	mmctl recv QUEUE [-n N] [--timeout D]
 //	mmctl queues                     every queue with its fill
@@ -7,7 +11,7 @@
 //	mmctl shutdown [--exit-externals]
 //
 // Errors go to stderr with a non-zero exit: 1 for a failure, 2 for a
-// usage error.
+// usage error (diff: 2 for any error, as 1 means "changes").
 package main
 
 import (
@@ -64,7 +68,8 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	pf.StringVarP(&g.transitDir, "transit-dir", "T", transit.DefaultDir(), "transit dir naming the queues (env "+transit.EnvDir+")")
 	pf.StringVarP(&g.controlQueue, "control-queue", "q", "MultiModule_control", "the daemon's control queue")
 	pf.DurationVar(&g.timeout, "reply-timeout", 5*time.Second, "how long to wait for the daemon's reply")
-	root.AddCommand(newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newStatusCmd(g), newShutdownCmd(g))
+	root.AddCommand(newVetCmd(g), newDiffCmd(g), newApplyCmd(g), newStatusCmd(g), newSchemaCmd(g),
+		newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g))
 	return root
 }
 

@@ -45,26 +45,49 @@ func (o *statusOptions) run() error {
 	fmt.Fprintf(o.stdout, "daemon pid %v, up %s, config %v, state %v, transit %v, dead letters %v\n",
 		d["pid"], secs(d["uptime_s"]), d["config_dir"], d["state_dir"], d["transit_dir"], d["dead_letters"])
 	if e, _ := d["config_error"].(string); e != "" {
-		fmt.Fprintf(o.stdout, "config error (the running tasks are unchanged):\n%s\n", e)
+		fmt.Fprintf(o.stdout, "config error (the tasks run on the last good config):\n%s\n", e)
 	}
 	w := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TASK\tKIND\tWHERE\tSTATUS\tUPTIME\tIN\tOUT\tFAILURES\tMAILBOX\tQUEUED")
+	fmt.Fprintln(w, "TASK\tKIND\tWHERE\tSTATUS\tREADY\tGEN\tUPTIME\tIN\tOUT\tFAILURES\tMAILBOX\tQUEUED")
 	tasks, _ := st["tasks"].([]any)
+	var notes []string
 	for _, x := range tasks {
 		t, _ := x.(map[string]any)
+		ready := "?"
+		conds, _ := t["conditions"].([]any)
+		for _, c := range conds {
+			c, _ := c.(map[string]any)
+			if c["type"] == "Ready" {
+				ready, _ = c["status"].(string)
+			}
+			if c["status"] == "True" && c["message"] != nil && c["type"] != "Ready" {
+				notes = append(notes, fmt.Sprintf("%v %v (%v): %v", t["name"], c["type"], c["reason"], c["message"]))
+			}
+		}
+		gen := fmt.Sprintf("%v/%v", t["observed_generation"], t["generation"])
+		kind := t["kind"]
+		if kind == nil {
+			kind = t["spec_kind"]
+		}
 		if t["status"] != "running" {
-			fmt.Fprintf(w, "%v\t\t\t%v\t\t\t\t\t\t%v\n", t["name"], t["status"], t["error"])
+			fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t-\t-\t-\t-\t-\t-\n", t["name"], kind, t["where"], t["status"], ready, gen)
 			continue
 		}
 		queued := any("-")
 		if q, ok := t["queue"].(map[string]any); ok {
 			queued = q["messages"]
 		}
-		fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%v\t%v\t%v\t%v\t%v\n", t["name"], t["kind"], t["where"], t["status"],
-			secs(t["uptime_s"]), t["messages_in"], t["messages_out"], sum(t["failures"], t["send_failures"]),
+		fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\n", t["name"], kind, t["where"], t["status"],
+			ready, gen, secs(t["uptime_s"]), t["messages_in"], t["messages_out"], sum(t["failures"], t["send_failures"]),
 			t["mailbox_depth"], queued)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintln(o.stdout, n)
+	}
+	return nil
 }
 
 func secs(v any) string {
