@@ -22,14 +22,14 @@ type testDaemon struct {
 	code           chan int
 }
 
-func startDaemon(t *testing.T, args ...string) *testDaemon {
+func startDaemon(t testing.TB, args ...string) *testDaemon {
 	t.Helper()
 	d := &testDaemon{sig: make(chan os.Signal, 2), stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, code: make(chan int, 1)}
 	go func() { d.code <- run(args, d.sig, d.stdout, d.stderr) }()
 	return d
 }
 
-func (d *testDaemon) exitCode(t *testing.T) int {
+func (d *testDaemon) exitCode(t testing.TB) int {
 	t.Helper()
 	select {
 	case c := <-d.code:
