@@ -142,7 +142,7 @@ func (d *daemon) checkKinds(cfg *schema.Config) error {
 			errs = append(errs, fmt.Errorf("task %s: %w", name, err))
 		}
 		if t.External {
-			errs = append(errs, fmt.Errorf("task %s: external: true is not supported by this daemon yet", name))
+			errs = append(errs, fmt.Errorf("task %s: %w", name, errExternal))
 		}
 	}
 	return errors.Join(errs...)
@@ -371,7 +371,7 @@ func (d *daemon) StartTasks(specs []schema.TaskSpec) []error {
 	for i, t := range specs {
 		kind, factory, err := registry.Resolve(t.Kind, d.namespaces)
 		if err == nil && t.External {
-			err = errors.New("external: true is not supported by this daemon yet")
+			err = errExternal
 		}
 		if err != nil {
 			errs[i] = err
@@ -409,6 +409,12 @@ func (d *daemon) StopTask(ctx context.Context, name string) error {
 	}
 	return err
 }
+
+// errExternal: external processes arrive with their own issue; the config
+// check refuses external: true before a plan can ask for it.
+var errExternal = errors.New("external: true is not supported by this daemon yet")
+
+func (d *daemon) MigrateTask(context.Context, schema.TaskSpec) error { return errExternal }
 
 func (d *daemon) ReconfigureTask(ctx context.Context, t schema.TaskSpec) error {
 	if err := d.host.Reconfigure(ctx, t.Name, t.Config, intervals(t)); err != nil {

@@ -33,6 +33,7 @@ type Target interface {
 	StartTasks(specs []schema.TaskSpec) []error
 	StopTask(ctx context.Context, name string) error
 	ReconfigureTask(ctx context.Context, spec schema.TaskSpec) error
+	MigrateTask(ctx context.Context, spec schema.TaskSpec) error
 }
 
 // Action is one step of a plan.
@@ -60,6 +61,18 @@ type Reconfigure struct{ Spec schema.TaskSpec }
 type Restart struct {
 	Spec   schema.TaskSpec
 	Reason string
+}
+
+// Migrate moves a task between the daemon and its own process, with its
+// state and its queue.
+type Migrate struct {
+	Spec schema.TaskSpec
+	From string // internal or external
+}
+
+func (a Migrate) Task() string { return a.Spec.Name }
+func (a Migrate) String() string {
+	return fmt.Sprintf("> migrate %s %s->%s", a.Spec.Name, a.From, where(a.Spec.External))
 }
 
 // Held is a change that waits because the task is held (its retries ran
@@ -94,9 +107,9 @@ func (a Reconfigure) String() string {
 func (a Restart) String() string { return fmt.Sprintf("-/+ restart %s (%s)", a.Spec.Name, a.Reason) }
 
 // Plan lists what turns observed into desired, ordered by kind of action
-// (stops, restarts, reconfigures, starts) and then by name.
+// (stops, restarts, migrations, reconfigures, starts) and then by name.
 func Plan(desired map[string]schema.TaskSpec, observed map[string]Observed) []Action {
-	var stops, restarts, reconfs, starts []Action
+	var stops, restarts, migrates, reconfs, starts []Action
 	for name, o := range observed {
 		d, ok := desired[name]
 		switch {
@@ -107,7 +120,7 @@ func Plan(desired map[string]schema.TaskSpec, observed map[string]Observed) []Ac
 		case d.Kind != o.Kind:
 			restarts = append(restarts, Restart{Spec: d, Reason: "kind changed"})
 		case d.External != o.External:
-			restarts = append(restarts, Restart{Spec: d, Reason: "moved " + where(o.External) + "->" + where(d.External)})
+			migrates = append(migrates, Migrate{Spec: d, From: where(o.External)})
 		case d.Hash != o.Hash:
 			reconfs = append(reconfs, Reconfigure{Spec: d})
 		}
@@ -118,7 +131,7 @@ func Plan(desired map[string]schema.TaskSpec, observed map[string]Observed) []Ac
 		}
 	}
 	var plan []Action
-	for _, group := range [][]Action{stops, restarts, reconfs, starts} {
+	for _, group := range [][]Action{stops, restarts, migrates, reconfs, starts} {
 		sort.Slice(group, func(i, j int) bool { return group[i].Task() < group[j].Task() })
 		plan = append(plan, group...)
 	}
@@ -131,8 +144,8 @@ type Result struct {
 	Err    error
 }
 
-// Apply carries out a plan in order: stops, restarts, reconfigures, then
-// all starts together. Every action is attempted; each result says how it
+// Apply carries out a plan in order: stops, restarts, migrations,
+// reconfigures, then all starts together. Every action is attempted; each result says how it
 // went.
 func Apply(ctx context.Context, t Target, plan []Action) []Result {
 	var results []Result
@@ -149,6 +162,8 @@ func Apply(ctx context.Context, t Target, plan []Action) []Result {
 			}
 		case Reconfigure:
 			err = t.ReconfigureTask(ctx, a.Spec)
+		case Migrate:
+			err = t.MigrateTask(ctx, a.Spec)
 		case Start:
 			starts = append(starts, a)
 			continue

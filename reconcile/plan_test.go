@@ -43,7 +43,7 @@ func TestPlan(t *testing.T) {
 		{"kind changed", []schema.TaskSpec{spec("A", "acme.A", "h2")}, []Observed{{"A", "A", "h1", false}},
 			[]string{"-/+ restart A (kind changed)"}},
 		{"moved", []schema.TaskSpec{spec("A", "A", "h2", external)}, []Observed{{"A", "A", "h1", false}},
-			[]string{"-/+ restart A (moved internal->external)"}},
+			[]string{"> migrate A internal->external"}},
 		{"ordered by action then name",
 			[]schema.TaskSpec{spec("N", "N", "h"), spec("C", "C", "h2"), spec("K", "X", "h")},
 			[]Observed{{"Z", "Z", "h", false}, {"C", "C", "h1", false}, {"K", "K", "h", false}, {"B", "B", "h", false}},
@@ -93,6 +93,11 @@ func (r *recordingTarget) StopTask(_ context.Context, name string) error {
 	return r.fail["stop "+name]
 }
 
+func (r *recordingTarget) MigrateTask(_ context.Context, s schema.TaskSpec) error {
+	r.calls = append(r.calls, "migrate "+s.Name)
+	return r.fail["migrate "+s.Name]
+}
+
 func (r *recordingTarget) ReconfigureTask(_ context.Context, s schema.TaskSpec) error {
 	r.calls = append(r.calls, "reconfigure "+s.Name)
 	return r.fail["reconfigure "+s.Name]
@@ -105,18 +110,19 @@ func TestApplyOrderAndErrors(t *testing.T) {
 	plan := []Action{
 		Stop{Name: "S", Reason: "removed from the config"},
 		Restart{Spec: spec("R", "R", "h"), Reason: "kind changed"},
+		Migrate{Spec: spec("M", "M", "h", external), From: "internal"},
 		Reconfigure{Spec: spec("C", "C", "h")},
 		Start{Spec: spec("A", "A", "h")},
 		Start{Spec: spec("B", "B", "h")},
 	}
 	results := Apply(context.Background(), tgt, plan)
-	want := []string{"stop S", "stop R", "reconfigure C", "start A,B"}
+	want := []string{"stop S", "stop R", "migrate M", "reconfigure C", "start A,B"}
 	if !reflect.DeepEqual(tgt.calls, want) {
 		t.Fatalf("calls %v, want %v (a restart whose stop failed must not start)", tgt.calls, want)
 	}
 	err := Errors(results)
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "-/+ restart R (kind changed): boom") ||
-		!strings.Contains(err.Error(), "+ start B (internal): boom") || len(results) != 5 {
+		!strings.Contains(err.Error(), "+ start B (internal): boom") || len(results) != 6 {
 		t.Fatalf("results %v, error %v", results, err)
 	}
 }
