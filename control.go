@@ -8,6 +8,7 @@ import (
 
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // handleControl answers one message of the control queue:
@@ -28,14 +29,22 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 	for _, x := range ops {
 		op, _ := x.(map[string]any)
 		replyTo, _ := op["reply_to"].(string)
-		if exp, ok := op["expires"].(float64); ok && float64(time.Now().UnixMicro())/1e6 > exp {
-			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", op)
-			continue
-		}
 		typ, _ := op["type"].(string)
 		reply := map[string]any{"type": typ, "ok": true}
 		if id, ok := op["id"]; ok {
 			reply["id"] = id
+		}
+		// A request must say until when it stands: one left in the queue
+		// while no daemon ran must never act on a daemon started later.
+		exp, ok := op["expires"].(float64)
+		if !ok {
+			d.reply(replyTo, map[string]any{"type": typ, "id": reply["id"], "ok": false,
+				"error": "a control request needs expires (unix seconds): refused"})
+			continue
+		}
+		if float64(time.Now().UnixMicro())/1e6 > exp {
+			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", op)
+			continue
 		}
 		var err error
 		switch typ {
@@ -62,6 +71,9 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 	return exit
 }
 
+// reply answers a control request. Replies go only to an existing queue
+// that no daemon serves (a reply must not become a task's input), and
+// wait only briefly for room: the daemon's own work comes first.
 func (d *daemon) reply(to string, msg map[string]any) {
 	if to == "" {
 		if msg["ok"] == false {
@@ -69,9 +81,15 @@ func (d *daemon) reply(to string, msg map[string]any) {
 		}
 		return
 	}
-	q, err := d.tr.Lookup(to)
-	if err == nil {
-		err = q.Send(msg)
+	defer d.tr.Forget(to) // reply queues are used once
+	var err error
+	if d.tr.Served(to) || to == d.o.controlQueue+".doorbell" {
+		err = fmt.Errorf("reply_to %s is a served queue: refused", to)
+	} else {
+		var q *transit.Queue
+		if q, err = d.tr.Lookup(to); err == nil {
+			err = q.SendWithin(msg, 200*time.Millisecond)
+		}
 	}
 	if err != nil {
 		d.ch.Error.Error("control reply not delivered", "reply_to", to, "error", err)

@@ -39,6 +39,9 @@ type daemon struct {
 	started    time.Time
 
 	control chan runtime.Message
+	// closing is closed when the daemon stops taking control requests, so
+	// the inbound never blocks handing one over.
+	closing chan struct{}
 
 	desired  *schema.Config // the last config that loaded
 	observed map[string]reconcile.Observed
@@ -68,7 +71,7 @@ type taskState struct {
 
 func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*daemon, int, error) {
 	d := &daemon{o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
-		control: make(chan runtime.Message, 64), observed: map[string]reconcile.Observed{},
+		control: make(chan runtime.Message, 64), closing: make(chan struct{}), observed: map[string]reconcile.Observed{},
 		tasks: map[string]*taskState{}, retry: stoppedTimer(), confirm: stoppedTimer()}
 	var err error
 	if d.schema, err = NewSchema(); err != nil {
@@ -101,7 +104,13 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 	if err != nil {
 		return fail(1, err)
 	}
-	if err := d.in.ServeFunc(o.controlQueue, func(m runtime.Message) { d.control <- m }); err != nil {
+	if err := d.in.ServeFunc(o.controlQueue, func(m runtime.Message) {
+		select {
+		case d.control <- m:
+		case <-d.closing:
+			d.ch.Log.Info("control request dropped: the daemon is shutting down", "request", m)
+		}
+	}); err != nil {
 		return fail(1, err)
 	}
 	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
@@ -182,6 +191,7 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 // queues), then drain and save every task, then release the state dir.
 func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	d.ch.Log.Info("shutting down", "reason", reason)
+	close(d.closing)
 	defer d.lock.Unlock()
 	defer d.host.Close()
 	d.in.Stop()

@@ -53,6 +53,12 @@ type route struct {
 	q       *transit.Queue
 	task    string        // deliver to this task's mailbox, or
 	handler func(Message) // hand to this function (control queues)
+
+	// mu is held by the drainer while it takes one delivery off the queue
+	// and hands it over, so that Unserve can wait for that to finish: once
+	// Unserve returns, nothing more reaches the task from this queue.
+	mu   sync.Mutex
+	gone bool
 }
 
 // NewInbound prepares to serve queues for h, with doorbell as the queue
@@ -95,10 +101,17 @@ func (in *Inbound) add(name string, r *route) error {
 }
 
 // Unserve stops taking the queue's messages; they stay in the kernel.
+// When it returns, no message from the queue is on its way to the task.
 func (in *Inbound) Unserve(name string) error {
 	in.mu.Lock()
+	r := in.routes[name]
 	delete(in.routes, name)
 	in.mu.Unlock()
+	if r != nil {
+		r.mu.Lock()
+		r.gone = true
+		r.mu.Unlock()
+	}
 	return in.tr.ClearDoorbell(name)
 }
 
@@ -194,6 +207,16 @@ func (in *Inbound) drainAll(throttled map[string]bool) {
 	in.mu.Unlock()
 	sort.Strings(names)
 	for _, n := range names {
+		in.mu.Lock()
+		r := in.routes[n]
+		in.mu.Unlock()
+		if r != nil {
+			// Senders find a queue by its key file: put it back if a /tmp
+			// cleaner took it, rather than let them create another queue.
+			if err := r.q.EnsureName(); err != nil {
+				in.onError(fmt.Errorf("queue %s: %w", n, err))
+			}
+		}
 		in.drain(n, throttled)
 	}
 }
@@ -208,33 +231,44 @@ func (in *Inbound) drain(name string, throttled map[string]bool) {
 	if r == nil {
 		return // not ours (any more): the new host takes them
 	}
-	for {
-		if r.task != "" {
-			depth, ok := in.h.depth(r.task)
-			if !ok {
-				return
-			}
-			if depth >= HighWater {
-				throttled[name] = true
-				return
-			}
+	for in.drainOne(name, r, throttled) {
+	}
+}
+
+// drainOne takes one delivery off r's queue and hands it over, under r.mu;
+// it reports whether to go on.
+func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gone {
+		return false
+	}
+	if r.task != "" {
+		depth, ok := in.h.depth(r.task)
+		if !ok {
+			return false
 		}
-		d, err := r.q.Receive(false)
-		if d.Dead > 0 {
-			in.dead.Add(uint64(d.Dead))
-		}
-		if err != nil && !errors.Is(err, transit.ErrEmpty) {
-			in.onError(fmt.Errorf("queue %s: %w", name, err))
-		}
-		for _, m := range d.Msgs {
-			if r.handler != nil {
-				r.handler(m)
-			} else if err := in.h.deliverLocal(r.task, m); err != nil {
-				in.onError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", name, err))
-			}
-		}
-		if err != nil || (len(d.Msgs) == 0 && d.Dead == 0 && d.Ring == "" && !d.Wake) {
-			return
+		if depth >= HighWater {
+			throttled[name] = true
+			return false
 		}
 	}
+	d, err := r.q.Receive(false)
+	if d.Dead > 0 {
+		in.dead.Add(uint64(d.Dead))
+	}
+	if err != nil && !errors.Is(err, transit.ErrEmpty) {
+		in.onError(fmt.Errorf("queue %s: %w", name, err))
+	}
+	if d.Ring != "" {
+		in.onError(fmt.Errorf("queue %s: a doorbell ring arrived on a served queue and was dropped", name))
+	}
+	for _, m := range d.Msgs {
+		if r.handler != nil {
+			r.handler(m)
+		} else if err := in.h.deliverLocal(r.task, m); err != nil {
+			in.onError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", name, err))
+		}
+	}
+	return err == nil && (len(d.Msgs) > 0 || d.Dead > 0 || d.Ring != "" || d.Wake)
 }

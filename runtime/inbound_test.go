@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -234,5 +235,57 @@ func TestInboundServesAThousandQueuesWithoutAThreadEach(t *testing.T) {
 	}
 	if errs := env.errs; len(errs.errs) > 0 {
 		t.Fatal(errors.Join(errs.errs...))
+	}
+}
+
+func TestInboundUnserveThenStopLosesNothing(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	rec := &recorder{}
+	env.start(t, "Cyc", rec, nil, nil)
+	env.in.ServeTask("Cyc")
+	env.in.Start()
+	const n = 20000
+	sent := make(chan error, 1)
+	go func() {
+		q, err := env.outside.Queue("Cyc")
+		if err != nil {
+			sent <- err
+			return
+		}
+		batch := make([]map[string]any, 0, 50)
+		for i := range n {
+			batch = append(batch, map[string]any{"i": float64(i)})
+			if len(batch) == cap(batch) {
+				if err := q.SendBatch(batch); err != nil {
+					sent <- err
+					return
+				}
+				batch = batch[:0]
+			}
+		}
+		sent <- nil
+	}()
+	ctx := context.Background()
+	for cycle := 0; cycle < 30; cycle++ {
+		if err := env.in.Unserve("Cyc"); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Stop(ctx, "Cyc"); err != nil {
+			t.Fatal(err)
+		}
+		env.start(t, "Cyc", rec, nil, nil)
+		if err := env.in.ServeTask("Cyc"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "every message", func() bool { return rec.count() >= n })
+	for i, m := range rec.snapshot() {
+		if m["i"] != float64(i) {
+			t.Fatalf("message %d is %v: lost, repeated or reordered across stops", i, m["i"])
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,6 +59,21 @@ func runPeer(mode string, a []string) error {
 		}
 		if mode == "bare-sink" {
 			return msgsnd(out, append(header(nil), "{}"...), 0)
+		}
+		return nil
+	case "foreign-queue": // args: key owner: create a queue, give it to owner
+		id, err := msgget(int32(atoi(a[0])), unix.IPC_CREAT|unix.IPC_EXCL|0o600)
+		if err != nil {
+			return err
+		}
+		ds, err := msgstat(id)
+		if err != nil {
+			return err
+		}
+		ds.Perm.Uid = uint32(atoi(a[1]))
+		_, _, e := unix.Syscall(unix.SYS_MSGCTL, uintptr(id), uintptr(unix.IPC_SET), uintptr(unsafe.Pointer(&ds)))
+		if e != 0 {
+			return e
 		}
 		return nil
 	case "mm-sink", "mm-echo": // args: dir in out n

@@ -12,6 +12,13 @@ import (
 // accept with equal values, or both reject.
 func sameAsStdlib(t *testing.T, in []byte) {
 	t.Helper()
+	if len(in) > 200 { // keep failure messages readable
+		defer func() {
+			if t.Failed() {
+				t.Logf("(input was %d bytes)", len(in))
+			}
+		}()
+	}
 	var want map[string]any
 	werr := json.Unmarshal(in, &want)
 	if werr == nil && want == nil { // "null" decodes to a nil map; not a message
@@ -19,7 +26,7 @@ func sameAsStdlib(t *testing.T, in []byte) {
 	}
 	got, gerr := DecodeJSON(in)
 	if (werr == nil) != (gerr == nil) {
-		t.Fatalf("input %q: encoding/json err %v, ours %v", in, werr, gerr)
+		t.Fatalf("input %.200q: encoding/json err %v, ours %v", in, werr, gerr)
 	}
 	if gerr != nil {
 		if !errors.Is(gerr, ErrDecode) {
@@ -28,7 +35,7 @@ func sameAsStdlib(t *testing.T, in []byte) {
 		return
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("input %q:\n ours %#v\n want %#v", in, got, want)
+		t.Fatalf("input %.200q:\n ours %.200v\n want %.200v", in, got, want)
 	}
 	// And our encoding of it decodes back the same with encoding/json.
 	enc, err := AppendJSON(nil, got)
@@ -37,7 +44,7 @@ func sameAsStdlib(t *testing.T, in []byte) {
 	}
 	var back map[string]any
 	if err := json.Unmarshal(enc, &back); err != nil || !reflect.DeepEqual(back, want) {
-		t.Fatalf("round trip of %q via %q: %v %#v", in, enc, err, back)
+		t.Fatalf("round trip of %.200q via %.200q: %v", in, enc, err)
 	}
 }
 
@@ -60,9 +67,10 @@ func TestCodecMatchesEncodingJSON(t *testing.T) {
 	for _, c := range codecCases {
 		sameAsStdlib(t, []byte(c))
 	}
-	deep := strings.Repeat(`{"a":`, maxDepth+5) + "1" + strings.Repeat("}", maxDepth+5)
-	if _, err := DecodeJSON([]byte(deep)); !errors.Is(err, ErrDecode) {
-		t.Fatalf("nesting beyond %d: %v", maxDepth, err)
+	for _, depth := range []int{maxDepth - 1, maxDepth, maxDepth + 1} {
+		for _, inner := range []string{"1", "{}", "[]"} {
+			sameAsStdlib(t, []byte(strings.Repeat(`{"a":`, depth)+inner+strings.Repeat("}", depth)))
+		}
 	}
 }
 
@@ -93,6 +101,57 @@ func TestEncodeGoValues(t *testing.T) {
 }
 
 func zero() float64 { return 0 }
+
+func TestEncodeEdgeCases(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   map[string]any
+		want string
+		err  bool
+	}{
+		{map[string]any{"m": map[string]any(nil)}, `{"m":null}`, false},
+		{map[string]any{"a": []any(nil)}, `{"a":null}`, false},
+		{map[string]any{"n": json.Number("")}, `{"n":0}`, false},
+		{map[string]any{"n": json.Number("-1.5e3")}, `{"n":-1.5e3}`, false},
+		{map[string]any{"n": json.Number("Inf")}, "", true},
+		{map[string]any{"n": json.Number("+1")}, "", true},
+		{map[string]any{"n": json.Number(".5")}, "", true},
+	}
+	for _, tt := range tests {
+		got, err := AppendJSON(nil, tt.in)
+		if (err != nil) != tt.err || (!tt.err && string(got) != tt.want) {
+			t.Errorf("%v: got %s %v, want %s (error %v)", tt.in, got, err, tt.want, tt.err)
+		}
+		if !tt.err {
+			std, _ := json.Marshal(tt.in)
+			if string(std) != tt.want {
+				t.Errorf("encoding/json writes %s, the test wants %s", std, tt.want)
+			}
+		}
+	}
+}
+
+// FuzzEncode: whatever encoding/json decodes, our encoding of it decodes
+// back (with encoding/json) to the same value.
+func FuzzEncode(f *testing.F) {
+	for _, c := range codecCases {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var v map[string]any
+		if json.Unmarshal(in, &v) != nil || v == nil {
+			return
+		}
+		enc, err := AppendJSON(nil, v)
+		if err != nil {
+			t.Fatalf("encode %#v: %v", v, err)
+		}
+		var back map[string]any
+		if err := json.Unmarshal(enc, &back); err != nil || !reflect.DeepEqual(back, v) {
+			t.Fatalf("%q encoded as %q decodes to %#v (%v)", in, enc, back, err)
+		}
+	})
+}
 
 func FuzzCodec(f *testing.F) {
 	for _, c := range codecCases {

@@ -22,6 +22,22 @@ type Queue struct {
 
 func (q *Queue) qid() int { return int(q.id.Load()) }
 
+// reopen finds the queue again after its kernel queue was removed: under
+// the same key while the key file exists (the name still stands for it),
+// never by creating a new name: a queue that was Removed stays removed.
+func (q *Queue) reopen() error {
+	if _, err := os.Stat(filepath.Join(q.t.dir, q.name)); err != nil {
+		q.t.forget(q)
+		return fmt.Errorf("%w: %s was removed", ErrNoQueue, q.name)
+	}
+	_, id, err := q.t.resolve(q.name)
+	if err != nil {
+		return err
+	}
+	q.id.Store(int64(id))
+	return nil
+}
+
 // Name is the queue's name.
 func (q *Queue) Name() string { return q.name }
 
@@ -88,6 +104,17 @@ func (q *Queue) Send(msg map[string]any) error {
 	return err
 }
 
+// SendWithin is Send with its own bound on the wait for room (a reply
+// must not hold up its sender as long as a task's message may).
+func (q *Queue) SendWithin(msg map[string]any, wait time.Duration) error {
+	stamp(msg, time.Now())
+	buf, err := AppendJSON(header(nil), msg)
+	if err != nil {
+		return fmt.Errorf("transit: send to %s: %w", q.name, err)
+	}
+	return q.sendTextWithin(buf, wait)
+}
+
 // SendBatch queues msgs in order, packing several into each queue message:
 // one system call and one ring for many messages. On error, the messages
 // before the failing one are queued.
@@ -110,7 +137,7 @@ func (q *Queue) SendBatch(msgs []map[string]any) error {
 		stamp(m, now)
 		var err error
 		if enc, err = AppendJSON(enc[:0], m); err != nil {
-			return fmt.Errorf("transit: send to %s: %w", q.name, err)
+			return errors.Join(flush(), fmt.Errorf("transit: send to %s: %w", q.name, err))
 		}
 		if binary.MaxVarintLen64+len(enc) > q.t.msgmax-1 { // alone it must spill
 			if err := flush(); err != nil {
@@ -146,7 +173,9 @@ func (q *Queue) SendRaw(text []byte) error {
 
 // sendText sends buf (header and text), spilling a text too large for one
 // queue message, then rings the queue's doorbell.
-func (q *Queue) sendText(buf []byte) error {
+func (q *Queue) sendText(buf []byte) error { return q.sendTextWithin(buf, q.t.opts.SendTimeout) }
+
+func (q *Queue) sendTextWithin(buf []byte, wait time.Duration) error {
 	var spilled string
 	if len(buf)-typeSize > q.t.msgmax {
 		if len(buf)-typeSize > q.t.opts.MaxMessage {
@@ -159,7 +188,7 @@ func (q *Queue) sendText(buf []byte) error {
 		spilled = name
 		buf = append(append(header(nil), tagSpill), name...)
 	}
-	err := q.sendWait(buf)
+	err := q.sendWait(buf, wait)
 	if err != nil {
 		if spilled != "" {
 			os.Remove(filepath.Join(q.t.spillDir(q.name), spilled))
@@ -172,8 +201,8 @@ func (q *Queue) sendText(buf []byte) error {
 
 // sendWait sends without blocking the thread in the kernel, backing off
 // while the queue is full, up to the send timeout.
-func (q *Queue) sendWait(buf []byte) error {
-	deadline := time.Now().Add(q.t.opts.SendTimeout)
+func (q *Queue) sendWait(buf []byte, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
 	backoff := 50 * time.Microsecond
 	recreated := false
 	for {
@@ -185,18 +214,17 @@ func (q *Queue) sendWait(buf []byte) error {
 			if time.Now().After(deadline) {
 				st, _ := q.Stats()
 				return fmt.Errorf("%w: %s (%d of %d bytes in %d messages) after waiting %v",
-					ErrQueueFull, q.name, st.Bytes, st.Capacity, st.Messages, q.t.opts.SendTimeout)
+					ErrQueueFull, q.name, st.Bytes, st.Capacity, st.Messages, wait)
 			}
 			time.Sleep(backoff)
 			backoff = min(2*backoff, 10*time.Millisecond)
 		case isGone(err) && !recreated:
-			// Removed under us: find or recreate it by name, once.
+			// The kernel queue was removed under us: reopen it by its
+			// name, once (not if the name itself was removed).
 			recreated = true
-			_, id, rerr := q.t.resolve(q.name)
-			if rerr != nil {
+			if rerr := q.reopen(); rerr != nil {
 				return rerr
 			}
-			q.id.Store(int64(id))
 		default:
 			return fmt.Errorf("transit: send to %s: %w", q.name, err)
 		}
@@ -224,6 +252,13 @@ func (q *Queue) Wake() error {
 	buf := []byte{0, 0, 0, 0, 0, 0, 0, 0, tagWake}
 	binary.NativeEndian.PutUint64(buf, mtypeWake)
 	err := msgsnd(q.qid(), buf, unix.IPC_NOWAIT)
+	if isGone(err) {
+		// Removed and perhaps reopened by the receiver: follow it.
+		if rerr := q.reopen(); rerr != nil {
+			return rerr
+		}
+		err = msgsnd(q.qid(), buf, unix.IPC_NOWAIT)
+	}
 	if errors.Is(err, unix.EAGAIN) {
 		return nil // full: a waiting receiver has data to wake for anyway
 	}
@@ -238,12 +273,15 @@ func (q *Queue) Receive(wait bool) (Delivery, error) {
 	bp := q.getBuf()
 	buf := (*bp)[:cap(*bp)]
 	defer func() { q.putBuf(bp, buf) }()
-	flags := 0
+	// Waiting, ask for types up to 2, lowest first, so that a wake-up jumps
+	// the queue; not waiting, take whatever is first, of any type, so that
+	// a foreign program's odd mtype never sits in the queue forever.
+	flags, msgtyp := 0, int64(-mtypeData)
 	if !wait {
-		flags = unix.IPC_NOWAIT
+		flags, msgtyp = unix.IPC_NOWAIT, 0
 	}
 	for {
-		n, err := msgrcv(q.qid(), buf, -mtypeData, flags)
+		n, err := msgrcv(q.qid(), buf, msgtyp, flags)
 		switch {
 		case err == nil:
 			return q.decode(binary.NativeEndian.Uint64(buf), buf[typeSize:typeSize+n])
@@ -258,17 +296,15 @@ func (q *Queue) Receive(wait bool) (Delivery, error) {
 				buf = make([]byte, typeSize+limit)
 				continue
 			}
-			n, err := msgrcv(q.qid(), buf, -mtypeData, flags|msgNoError)
+			n, err := msgrcv(q.qid(), buf, msgtyp, flags|msgNoError)
 			if err != nil {
 				return Delivery{}, fmt.Errorf("transit: receive on %s: %w", q.name, err)
 			}
 			return Delivery{Dead: 1}, q.t.deadLetter(q.name, "message larger than msgmax: truncated", buf[typeSize:typeSize+n])
 		case isGone(err):
-			_, id, rerr := q.t.resolve(q.name)
-			if rerr != nil {
+			if rerr := q.reopen(); rerr != nil {
 				return Delivery{}, rerr
 			}
-			q.id.Store(int64(id))
 		default:
 			return Delivery{}, fmt.Errorf("transit: receive on %s: %w", q.name, err)
 		}

@@ -205,6 +205,38 @@ func (t *Transit) Lookup(name string) (*Queue, error) {
 	return t.Queue(name)
 }
 
+// Forget drops what this Transit caches about a queue name (a reply
+// queue used once, say), so that many such names do not pile up.
+func (t *Transit) Forget(name string) {
+	t.mu.Lock()
+	delete(t.queues, name)
+	delete(t.doorbell, name)
+	t.mu.Unlock()
+}
+
+// EnsureName puts back the key file of an open queue if it has gone (a
+// /tmp cleaner, a careless rm), so that senders keep finding this queue
+// rather than creating another under a new key.
+func (q *Queue) EnsureName() error {
+	path := filepath.Join(q.t.dir, q.name)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	ds, err := msgstat(q.qid())
+	if err != nil {
+		return fmt.Errorf("transit: queue %s: %w", q.name, err)
+	}
+	tmp := fmt.Sprintf("%s/.new-%s-%d", q.t.dir, q.name, ds.Perm.Key)
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(int(ds.Perm.Key))+"\n"), 0o600); err != nil {
+		return fmt.Errorf("transit: %w", err)
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("transit: %w", err)
+	}
+	return nil
+}
+
 // forget drops a cached queue whose id went stale (the queue was removed).
 func (t *Transit) forget(q *Queue) {
 	t.mu.Lock()
@@ -285,8 +317,11 @@ func (t *Transit) checkOwner(id int, name string) error {
 	if err != nil {
 		return fmt.Errorf("transit: queue %s: %w", name, err)
 	}
-	if int(ds.Perm.Uid) != t.uid || ds.Perm.Mode&0o077 != 0 {
-		return fmt.Errorf("%w: %s (owner %d, mode %o)", ErrForeignQueue, name, ds.Perm.Uid, ds.Perm.Mode&0o777)
+	// The creator keeps owner rights whoever the owner is now, so a queue
+	// someone else created under our key (after ours was removed) and
+	// then gave to us is still theirs to read.
+	if int(ds.Perm.Uid) != t.uid || int(ds.Perm.Cuid) != t.uid || ds.Perm.Mode&0o077 != 0 {
+		return fmt.Errorf("%w: %s (owner %d, creator %d, mode %o)", ErrForeignQueue, name, ds.Perm.Uid, ds.Perm.Cuid, ds.Perm.Mode&0o777)
 	}
 	return nil
 }
@@ -507,23 +542,47 @@ func (t *Transit) unspill(queue, ref string) ([]byte, error) {
 	return text, nil
 }
 
-// deadLetter queues what could not be delivered, with the reason.
+// DeadLetterFile is where dead letters go when the dead-letter queue is
+// full (nobody reads it): appended JSON lines in the transit dir.
+const DeadLetterFile = "dead_letters.jsonl"
+
+// deadLetter keeps what could not be delivered, with the reason: on the
+// dead-letter queue (the raw text whole; a large one is spilled like any
+// message), or, when that queue is full, in DeadLetterFile. It waits
+// only briefly: a receiver must not stall on its dead letters.
 func (t *Transit) deadLetter(queue, reason string, raw []byte) error {
 	m := map[string]any{
 		"reason": reason,
 		"queue":  queue,
 		"time":   time.Now().UTC().Format(time.RFC3339Nano),
 	}
-	raw = raw[:min(len(raw), 4096)]
 	if utf8.Valid(raw) {
 		m["raw"] = string(raw)
 	} else {
 		m["raw_base64"] = base64.StdEncoding.EncodeToString(raw)
 	}
-	if queue == DeadLetterQueue {
-		return fmt.Errorf("transit: undecodable message on the dead-letter queue itself: %s", reason)
+	var err error
+	if queue != DeadLetterQueue {
+		var q *Queue
+		if q, err = t.Queue(DeadLetterQueue); err == nil {
+			if err = q.SendWithin(m, 50*time.Millisecond); err == nil {
+				return nil
+			}
+		}
 	}
-	return t.Send(DeadLetterQueue, m)
+	line, jerr := AppendJSON(nil, m)
+	if jerr != nil {
+		return errors.Join(err, jerr)
+	}
+	f, ferr := os.OpenFile(filepath.Join(t.dir, DeadLetterFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if ferr == nil {
+		_, ferr = f.Write(append(line, '\n'))
+		ferr = errors.Join(ferr, f.Close())
+	}
+	if ferr != nil {
+		return fmt.Errorf("transit: dead letter from %s lost (%s): %w", queue, reason, errors.Join(err, ferr))
+	}
+	return nil
 }
 
 func truncate(s string, n int) string {

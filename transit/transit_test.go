@@ -351,8 +351,8 @@ func TestWakeJumpsTheQueue(t *testing.T) {
 	q, _ := tr.Queue("w")
 	q.Send(map[string]any{"a": 1})
 	q.Wake()
-	if d, _ := q.Receive(false); !d.Wake {
-		t.Fatalf("first receive %+v, want the wake ahead of data", d)
+	if d, _ := q.Receive(true); !d.Wake {
+		t.Fatalf("first waiting receive %+v, want the wake ahead of data", d)
 	}
 	if d, _ := q.Receive(false); len(d.Msgs) != 1 {
 		t.Fatalf("data after the wake: %+v", d)

@@ -1,13 +1,22 @@
 package main
 
-import "github.com/multimodule/multimodule/internal/control"
+import (
+	"fmt"
+
+	"github.com/multimodule/multimodule/internal/control"
+)
 
 // request sends one control operation to the daemon and waits for its
-// reply.
+// reply. With no daemon serving the control queue it fails at once, and
+// sends nothing that would wait in the queue.
 func (g *globalOptions) request(op map[string]any) (map[string]any, error) {
 	tr, err := g.transit()
 	if err != nil {
 		return nil, err
+	}
+	if !tr.Served(g.controlQueue) {
+		return nil, fmt.Errorf("no daemon serves control queue %s in %s: is multimodule running with the same -q and -T?",
+			g.controlQueue, tr.Dir())
 	}
 	return control.Request(tr, g.controlQueue, op, g.timeout)
 }

@@ -8,6 +8,7 @@
 //	mmctl recv QUEUE [-n N] [--timeout D]
 //	mmctl queues                     every queue with its fill
 //	mmctl status [-o json]           the daemon's tasks
+//	mmctl clear TASK                 give a held task another chance
 //	mmctl shutdown [--exit-externals]
 //
 // Errors go to stderr with a non-zero exit: 1 for a failure, 2 for a
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,8 +70,14 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	pf.StringVarP(&g.transitDir, "transit-dir", "T", transit.DefaultDir(), "transit dir naming the queues (env "+transit.EnvDir+")")
 	pf.StringVarP(&g.controlQueue, "control-queue", "q", "MultiModule_control", "the daemon's control queue")
 	pf.DurationVar(&g.timeout, "reply-timeout", 5*time.Second, "how long to wait for the daemon's reply")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if g.timeout <= 0 {
+			return usageError{fmt.Errorf("--reply-timeout must be positive, got %v", g.timeout)}
+		}
+		return nil
+	}
 	root.AddCommand(newVetCmd(g), newDiffCmd(g), newApplyCmd(g), newStatusCmd(g), newSchemaCmd(g),
-		newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g))
+		newClearCmd(g), newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g))
 	return root
 }
 
@@ -101,7 +109,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "mmctl: %v\n", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 		return 2
 	}
 	return 1

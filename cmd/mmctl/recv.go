@@ -22,7 +22,7 @@ func newRecvCmd(g *globalOptions) *cobra.Command {
 	o := &recvOptions{globalOptions: g}
 	cmd := &cobra.Command{
 		Use:   "recv QUEUE",
-		Short: "Take messages off a queue and print them as JSON lines",
+		Short: "Take messages off a queue and print them as JSON lines (a batch is printed whole)",
 		Args:  args(1),
 		RunE: func(_ *cobra.Command, a []string) error {
 			o.queue = a[0]
@@ -42,9 +42,9 @@ func (o *recvOptions) run() error {
 	if err != nil {
 		return err
 	}
-	q, err := tr.Queue(o.queue)
+	q, err := tr.Lookup(o.queue) // a typo must not create a queue
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (in %s)", err, tr.Dir())
 	}
 	enc := json.NewEncoder(o.stdout)
 	enc.SetEscapeHTML(false)
@@ -63,11 +63,16 @@ func (o *recvOptions) run() error {
 		if err != nil && !errors.Is(err, transit.ErrEmpty) {
 			return err
 		}
+		// A batch comes off the queue whole: print all of it rather than
+		// lose what is past -n.
 		for _, m := range d.Msgs {
 			if err := enc.Encode(m); err != nil {
 				return err
 			}
 			got++
+		}
+		if got > o.count {
+			fmt.Fprintf(o.stderr, "mmctl: printed %d messages: the last ones arrived in one batch with the %dth\n", got, o.count)
 		}
 		if len(d.Msgs) > 0 || d.Dead > 0 {
 			backoff = time.Millisecond
