@@ -55,9 +55,7 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 		case "clear":
 			err = d.clear(op)
 		case "cleanly_exit":
-			if ee, _ := op["exit_externals"].(bool); ee {
-				reply["note"] = "no external tasks run in this daemon"
-			}
+			d.exitExternals, _ = op["exit_externals"].(bool)
 			exit = true
 		default:
 			err = fmt.Errorf("unknown control type %q (want status, reconcile, clear, cleanly_exit)", typ)
@@ -193,6 +191,11 @@ func (d *daemon) status() map[string]any {
 		obs, observed := d.observed[name]
 		st := d.tasks[name]
 		t := map[string]any{"name": name, "where": "internal"}
+		if p := d.externals[name]; p != nil && observed && obs.External {
+			t["where"], t["pid"] = "external", float64(p.Pid)
+			t["uptime_s"] = now.Sub(p.started).Seconds()
+			isRunning = p.alive()
+		}
 		if wanted {
 			t["spec_kind"], t["spec_hash"], t["external"], t["disabled"] = spec.Kind, spec.Hash, spec.External, spec.Disabled
 		}
@@ -240,13 +243,15 @@ func (d *daemon) status() map[string]any {
 			conds = append(conds, condition("Reconciling", pending, "", ""), condition("Stalled", false, "", ""))
 		}
 		t["conditions"] = conds
-		if isRunning {
+		if isRunning && t["where"] == "internal" {
 			t["kind"], t["pid"], t["stateful"] = s.Kind, float64(os.Getpid()), s.Stateful
 			t["uptime_s"] = now.Sub(s.Started).Seconds()
 			t["messages_in"], t["messages_out"] = float64(s.MessagesIn), float64(s.MessagesOut)
 			t["failures"], t["send_failures"] = float64(s.Failures), float64(s.SendFailures)
 			t["mailbox_depth"], t["busy_s"] = float64(s.Depth), s.Busy.Seconds()
 			t["state_generation"] = float64(s.StateGeneration)
+		}
+		if isRunning {
 			if q, err := d.tr.Lookup(name); err == nil {
 				if qs, err := q.Stats(); err == nil {
 					t["queue"] = map[string]any{"messages": float64(qs.Messages), "bytes": float64(qs.Bytes),

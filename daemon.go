@@ -43,9 +43,14 @@ type daemon struct {
 	// the inbound never blocks handing one over.
 	closing chan struct{}
 
-	desired  *schema.Config // the last config that loaded
+	loaded   *schema.Config // the last config that loaded
+	desired  *schema.Config // loaded, with each external's hash covering its bundle
 	observed map[string]reconcile.Observed
-	tasks    map[string]*taskState
+	// externals are the external processes this daemon knows of.
+	externals map[string]*externalProc
+	// exitExternals: the shutdown stops the externals too.
+	exitExternals bool
+	tasks         map[string]*taskState
 	// configErr is the last config load problem, for status; the tasks run
 	// on the last good config meanwhile.
 	configErr string
@@ -72,7 +77,8 @@ type taskState struct {
 func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*daemon, int, error) {
 	d := &daemon{o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
 		control: make(chan runtime.Message, 64), closing: make(chan struct{}), observed: map[string]reconcile.Observed{},
-		tasks: map[string]*taskState{}, retry: stoppedTimer(), confirm: stoppedTimer()}
+		tasks: map[string]*taskState{}, externals: map[string]*externalProc{},
+		retry: stoppedTimer(), confirm: stoppedTimer()}
 	var err error
 	if d.schema, err = NewSchema(); err != nil {
 		return nil, 1, err
@@ -119,6 +125,7 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 	if err != nil {
 		return fail(1, fmt.Errorf("watching %s: %w", o.configDir, err))
 	}
+	d.adoptExternals()
 	d.setDesired(cfg)
 	d.reconcile(false)
 	return d, 0, nil
@@ -147,11 +154,13 @@ func (d *daemon) checkKinds(cfg *schema.Config) error {
 		if t.Disabled {
 			continue
 		}
-		if _, _, err := registry.Resolve(t.Kind, d.namespaces); err != nil {
+		_, factory, err := registry.Resolve(t.Kind, d.namespaces)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("task %s: %w", name, err))
+			continue
 		}
-		if t.External {
-			errs = append(errs, fmt.Errorf("task %s: %w", name, errExternal))
+		if t.External && !isStateful(factory) {
+			errs = append(errs, fmt.Errorf("task %s: external: true needs a stateful task; kind %s is stateless (it runs in every process anyway)", name, t.Kind))
 		}
 	}
 	return errors.Join(errs...)
@@ -163,6 +172,8 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 	watchDone := make(chan struct{})
 	go func() { d.watcher.Run(ctx); close(watchDone) }()
 	d.in.Start()
+	watchExternals := time.NewTicker(100 * time.Millisecond)
+	defer watchExternals.Stop()
 	d.ch.Log.Info("multimodule running", "tasks", len(d.observed), "config", d.o.configDir,
 		"state_dir", d.o.stateDir, "transit_dir", d.tr.Dir(), "control_queue", d.o.controlQueue, "pid", os.Getpid())
 	reason := ""
@@ -180,6 +191,8 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 			d.reload(false, true)
 		case <-d.retry.C:
 			d.reconcile(false)
+		case <-watchExternals.C:
+			d.checkExternals()
 		}
 	}
 	stopWatch()
@@ -201,6 +214,15 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	d.in.Unserve(d.o.controlQueue)
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
+	if d.exitExternals {
+		for name := range d.externals {
+			if err := d.stopExternal(ctx, name); err != nil {
+				d.ch.Error.Error("stopping an external task", "task", name, "error", err)
+			}
+		}
+	} else if len(d.externals) > 0 {
+		d.ch.Log.Info("external tasks keep running", "count", len(d.externals))
+	}
 	done := make(chan error, 1)
 	go func() { done <- d.host.Shutdown(ctx) }()
 	var err error
@@ -247,7 +269,9 @@ func (d *daemon) reload(force, confirming bool) ([]reconcile.Result, error) {
 // setDesired records cfg and bumps the generation of every task whose
 // spec changed. A changed spec also gives a failing or held task a fresh
 // start.
-func (d *daemon) setDesired(cfg *schema.Config) {
+func (d *daemon) setDesired(loaded *schema.Config) {
+	d.loaded = loaded
+	cfg := d.withBundles(loaded)
 	d.desired = cfg
 	for name, spec := range cfg.Tasks {
 		st := d.tasks[name]
@@ -301,15 +325,18 @@ func (d *daemon) reconcile(deferRemovals bool) []reconcile.Result {
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	results := reconcile.Apply(ctx, d, apply)
-	now := time.Now()
 	for _, r := range results {
 		name := r.Action.Task()
 		st := d.tasks[name]
 		if r.Err == nil {
 			d.ch.Log.Info("reconcile", "action", r.Action.String())
 			if st != nil {
-				st.failures, st.lastErr, st.nextTry = 0, "", time.Time{}
 				st.observedGeneration = st.generation
+				// An external that started may still crash: its failures
+				// are forgiven once it has run for a while (checkExternals).
+				if !d.observed[name].External {
+					st.failures, st.lastErr, st.nextTry = 0, "", time.Time{}
+				}
 			}
 			continue
 		}
@@ -317,22 +344,27 @@ func (d *daemon) reconcile(deferRemovals bool) []reconcile.Result {
 			d.ch.Error.Error("reconcile", "action", r.Action.String(), "error", r.Err)
 			continue
 		}
-		st.failures++
-		st.lastErr = r.Err.Error()
-		rs := d.desired.Tasks[name].Restart
-		delay := backoff(rs, st.failures)
-		st.nextTry = now.Add(delay)
-		if rs.HoldAfter > 0 && st.failures >= rs.HoldAfter {
-			st.held = true
-			d.ch.Alert.Warn("task held: its changes failed too often; fix the config or mmctl clear it",
-				"task", name, "failures", st.failures, "error", r.Err)
-			continue
-		}
-		d.ch.Error.Error("reconcile", "action", r.Action.String(), "error", r.Err,
-			"failures", st.failures, "retry_in", delay)
+		d.noteFailure(name, st, fmt.Errorf("%s: %w", r.Action, r.Err))
 	}
 	d.scheduleRetry()
 	return results
+}
+
+// noteFailure counts a failure of a task's change (or a crash of its
+// external process) and sets its next try with backoff, or holds it.
+func (d *daemon) noteFailure(name string, st *taskState, err error) {
+	st.failures++
+	st.lastErr = err.Error()
+	rs := d.desired.Tasks[name].Restart
+	delay := backoff(rs, st.failures)
+	st.nextTry = time.Now().Add(delay)
+	if rs.HoldAfter > 0 && st.failures >= rs.HoldAfter {
+		st.held = true
+		d.ch.Alert.Warn("task held: it failed too often; fix the config or mmctl clear it",
+			"task", name, "failures", st.failures, "error", err)
+		return
+	}
+	d.ch.Error.Error("reconcile", "task", name, "error", err, "failures", st.failures, "retry_in", delay)
 }
 
 // backoff doubles from restart.initial up to restart.max seconds.
@@ -376,26 +408,18 @@ func intervals(t schema.TaskSpec) map[string]time.Duration {
 
 func (d *daemon) StartTasks(specs []schema.TaskSpec) []error {
 	errs := make([]error, len(specs))
-	var rs []runtime.TaskSpec
+	var internal []schema.TaskSpec
 	var idx []int
 	for i, t := range specs {
-		kind, factory, err := registry.Resolve(t.Kind, d.namespaces)
-		if err == nil && t.External {
-			err = errExternal
-		}
-		if err != nil {
-			errs[i] = err
+		if t.External {
+			errs[i] = d.spawnExternal(t)
 			continue
 		}
-		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config, Intervals: intervals(t)})
+		internal = append(internal, t)
 		idx = append(idx, i)
 	}
-	for j, err := range d.host.StartAll(rs) {
-		i := idx[j]
-		if err == nil {
-			err = d.in.ServeTask(specs[i].Name)
-		}
-		errs[i] = err
+	for j, err := range d.startInternal(internal) {
+		errs[idx[j]] = err
 	}
 	for i, t := range specs {
 		if errs[i] == nil {
@@ -406,28 +430,54 @@ func (d *daemon) StartTasks(specs []schema.TaskSpec) []error {
 }
 
 func (d *daemon) StopTask(ctx context.Context, name string) error {
-	if err := d.in.Unserve(name); err != nil {
+	var err error
+	if d.observed[name].External {
+		err = d.stopExternal(ctx, name)
+	} else {
+		err = d.stopInternal(ctx, name)
+	}
+	if err != nil {
 		return err
 	}
-	err := d.host.Stop(ctx, name)
-	if err == nil || errors.Is(err, runtime.ErrNoSuchQueue) {
-		delete(d.observed, name)
-		if _, wanted := d.desired.Tasks[name]; !wanted {
-			delete(d.tasks, name)
-		}
-		return nil
+	delete(d.observed, name)
+	if _, wanted := d.desired.Tasks[name]; !wanted {
+		delete(d.tasks, name)
 	}
-	return err
+	return nil
 }
 
-// errExternal: external processes arrive with their own issue; the config
-// check refuses external: true before a plan can ask for it.
-var errExternal = errors.New("external: true is not supported by this daemon yet")
-
-func (d *daemon) MigrateTask(context.Context, schema.TaskSpec) error { return errExternal }
+// MigrateTask moves a task between the daemon and its own process. The old
+// host stops taking messages (they wait in the queue), handles what it
+// has taken and saves; only then does the new host load the state and
+// take over the same queue: nothing is lost, repeated or reordered.
+func (d *daemon) MigrateTask(ctx context.Context, t schema.TaskSpec) error {
+	var err error
+	if t.External {
+		if err = d.stopInternal(ctx, t.Name); err == nil {
+			delete(d.observed, t.Name)
+			err = d.spawnExternal(t)
+		}
+	} else {
+		if err = d.stopExternal(ctx, t.Name); err == nil {
+			delete(d.observed, t.Name)
+			err = d.startInternal([]schema.TaskSpec{t})[0]
+		}
+	}
+	if err != nil {
+		return err
+	}
+	d.observed[t.Name] = reconcile.Observed{Name: t.Name, Kind: t.Kind, Hash: t.Hash, External: t.External}
+	return nil
+}
 
 func (d *daemon) ReconfigureTask(ctx context.Context, t schema.TaskSpec) error {
-	if err := d.host.Reconfigure(ctx, t.Name, t.Config, intervals(t)); err != nil {
+	var err error
+	if t.External {
+		err = d.reconfigureExternal(t)
+	} else {
+		err = d.host.Reconfigure(ctx, t.Name, t.Config, intervals(t))
+	}
+	if err != nil {
 		return err
 	}
 	o := d.observed[t.Name]

@@ -41,6 +41,7 @@ type daemonOptions struct {
 	level        string
 	oob          string
 	transitDir   string
+	task         string // -m: run as the external process of this task
 }
 
 func defaultStateDir() string {
@@ -68,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	both(&o.level, "d", "log-level", "info", "log `level`: debug, info, warn, error")
 	both(&o.oob, "o", "oob", "", "out-of-band channels, e.g. log:1,alert:2,error:/var/log/mm.err,debug:router (defaults "+runtime.DefaultOOB+")")
 	both(&o.transitDir, "T", "transit-dir", transit.DefaultDir(), "transit `dir` naming the System V queues (env "+transit.EnvDir+")")
+	both(&o.task, "m", "task", "", "run as the external process of this `task` (the daemon starts these itself)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s -c CONFIG_DIR [-q control_queue] [-p namespaces] [-s state_dir] [-d level] [-o oob] [-T transit_dir]\n", fs.Name())
 		fs.PrintDefaults()
@@ -78,7 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if o.configDir == "" {
+	if o.configDir == "" && o.task == "" {
 		return nil, errors.New("no config: pass -c DIR")
 	}
 	if !transit.ValidName(o.controlQueue) {
@@ -101,6 +103,9 @@ func run(args []string, sig <-chan os.Signal, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "multimodule: %v\n", err)
 		return 2
+	}
+	if o.task != "" {
+		return runExternal(o, level, sig, stdout, stderr)
 	}
 	d, code, err := newDaemon(o, level, stdout, stderr)
 	if err != nil {

@@ -225,7 +225,9 @@ func (h *Host) deliverLocal(name string, msg Message) error {
 	return r.mbox.push(item{msg: msg})
 }
 
-// depth is a local task's mailbox depth (ok false if it is not here).
+// Depth is a local task's mailbox depth (ok false if it is not here).
+func (h *Host) Depth(name string) (uint64, bool) { return h.depth(name) }
+
 func (h *Host) depth(name string) (uint64, bool) {
 	r := (*h.tasks.Load())[name]
 	if r == nil {

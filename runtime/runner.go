@@ -149,6 +149,12 @@ func (r *runner) handleMessage(msg Message) {
 // task's state, as the Router's transform applies to a message.
 func (r *runner) handleStateControl(ctl any) {
 	c, ok := ctl.(map[string]any)
+	if _, isConfig := c["config"]; ok && isConfig {
+		// Meant for an external process and left in the queue when the
+		// task moved back in: the daemon applies its own config.
+		r.h.ch.Debug.Debug("config message for an external process ignored", "task", r.name)
+		return
+	}
 	tr, hasTr := c["transform"].(map[string]any)
 	if !ok || !hasTr {
 		r.messageFailed(fmt.Errorf("%s message: want {%q: {\"transform\": {...}}}", ControlKey, ControlKey))

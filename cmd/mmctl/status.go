@@ -77,9 +77,13 @@ func (o *statusOptions) run() error {
 		if q, ok := t["queue"].(map[string]any); ok {
 			queued = q["messages"]
 		}
+		failures := any(sum(t["failures"], t["send_failures"]))
+		if t["where"] == "external" { // its counters live in its own process
+			failures = "-"
+		}
 		fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\n", t["name"], kind, t["where"], t["status"],
-			ready, gen, secs(t["uptime_s"]), t["messages_in"], t["messages_out"], sum(t["failures"], t["send_failures"]),
-			t["mailbox_depth"], queued)
+			ready, gen, secs(t["uptime_s"]), dash(t["messages_in"]), dash(t["messages_out"]), failures,
+			dash(t["mailbox_depth"]), queued)
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -88,6 +92,13 @@ func (o *statusOptions) run() error {
 		fmt.Fprintln(o.stdout, n)
 	}
 	return nil
+}
+
+func dash(v any) any {
+	if v == nil {
+		return "-"
+	}
+	return v
 }
 
 func secs(v any) string {

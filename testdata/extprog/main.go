@@ -42,3 +42,36 @@ func init() {
 }
 
 func main() { mm.Main() }
+
+// Counter counts the messages it gets in its state and reports each one,
+// with its count and the pid of the process that handled it, to the queue
+// named in the message's "to" (default Seen).
+type Counter struct{}
+
+func (Counter) Stateful() {}
+
+func (Counter) Message(ctx mm.Context, msg mm.Message) error {
+	n, _ := ctx.State()["count"].(float64)
+	n++
+	ctx.State()["count"] = n
+	return ctx.Send("Seen", mm.Message{"i": msg["i"], "count": n, "pid": float64(os.Getpid())})
+}
+
+// Crasher exits its process while starting when its config says crash.
+type Crasher struct{}
+
+func (Crasher) Stateful() {}
+
+func (Crasher) SetConfig(_ mm.Context, cfg map[string]any) error {
+	if cfg["crash"] == true {
+		os.Exit(3)
+	}
+	return nil
+}
+
+func (Crasher) Message(mm.Context, mm.Message) error { return nil }
+
+func init() {
+	mm.Register("acme.Counter", func() mm.Task { return Counter{} })
+	mm.Register("acme.Crasher", func() mm.Task { return Crasher{} })
+}

@@ -1,0 +1,310 @@
+package multimodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/multimodule/multimodule/reconcile"
+	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/schema"
+)
+
+// An external task runs in its own process, started from this binary with
+// -m TASK, detached (its own session, stdin /dev/null, output appended to
+// STATE/external/TASK.log). The daemon tracks it by pid and process start
+// time (a pid alone may be reused) in STATE/external/TASK.pid, so a daemon
+// started later adopts it instead of starting a second copy.
+
+// externalProc is a running external process as the daemon knows it.
+type externalProc struct {
+	Pid   int    `json:"pid"`
+	Start uint64 `json:"start"` // clock ticks since boot, from /proc
+	Hash  string `json:"hash"`  // the spec bundle it was given
+	Kind  string `json:"kind"`  // the kind as the config named it
+
+	started  time.Time
+	stopping bool
+}
+
+// stableAfter is how long an external must run before a crash no longer
+// counts towards a crash loop.
+const stableAfter = 10 * time.Second
+
+func pidPath(stateDir, task string) string {
+	return filepath.Join(externalDir(stateDir), task+".pid")
+}
+
+// procStart reads a process's start time; an error means it is gone.
+func procStart(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("unreadable /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 || f[0] == "Z" { // a zombie has exited
+		return 0, errors.New("process has exited")
+	}
+	return strconv.ParseUint(f[19], 10, 64) // field 22 of stat
+}
+
+func (p *externalProc) alive() bool {
+	st, err := procStart(p.Pid)
+	return err == nil && st == p.Start
+}
+
+// isStateful reports whether a kind's tasks are Stateful.
+func isStateful(factory runtime.Factory) bool {
+	_, ok := factory().(runtime.Stateful)
+	return ok
+}
+
+// bundle is what an external process of task t runs: t and every enabled
+// stateless task, with a hash over all of them, so that a change to any
+// of them reaches the external.
+func (d *daemon) bundle(cfg *schema.Config, name string) (externalSpec, string) {
+	spec := externalSpec{Task: namedSpec{name, cfg.Tasks[name]}}
+	h := sha256.New()
+	h.Write([]byte(cfg.Tasks[name].Hash))
+	for _, n := range cfg.Names() {
+		t := cfg.Tasks[n]
+		if n == name || t.Disabled || t.External {
+			continue
+		}
+		_, factory, err := registry.Resolve(t.Kind, d.namespaces)
+		if err != nil || isStateful(factory) {
+			continue
+		}
+		spec.Stateless = append(spec.Stateless, namedSpec{n, t})
+		h.Write([]byte(n + "\x00" + t.Hash))
+	}
+	return spec, "x" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// withBundles gives each external task the hash of its bundle.
+func (d *daemon) withBundles(cfg *schema.Config) *schema.Config {
+	out := *cfg
+	out.Tasks = make(map[string]schema.TaskSpec, len(cfg.Tasks))
+	for n, t := range cfg.Tasks {
+		if t.External && !t.Disabled {
+			_, t.Hash = d.bundle(cfg, n)
+		}
+		out.Tasks[n] = t
+	}
+	return &out
+}
+
+// writeSpec hands the external its bundle, atomically.
+func (d *daemon) writeSpec(name string) (externalSpec, error) {
+	spec, _ := d.bundle(d.loaded, name)
+	if err := os.MkdirAll(externalDir(d.o.stateDir), 0o700); err != nil {
+		return spec, err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return spec, err
+	}
+	tmp := specPath(d.o.stateDir, name) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return spec, err
+	}
+	return spec, os.Rename(tmp, specPath(d.o.stateDir, name))
+}
+
+// spawnExternal starts the external process of t.
+func (d *daemon) spawnExternal(t schema.TaskSpec) error {
+	if _, err := d.writeSpec(t.Name); err != nil {
+		return fmt.Errorf("handing the spec over: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(externalDir(d.o.stateDir), t.Name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "-m", t.Name, "-c", d.o.configDir, "-s", d.o.stateDir, "-T", d.o.transitDir,
+		"-q", d.o.controlQueue, "-p", d.o.namespaces, "-d", d.o.level, "-o", d.o.oob)
+	cmd.Stdout, cmd.Stderr = logf, logf // stdin stays /dev/null
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s -m %s: %w", exe, t.Name, err)
+	}
+	go cmd.Wait() // reap it if it exits while we are its parent
+	start, err := procStart(cmd.Process.Pid)
+	if err != nil {
+		return fmt.Errorf("external %s exited at once: see %s.log", t.Name, t.Name)
+	}
+	p := &externalProc{Pid: cmd.Process.Pid, Start: start, Hash: t.Hash, Kind: t.Kind, started: time.Now()}
+	if err := d.recordExternal(t.Name, p); err != nil {
+		return err
+	}
+	d.externals[t.Name] = p
+	d.ch.Log.Info("external task started", "task", t.Name, "pid", p.Pid)
+	return nil
+}
+
+func (d *daemon) recordExternal(name string, p *externalProc) error {
+	b, _ := json.Marshal(p)
+	tmp := pidPath(d.o.stateDir, name) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, pidPath(d.o.stateDir, name))
+}
+
+// adoptExternals takes over the externals a previous daemon left running.
+func (d *daemon) adoptExternals() {
+	paths, _ := filepath.Glob(filepath.Join(externalDir(d.o.stateDir), "*.pid"))
+	sort.Strings(paths)
+	for _, path := range paths {
+		name := strings.TrimSuffix(filepath.Base(path), ".pid")
+		var p externalProc
+		b, err := os.ReadFile(path)
+		if err == nil {
+			err = json.Unmarshal(b, &p)
+		}
+		if err != nil || !p.alive() {
+			os.Remove(path)
+			continue
+		}
+		p.started = time.Now()
+		d.externals[name] = &p
+		d.observed[name] = reconcile.Observed{Name: name, Kind: p.Kind, Hash: p.Hash, External: true}
+		d.ch.Log.Info("adopted a running external task", "task", name, "pid", p.Pid)
+	}
+}
+
+// stopExternal asks an external to save and exit (SIGTERM) and waits for
+// it; past ctx it is killed.
+func (d *daemon) stopExternal(ctx context.Context, name string) error {
+	p := d.externals[name]
+	if p == nil {
+		return nil
+	}
+	p.stopping = true
+	if p.alive() {
+		syscall.Kill(p.Pid, syscall.SIGTERM)
+	}
+	for p.alive() {
+		select {
+		case <-ctx.Done():
+			syscall.Kill(p.Pid, syscall.SIGKILL)
+			return fmt.Errorf("external %s did not exit after SIGTERM: killed (its last save stands)", name)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	delete(d.externals, name)
+	os.Remove(pidPath(d.o.stateDir, name))
+	return nil
+}
+
+// checkExternals notices externals that died without being asked to:
+// each is restarted with backoff, and a crash loop ends held.
+func (d *daemon) checkExternals() {
+	crashed := false
+	for name, p := range d.externals {
+		if p.stopping {
+			continue
+		}
+		if p.alive() {
+			if st := d.tasks[name]; st != nil && st.failures > 0 && time.Since(p.started) > stableAfter {
+				st.failures, st.lastErr, st.nextTry = 0, "", time.Time{}
+			}
+			continue
+		}
+		crashed = true
+		delete(d.externals, name)
+		delete(d.observed, name)
+		os.Remove(pidPath(d.o.stateDir, name))
+		st := d.tasks[name]
+		if st == nil {
+			continue
+		}
+		if time.Since(p.started) > stableAfter {
+			st.failures = 0 // it ran well: this is not a loop
+		}
+		d.noteFailure(name, st, fmt.Errorf("external process %d exited unexpectedly", p.Pid))
+		if st.failures == 1 && !st.held {
+			st.nextTry = time.Now() // the first crash is restarted at once
+		}
+	}
+	if crashed {
+		d.reconcile(false)
+	}
+}
+
+// reconfigureExternal hands a changed bundle to a running external: on
+// disk for its next start, and on its queue, in order with its messages.
+func (d *daemon) reconfigureExternal(t schema.TaskSpec) error {
+	spec, err := d.writeSpec(t.Name)
+	if err != nil {
+		return err
+	}
+	msg, err := spec.asMessage()
+	if err != nil {
+		return err
+	}
+	if err := d.tr.Send(t.Name, msg); err != nil {
+		return err
+	}
+	if p := d.externals[t.Name]; p != nil {
+		p.Hash = t.Hash
+		d.recordExternal(t.Name, p)
+	}
+	return nil
+}
+
+// startInternal starts tasks in the daemon and serves their queues.
+func (d *daemon) startInternal(specs []schema.TaskSpec) []error {
+	errs := make([]error, len(specs))
+	var rs []runtime.TaskSpec
+	var idx []int
+	for i, t := range specs {
+		kind, factory, err := registry.Resolve(t.Kind, d.namespaces)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config, Intervals: intervals(t)})
+		idx = append(idx, i)
+	}
+	for j, err := range d.host.StartAll(rs) {
+		i := idx[j]
+		if err == nil {
+			err = d.in.ServeTask(specs[i].Name)
+		}
+		errs[i] = err
+	}
+	return errs
+}
+
+// stopInternal stops taking a task's messages, drains and saves it.
+func (d *daemon) stopInternal(ctx context.Context, name string) error {
+	if err := d.in.Unserve(name); err != nil {
+		return err
+	}
+	err := d.host.Stop(ctx, name)
+	if errors.Is(err, runtime.ErrNoSuchQueue) {
+		return nil
+	}
+	return err
+}

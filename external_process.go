@@ -1,0 +1,226 @@
+package multimodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/schema"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// externalSpec is what the daemon hands an external process: its stateful
+// task and every stateless task it runs locally, as the daemon applied
+// them. It is written to STATE/external/TASK.json before the process
+// starts, and sent on the task's queue on every change, in order with the
+// task's messages.
+type externalSpec struct {
+	Task      namedSpec   `json:"task"`
+	Stateless []namedSpec `json:"stateless"`
+}
+
+type namedSpec struct {
+	Name string          `json:"name"`
+	Spec schema.TaskSpec `json:"spec"`
+}
+
+// configKey marks a message carrying a new externalSpec.
+const configKey = "config"
+
+func externalDir(stateDir string) string { return filepath.Join(stateDir, "external") }
+
+func specPath(stateDir, task string) string {
+	return filepath.Join(externalDir(stateDir), task+".json")
+}
+
+func (e externalSpec) asMessage() (map[string]any, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	m, err := transit.DecodeJSON(b)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{runtime.ControlKey: map[string]any{configKey: m}}, nil
+}
+
+func specFromMessage(v any) (externalSpec, error) {
+	var e externalSpec
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = json.Unmarshal(b, &e)
+	}
+	return e, err
+}
+
+// runExternal is the process of one external task (-m TASK): it hosts the
+// task and the stateless tasks, takes the task's messages from its queue,
+// and on SIGTERM or SIGINT stops taking them, drains, saves and exits.
+func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdout, stderr io.Writer) int {
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "multimodule -m %s: %v\n", o.task, err)
+		return code
+	}
+	b, err := os.ReadFile(specPath(o.stateDir, o.task))
+	if err != nil {
+		return fail(1, fmt.Errorf("no spec from the daemon: %w", err))
+	}
+	var spec externalSpec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fail(1, fmt.Errorf("spec %s: %w", specPath(o.stateDir, o.task), err))
+	}
+	tr, err := transit.Open(transit.Options{Dir: o.transitDir})
+	if err != nil {
+		return fail(1, err)
+	}
+	host, err := runtime.NewHost(runtime.Options{StateDir: o.stateDir, OOB: o.oob, Level: level,
+		Stdout: stdout, Stderr: stderr, Remote: tr})
+	if err != nil {
+		return fail(2, err)
+	}
+	defer host.Close()
+	x := &external{o: o, host: host, ch: host.Channels(), namespaces: strings.Split(o.namespaces, ","),
+		running: map[string]string{}}
+	if err := x.apply(spec); err != nil {
+		return fail(1, err)
+	}
+	q, err := tr.Queue(o.task)
+	if err != nil {
+		return fail(1, err)
+	}
+	x.ch.Log.Info("external task running", "task", o.task, "pid", os.Getpid())
+
+	var stopping atomic.Bool
+	done := make(chan struct{})
+	go func() { defer close(done); x.receive(q, &stopping) }()
+	var s os.Signal
+	select {
+	case s = <-sig:
+	case <-done: // the queue failed
+	}
+	stopping.Store(true)
+	q.Wake()
+	<-done
+	x.ch.Log.Info("external task stopping", "task", o.task, "signal", fmt.Sprint(s))
+	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	if err := host.Shutdown(ctx); err != nil {
+		x.ch.Error.Error("shutdown incomplete", "task", o.task, "error", err)
+		return 1
+	}
+	return 0
+}
+
+// external is the state of an external process (owned by its receive
+// goroutine after start).
+type external struct {
+	o          *daemonOptions
+	host       *runtime.Host
+	ch         *runtime.Channels
+	namespaces []string
+	running    map[string]string // task -> applied spec hash
+}
+
+// receive moves messages from the task's queue to the task, applying
+// config messages in order with them. It leaves messages in the queue
+// while the task is at the high-water mark, and returns when stopping is
+// set (a Wake makes a waiting receive return).
+func (x *external) receive(q *transit.Queue, stopping *atomic.Bool) {
+	for !stopping.Load() {
+		for d, ok := x.host.Depth(x.o.task); ok && d >= runtime.HighWater && !stopping.Load(); d, ok = x.host.Depth(x.o.task) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if stopping.Load() {
+			return
+		}
+		d, err := q.Receive(true)
+		if err != nil {
+			x.ch.Error.Error("receiving", "task", x.o.task, "error", err)
+			if errors.Is(err, transit.ErrNoQueue) {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for _, m := range d.Msgs {
+			if ctl, ok := m[runtime.ControlKey].(map[string]any); ok {
+				if v, ok := ctl[configKey]; ok {
+					spec, err := specFromMessage(v)
+					if err == nil {
+						err = x.apply(spec)
+					}
+					if err != nil {
+						x.ch.Error.Error("config from the daemon not applied", "task", x.o.task, "error", err)
+					}
+					continue
+				}
+			}
+			if err := x.host.Send(x.o.task, m); err != nil {
+				x.ch.Error.Error("a message taken from the queue was not delivered", "task", x.o.task, "error", err)
+			}
+		}
+	}
+}
+
+// apply makes the process run exactly what spec says.
+func (x *external) apply(spec externalSpec) error {
+	want := map[string]schema.TaskSpec{}
+	for _, ns := range append([]namedSpec{spec.Task}, spec.Stateless...) {
+		ns.Spec.Name = ns.Name
+		want[ns.Name] = ns.Spec
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	for name := range x.running {
+		if _, ok := want[name]; !ok {
+			errs = append(errs, x.host.Stop(ctx, name))
+			delete(x.running, name)
+		}
+	}
+	var starts []runtime.TaskSpec
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		t := want[name]
+		hash, running := x.running[name]
+		switch {
+		case running && hash == t.Hash:
+		case running:
+			if err := x.host.Reconfigure(ctx, name, t.Config, intervals(t)); err != nil {
+				errs = append(errs, fmt.Errorf("task %s: %w", name, err))
+				continue
+			}
+			x.running[name] = t.Hash
+		default:
+			kind, factory, err := registry.Resolve(t.Kind, x.namespaces)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("task %s: %w", name, err))
+				continue
+			}
+			starts = append(starts, runtime.TaskSpec{Name: name, Kind: kind, New: factory, Config: t.Config, Intervals: intervals(t)})
+		}
+	}
+	for i, err := range x.host.StartAll(starts) {
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		x.running[starts[i].Name] = want[starts[i].Name].Hash
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,248 @@
+package multimodule
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/control"
+	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// extEnv runs testdata/extprog daemons on one config, state and transit dir.
+type extEnv struct {
+	t               *testing.T
+	bin, cfg, state string
+	tr              *transit.Transit
+	seen            *transit.Queue
+	got             []map[string]any
+}
+
+func newExtEnv(t *testing.T, config string) *extEnv {
+	t.Helper()
+	e := &extEnv{t: t, bin: buildExtprog(t), cfg: testenv.WriteFiles(t, map[string]string{"a.cue": config}), state: t.TempDir()}
+	dir := testenv.TransitDir(t)
+	var err error
+	if e.tr, err = transit.Open(transit.Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if e.seen, err = e.tr.Queue("Seen"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.killExternals)
+	return e
+}
+
+func (e *extEnv) daemon() *proc {
+	return startProc(e.t, e.bin, "-c", e.cfg, "-s", e.state, "-T", e.tr.Dir(), "-p", "acme")
+}
+
+// killExternals leaves no process behind, whatever the test did: every
+// process whose command line names this test's state dir.
+func (e *extEnv) killExternals() {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		if strings.Contains(string(b), e.state) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func (e *extEnv) status() map[string]any {
+	e.t.Helper()
+	var reply map[string]any
+	testenv.WaitFor(e.t, 10*time.Second, "the daemon's status", func() bool {
+		var err error
+		reply, err = control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "status"}, time.Second)
+		return err == nil
+	})
+	return reply["status"].(map[string]any)
+}
+
+func (e *extEnv) task(name string) map[string]any {
+	for _, x := range e.status()["tasks"].([]any) {
+		if m := x.(map[string]any); m["name"] == name {
+			return m
+		}
+	}
+	return nil
+}
+
+func (e *extEnv) send(i int) {
+	e.t.Helper()
+	if err := e.tr.Send("Counter", map[string]any{"i": float64(i)}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// collect reads Seen until it holds n reports in all.
+func (e *extEnv) collect(n int) {
+	e.t.Helper()
+	testenv.WaitFor(e.t, 20*time.Second, fmt.Sprintf("%d reports", n), func() bool {
+		for {
+			d, err := e.seen.Receive(false)
+			if err != nil || len(d.Msgs) == 0 {
+				break
+			}
+			e.got = append(e.got, d.Msgs...)
+		}
+		return len(e.got) >= n
+	})
+}
+
+func (e *extEnv) last() map[string]any { return e.got[len(e.got)-1] }
+
+const counterExternal = `
+tasks: Counter: {kind: "Counter", external: true, intervals: save_state: 0.05}
+tasks: Router: config: routes: []
+`
+
+func TestExternalTaskLifecycle(t *testing.T) {
+	t.Parallel()
+	e := newExtEnv(t, counterExternal)
+	d := e.daemon()
+	e.send(1)
+	e.collect(1)
+	extPid := e.last()["pid"].(float64)
+	if int(extPid) == d.cmd.Process.Pid {
+		t.Fatal("the external task ran in the daemon's process")
+	}
+	if tk := e.task("Counter"); tk["where"] != "external" || tk["pid"] != extPid {
+		t.Fatalf("status %v, want external with pid %v", tk, extPid)
+	}
+
+	// The daemon stops (SIGTERM): the external keeps working.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d.wait(t); err != nil {
+		t.Fatalf("daemon exit: %v\n%s", err, d.output())
+	}
+	e.send(2)
+	e.collect(2)
+	if e.last()["pid"] != extPid || e.last()["count"] != 2.0 {
+		t.Fatalf("while the daemon was down: %v", e.last())
+	}
+
+	// A new daemon adopts it: still one process, same pid.
+	d = e.daemon()
+	if tk := e.task("Counter"); tk["pid"] != extPid {
+		t.Fatalf("after a daemon restart the external is %v, want adopted pid %v", tk["pid"], extPid)
+	}
+
+	// kill -9 once its state was saved (every 50ms, when it changed): it
+	// comes back with it. The report was sent after the change.
+	sentTs := e.last()[".ipc_transit_meta"].(map[string]any)["send_ts"].(float64)
+	changed := time.UnixMicro(int64(sentTs * 1e6))
+	testenv.WaitFor(t, 5*time.Second, "a state save", func() bool {
+		fi, err := os.Stat(filepath.Join(e.state, "tasks", "Counter.db"))
+		_, ierr := os.Stat(filepath.Join(e.state, "tasks", "saved.index"))
+		return err == nil && ierr == nil && fi.ModTime().After(changed)
+	})
+	syscall.Kill(int(extPid), syscall.SIGKILL)
+	testenv.WaitFor(t, 10*time.Second, "a new external process", func() bool {
+		tk := e.task("Counter")
+		return tk["pid"] != nil && tk["pid"] != extPid && tk["status"] == "running"
+	})
+	e.send(3)
+	e.collect(3)
+	if e.last()["pid"] == extPid || e.last()["count"] != 3.0 {
+		log, _ := os.ReadFile(filepath.Join(e.state, "external", "Counter.log"))
+		files, _ := filepath.Glob(filepath.Join(e.state, "*", "*"))
+		t.Fatalf("after kill -9: %v, want count 3 from a new process\n%s\nreports %v\nfiles %v", e.last(), log, e.got, files)
+	}
+	newPid := int(e.last()["pid"].(float64))
+
+	// cleanly_exit with exit_externals leaves no process behind.
+	if _, err := control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.wait(t); err != nil {
+		t.Fatalf("daemon exit: %v\n%s", err, d.output())
+	}
+	if _, err := procStart(newPid); err == nil {
+		t.Fatalf("external %d still running after exit_externals", newPid)
+	}
+}
+
+func TestFlipInternalExternalLosesNothing(t *testing.T) {
+	t.Parallel()
+	internal := strings.Replace(counterExternal, "external: true", "external: false", 1)
+	e := newExtEnv(t, internal)
+	d := e.daemon()
+	e.task("Counter") // running
+	stop := make(chan struct{})
+	sent := make(chan int)
+	go func() { // 50 messages a second
+		i := 0
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				sent <- i
+				return
+			case <-tick.C:
+				if err := e.tr.Send("Counter", map[string]any{"i": float64(i)}); err != nil {
+					t.Error(err)
+				}
+				i++
+			}
+		}
+	}()
+	pids := map[float64]bool{}
+	for flip := range 4 {
+		cfg := counterExternal
+		if flip%2 == 1 {
+			cfg = internal
+		}
+		os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(cfg), 0o600)
+		want := "external"
+		if flip%2 == 1 {
+			want = "internal"
+		}
+		testenv.WaitFor(t, 10*time.Second, "Counter "+want, func() bool {
+			tk := e.task("Counter")
+			return tk["where"] == want && tk["status"] == "running" && tk["observed_generation"] == tk["generation"]
+		})
+		e.collect(len(e.got) + 10) // traffic flows on the new host
+	}
+	close(stop)
+	n := <-sent
+	e.collect(n)
+	for i, m := range e.got {
+		pids[m["pid"].(float64)] = true
+		if m["i"] != float64(i) || m["count"] != float64(i+1) {
+			t.Fatalf("report %d is %v: a message was lost, repeated or reordered", i, m)
+		}
+	}
+	if len(pids) < 3 {
+		t.Fatalf("messages were handled by %d processes, want the daemon and two externals", len(pids))
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.wait(t)
+}
+
+func TestCrashLoopEndsHeld(t *testing.T) {
+	t.Parallel()
+	e := newExtEnv(t, `tasks: C: {kind: "Crasher", external: true, config: crash: true, restart: {initial: 0.05, max: 0.1, hold_after: 3}}`+"\n")
+	d := e.daemon()
+	testenv.WaitFor(t, 20*time.Second, "C held", func() bool { return e.task("C")["status"] == "held" })
+	if tk := e.task("C"); !strings.Contains(fmt.Sprint(tk["conditions"]), "RetriesExhausted") {
+		t.Fatalf("held task %v", tk)
+	}
+	// A config change gives it another chance.
+	os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(`tasks: C: {kind: "Crasher", external: true, config: crash: false}`+"\n"), 0o600)
+	testenv.WaitFor(t, 20*time.Second, "C running", func() bool {
+		tk := e.task("C")
+		return tk["status"] == "running" && tk["where"] == "external"
+	})
+	control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	d.wait(t)
+}
