@@ -58,7 +58,7 @@ var builtins = []struct {
 	new    runtime.Factory
 	schema schema.Builtin
 }{
-	{router.New, schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig}},
+	{router.New, schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Stateless: true}},
 }
 
 func init() {

@@ -49,6 +49,8 @@ type Builtin struct {
 	Kind string
 	// CUE holds definitions, among them #Config (the config's shape).
 	CUE string
+	// Stateless kinds cannot be external (they run in every process).
+	Stateless bool
 	// Check optionally validates what CUE cannot (a regexp compiles, ...).
 	// An error with a ConfigPath() []string method is reported at that
 	// path inside the task's config.
@@ -76,6 +78,10 @@ func New(builtins ...Builtin) (*Schema, error) {
 		def := "#" + ns + "_" + name
 		fmt.Fprintf(&b, "\n// The config of %s tasks.\n#Config: tasks: [#TaskName]: T={\n", bi.Kind)
 		fmt.Fprintf(&b, "\tif T.kind == %q || T.kind == %q {config: %s.#Config}\n", name, bi.Kind, def)
+		if bi.Stateless {
+			fmt.Fprintf(&b, "\t// %s is stateless: it runs in every process, never on its own.\n", bi.Kind)
+			fmt.Fprintf(&b, "\tif T.kind == %q || T.kind == %q {external: false}\n", name, bi.Kind)
+		}
 		b.WriteString("}\n")
 		fmt.Fprintf(&b, "%s: {\n%s\n}\n", def, bi.CUE)
 	}

@@ -14,7 +14,7 @@ import (
 
 func newSchema(t *testing.T) *schema.Schema {
 	t.Helper()
-	s, err := schema.New(schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig})
+	s, err := schema.New(schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Stateless: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +121,8 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			[]string{"bad.cue:1:", "tasks.R.config.routes.0.forwards.0.queue", "not allowed"}},
 		{"route with bad regexp", "tasks: Router: config: routes: [\n\t{match: {}},\n\t{match: a: $re: \"(\"},\n]\n",
 			[]string{"bad.cue:3:3", "tasks.Router.config.routes.1.match", "missing closing )"}},
+		{"stateless built-in made external", "tasks: Router: external: true\n",
+			[]string{"bad.cue:1:26", "tasks.Router.external"}},
 		{"interval too small", "tasks: E: intervals: tick: 1e-12\n",
 			[]string{"bad.cue:1:28", "tasks.E.intervals.tick"}},
 	}
