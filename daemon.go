@@ -50,7 +50,9 @@ type daemon struct {
 	externals map[string]*externalProc
 	// exitExternals: the shutdown stops the externals too.
 	exitExternals bool
-	tasks         map[string]*taskState
+	// exited is signalled when an external this daemon started exits.
+	exited chan struct{}
+	tasks  map[string]*taskState
 	// configErr is the last config load problem, for status; the tasks run
 	// on the last good config meanwhile.
 	configErr string
@@ -77,7 +79,7 @@ type taskState struct {
 func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*daemon, int, error) {
 	d := &daemon{o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
 		control: make(chan runtime.Message, 64), closing: make(chan struct{}), observed: map[string]reconcile.Observed{},
-		tasks: map[string]*taskState{}, externals: map[string]*externalProc{},
+		tasks: map[string]*taskState{}, externals: map[string]*externalProc{}, exited: make(chan struct{}, 1),
 		retry: stoppedTimer(), confirm: stoppedTimer()}
 	var err error
 	if d.schema, err = NewSchema(); err != nil {
@@ -192,6 +194,8 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 		case <-d.retry.C:
 			d.reconcile(false)
 		case <-watchExternals.C:
+			d.checkExternals()
+		case <-d.exited:
 			d.checkExternals()
 		}
 	}

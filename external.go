@@ -148,7 +148,14 @@ func (d *daemon) spawnExternal(t schema.TaskSpec) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s -m %s: %w", exe, t.Name, err)
 	}
-	go cmd.Wait() // reap it if it exits while we are its parent
+	go func() { // reap it if it exits while we are its parent, and say how
+		err := cmd.Wait()
+		d.ch.Log.Info("external process exited", "task", t.Name, "pid", cmd.Process.Pid, "status", fmt.Sprint(err))
+		select {
+		case d.exited <- struct{}{}: // look now rather than at the next poll
+		default:
+		}
+	}()
 	start, err := procStart(cmd.Process.Pid)
 	if err != nil {
 		return fmt.Errorf("external %s exited at once: see %s.log", t.Name, t.Name)

@@ -43,13 +43,31 @@ func (e *extEnv) daemon() *proc {
 	return startProc(e.t, e.bin, "-c", e.cfg, "-s", e.state, "-T", e.tr.Dir(), "-p", "acme")
 }
 
-// killExternals leaves no process behind, whatever the test did: every
-// process whose command line names this test's state dir.
-func (e *extEnv) killExternals() {
+// externalPids lists the running "-m TASK" processes of this test.
+func (e *extEnv) externalPids() []int {
+	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, _ := os.ReadFile(p)
-		if strings.Contains(string(b), e.state) {
+		if strings.Contains(string(b), e.state) && strings.Contains(string(b), "-m\x00") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if _, err := procStart(pid); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// killExternals leaves no process behind, whatever the test did.
+func (e *extEnv) killExternals() { killByStateDir(e.state) }
+
+// killByStateDir kills every process whose command line names state.
+func killByStateDir(state string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		if strings.Contains(string(b), state) {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -135,6 +153,9 @@ func TestExternalTaskLifecycle(t *testing.T) {
 	if tk := e.task("Counter"); tk["pid"] != extPid {
 		t.Fatalf("after a daemon restart the external is %v, want adopted pid %v", tk["pid"], extPid)
 	}
+	if n := len(e.externalPids()); n != 1 {
+		t.Fatalf("%d external processes after the daemon restart, want 1", n)
+	}
 
 	// kill -9 once its state was saved (every 50ms, when it changed): it
 	// comes back with it. The report was sent after the change.
@@ -166,8 +187,8 @@ func TestExternalTaskLifecycle(t *testing.T) {
 	if err := d.wait(t); err != nil {
 		t.Fatalf("daemon exit: %v\n%s", err, d.output())
 	}
-	if _, err := procStart(newPid); err == nil {
-		t.Fatalf("external %d still running after exit_externals", newPid)
+	if _, err := procStart(newPid); err == nil || len(e.externalPids()) != 0 {
+		t.Fatalf("external %d (or another) still running after exit_externals", newPid)
 	}
 }
 

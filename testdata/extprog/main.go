@@ -75,3 +75,21 @@ func init() {
 	mm.Register("acme.Counter", func() mm.Task { return Counter{} })
 	mm.Register("acme.Crasher", func() mm.Task { return Crasher{} })
 }
+
+// Absorber counts messages; when the count reaches a message's "n" it
+// sends {"done": count} to the queue Done.
+type Absorber struct{}
+
+func (Absorber) Stateful() {}
+
+func (Absorber) Message(ctx mm.Context, msg mm.Message) error {
+	n, _ := ctx.State()["count"].(float64)
+	n++
+	ctx.State()["count"] = n
+	if want, _ := msg["n"].(float64); n == want {
+		return ctx.Send("Done", mm.Message{"done": n})
+	}
+	return nil
+}
+
+func init() { mm.Register("acme.Absorber", func() mm.Task { return Absorber{} }) }

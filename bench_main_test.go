@@ -1,0 +1,153 @@
+package multimodule
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/schema"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// The bare baseline's receiving side runs in a second process: this test
+// binary started again with MM_BARE_PEER set.
+func TestMain(m *testing.M) {
+	if args := os.Getenv("MM_BARE_PEER"); args != "" {
+		if err := bareSink(strings.Fields(args)); err != nil {
+			fmt.Fprintln(os.Stderr, "bare peer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func sysMsgsnd(id int, buf []byte) error {
+	_, _, e := unix.Syscall6(unix.SYS_MSGSND, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func sysMsgrcv(id int, buf []byte) (int, error) {
+	n, _, e := unix.Syscall6(unix.SYS_MSGRCV, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// bareSink receives n JSON messages with msgrcv and encoding/json, then
+// answers on the ack queue.
+func bareSink(a []string) error {
+	in, _ := strconv.Atoi(a[0])
+	ack, _ := strconv.Atoi(a[1])
+	n, _ := strconv.Atoi(a[2])
+	buf := make([]byte, 8+8192)
+	for range n {
+		k, err := sysMsgrcv(in, buf)
+		if err != nil {
+			return err
+		}
+		var m map[string]any
+		if err := json.Unmarshal(buf[8:8+k], &m); err != nil {
+			return err
+		}
+	}
+	binary.NativeEndian.PutUint64(buf, 1)
+	return sysMsgsnd(ack, append(buf[:8], "{}"...))
+}
+
+type blaster struct{ n int }
+
+func (s blaster) Message(ctx Context, _ Message) error {
+	for i := range s.n {
+		if err := ctx.Send("Absorber", Message{"ct": float64(i), "outstr": "howdy", "n": float64(s.n)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BenchmarkSendToExternalTask: a task in this process sends small messages
+// to an external task's process (Send -> transit -> its queue -> its
+// task), against a bare msgsnd/msgrcv loop with encoding/json between two
+// processes, in the same run.
+func BenchmarkSendToExternalTask(b *testing.B) {
+	n := max(b.N, 20000)
+	// Bare.
+	var q [2]int
+	for i := range q {
+		id, _, e := unix.Syscall(unix.SYS_MSGGET, 0, unix.IPC_CREAT|0o600, 0)
+		if e != 0 {
+			b.Fatal(e)
+		}
+		q[i] = int(id)
+		defer unix.Syscall(unix.SYS_MSGCTL, id, unix.IPC_RMID, 0)
+	}
+	peer := exec.Command(os.Args[0], "-test.run=^$")
+	peer.Env = append(os.Environ(), fmt.Sprintf("MM_BARE_PEER=%d %d %d", q[0], q[1], n))
+	peer.Stderr = os.Stderr
+	if err := peer.Start(); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 8+8192)
+	t0 := time.Now()
+	for i := range n {
+		enc, _ := json.Marshal(map[string]any{"ct": float64(i), "outstr": "howdy", "n": float64(n)})
+		binary.NativeEndian.PutUint64(buf, 1)
+		if err := sysMsgsnd(q[0], append(buf[:8], enc...)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := sysMsgrcv(q[1], buf); err != nil {
+		b.Fatal(err)
+	}
+	bare := time.Since(t0)
+	peer.Wait()
+
+	// Ours.
+	bin := buildExtprogB(b)
+	state := b.TempDir()
+	dir := testenv.TransitDir(b)
+	tr, _ := transit.Open(transit.Options{Dir: dir, SendTimeout: time.Minute})
+	done, _ := tr.Queue("Done")
+	os.MkdirAll(externalDir(state), 0o700)
+	raw, _ := json.Marshal(externalSpec{Task: namedSpec{"Absorber", schema.TaskSpec{Kind: "Absorber", Hash: "h"}}})
+	os.WriteFile(specPath(state, "Absorber"), raw, 0o600)
+	ext := exec.Command(bin, "-m", "Absorber", "-s", state, "-T", dir, "-p", "acme", "-o", "log:"+filepath.Join(state, "log"))
+	if err := ext.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { ext.Process.Kill(); ext.Wait() }()
+	host, err := runtime.NewHost(runtime.Options{StateDir: b.TempDir(), OOB: "debug:2", Remote: tr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer host.Shutdown(b.Context())
+	if err := host.Start(runtime.TaskSpec{Name: "Blaster", New: func() Task { return blaster{n} }}); err != nil {
+		b.Fatal(err)
+	}
+	t0 = time.Now()
+	host.Send("Blaster", Message{})
+	waitReport(b, done)
+	ours := time.Since(t0)
+	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
+	b.ReportMetric(rate(bare), "bare-msgs/s")
+	b.ReportMetric(rate(ours), "mm-msgs/s")
+	b.ReportMetric(rate(ours)/rate(bare), "mm/bare")
+	b.ReportMetric(0, "ns/op")
+}
