@@ -126,7 +126,7 @@ func BenchmarkSendToExternalTask(b *testing.B) {
 	tr, _ := transit.Open(transit.Options{Dir: dir, SendTimeout: time.Minute})
 	done, _ := tr.Queue("Done")
 	os.MkdirAll(externalDir(state), 0o700)
-	raw, _ := json.Marshal(externalSpec{Task: namedSpec{"Absorber", schema.TaskSpec{Kind: "Absorber", Hash: "h"}}})
+	raw, _ := json.Marshal(externalSpec{Task: named("Absorber", schema.TaskSpec{Kind: "Absorber", Hash: "h"})})
 	os.WriteFile(specPath(state, "Absorber"), raw, 0o600)
 	ext := exec.Command(bin, "-m", "Absorber", "-s", state, "-T", dir, "-p", "acme", "-o", "log:"+filepath.Join(state, "log"))
 	if err := ext.Start(); err != nil {

@@ -2,6 +2,7 @@ package multimodule
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -64,9 +65,16 @@ func procStart(pid int) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64) // field 22 of stat
 }
 
+// alive: the process (pid and start time) has not fully exited. A zombie
+// thread-group leader whose other threads are still exiting counts as
+// alive: one of them may still hold the state file or take a message.
 func (p *externalProc) alive() bool {
 	st, err := procStart(p.Pid)
-	return err == nil && st == p.Start
+	if err == nil {
+		return st == p.Start
+	}
+	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(p.Pid) + "/task/*")
+	return len(tasks) > 1
 }
 
 // isStateful reports whether a kind's tasks are Stateful.
@@ -79,7 +87,7 @@ func isStateful(factory runtime.Factory) bool {
 // stateless task, with a hash over all of them, so that a change to any
 // of them reaches the external.
 func (d *daemon) bundle(cfg *schema.Config, name string) (externalSpec, string) {
-	spec := externalSpec{Task: namedSpec{name, cfg.Tasks[name]}}
+	spec := externalSpec{Task: named(name, cfg.Tasks[name])}
 	h := sha256.New()
 	h.Write([]byte(cfg.Tasks[name].Hash))
 	for _, n := range cfg.Names() {
@@ -91,7 +99,7 @@ func (d *daemon) bundle(cfg *schema.Config, name string) (externalSpec, string) 
 		if err != nil || isStateful(factory) {
 			continue
 		}
-		spec.Stateless = append(spec.Stateless, namedSpec{n, t})
+		spec.Stateless = append(spec.Stateless, named(n, t))
 		h.Write([]byte(n + "\x00" + t.Hash))
 	}
 	return spec, "x" + hex.EncodeToString(h.Sum(nil)[:8])
@@ -110,21 +118,35 @@ func (d *daemon) withBundles(cfg *schema.Config) *schema.Config {
 	return &out
 }
 
-// writeSpec hands the external its bundle, atomically.
+// writeSpec hands the external its bundle, atomically, keeping the token
+// of the spec it already has.
 func (d *daemon) writeSpec(name string) (externalSpec, error) {
 	spec, _ := d.bundle(d.loaded, name)
+	var old externalSpec
+	if b, err := os.ReadFile(specPath(d.o.stateDir, name)); err == nil && json.Unmarshal(b, &old) == nil && old.Token != "" {
+		spec.Token = old.Token
+	} else {
+		var r [16]byte
+		rand.Read(r[:])
+		spec.Token = hex.EncodeToString(r[:])
+	}
 	if err := os.MkdirAll(externalDir(d.o.stateDir), 0o700); err != nil {
 		return spec, err
 	}
-	b, err := json.Marshal(spec)
+	return spec, writeJSONFile(specPath(d.o.stateDir, name), spec)
+}
+
+// writeJSONFile writes v to path atomically, private.
+func writeJSONFile(path string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return spec, err
+		return err
 	}
-	tmp := specPath(d.o.stateDir, name) + ".tmp"
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return spec, err
+		return err
 	}
-	return spec, os.Rename(tmp, specPath(d.o.stateDir, name))
+	return os.Rename(tmp, path)
 }
 
 // spawnExternal starts the external process of t.
@@ -170,12 +192,7 @@ func (d *daemon) spawnExternal(t schema.TaskSpec) error {
 }
 
 func (d *daemon) recordExternal(name string, p *externalProc) error {
-	b, _ := json.Marshal(p)
-	tmp := pidPath(d.o.stateDir, name) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, pidPath(d.o.stateDir, name))
+	return writeJSONFile(pidPath(d.o.stateDir, name), p)
 }
 
 // adoptExternals takes over the externals a previous daemon left running.
@@ -200,9 +217,15 @@ func (d *daemon) adoptExternals() {
 	}
 }
 
-// stopExternal asks an external to save and exit (SIGTERM) and waits for
-// it; past ctx it is killed.
-func (d *daemon) stopExternal(ctx context.Context, name string) error {
+// externalStopWait is how long an external may take to drain and save
+// after SIGTERM: its own shutdown bound, its save grace, and a margin.
+const externalStopWait = ShutdownTimeout + runtime.SaveGrace + 5*time.Second
+
+// stopExternal asks an external to drain, save and exit (SIGTERM) and
+// waits for it. One that does not exit in time is left running (killing
+// it would lose what it has taken and roll its state back): the error
+// says so, and the change is retried.
+func (d *daemon) stopExternal(_ context.Context, name string) error {
 	p := d.externals[name]
 	if p == nil {
 		return nil
@@ -211,13 +234,13 @@ func (d *daemon) stopExternal(ctx context.Context, name string) error {
 	if p.alive() {
 		syscall.Kill(p.Pid, syscall.SIGTERM)
 	}
+	deadline := time.Now().Add(externalStopWait)
 	for p.alive() {
-		select {
-		case <-ctx.Done():
-			syscall.Kill(p.Pid, syscall.SIGKILL)
-			return fmt.Errorf("external %s did not exit after SIGTERM: killed (its last save stands)", name)
-		case <-time.After(5 * time.Millisecond):
+		if time.Now().After(deadline) {
+			p.stopping = false
+			return fmt.Errorf("external %s (pid %d) has not exited %v after SIGTERM: left running", name, p.Pid, externalStopWait)
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	delete(d.externals, name)
 	os.Remove(pidPath(d.o.stateDir, name))
@@ -291,7 +314,8 @@ func (d *daemon) startInternal(specs []schema.TaskSpec) []error {
 			errs[i] = err
 			continue
 		}
-		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config, Intervals: intervals(t)})
+		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config,
+			Intervals: intervals(t), CatchUp: true})
 		idx = append(idx, i)
 	}
 	for j, err := range d.host.StartAll(rs) {

@@ -50,7 +50,7 @@ func BenchmarkExternalSpawnToFirstMessage(b *testing.B) {
 	dir := testenv.TransitDir(b)
 	tr, _ := transit.Open(transit.Options{Dir: dir})
 	seen, _ := tr.Queue("Seen")
-	spec := externalSpec{Task: namedSpec{"Counter", schema.TaskSpec{Kind: "Counter", Hash: "h"}}}
+	spec := externalSpec{Task: named("Counter", schema.TaskSpec{Kind: "Counter", Hash: "h"})}
 	os.MkdirAll(externalDir(state), 0o700)
 	raw, _ := json.Marshal(spec)
 	os.WriteFile(specPath(state, "Counter"), raw, 0o600)

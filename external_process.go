@@ -27,12 +27,19 @@ import (
 type externalSpec struct {
 	Task      namedSpec   `json:"task"`
 	Stateless []namedSpec `json:"stateless"`
+	// Token is a secret shared through the (private) spec file: a config
+	// message on the task's queue must carry it, so that whoever can write
+	// to the queue cannot reconfigure the process.
+	Token string `json:"token"`
 }
 
 type namedSpec struct {
 	Name string          `json:"name"`
+	Hash string          `json:"hash"`
 	Spec schema.TaskSpec `json:"spec"`
 }
+
+func named(name string, t schema.TaskSpec) namedSpec { return namedSpec{name, t.Hash, t} }
 
 // configKey marks a message carrying a new externalSpec.
 const configKey = "config"
@@ -91,7 +98,12 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 	}
 	defer host.Close()
 	x := &external{o: o, host: host, ch: host.Channels(), namespaces: strings.Split(o.namespaces, ","),
-		running: map[string]string{}}
+		running: map[string]string{}, token: spec.Token}
+	// Record ourselves: a daemon that died between starting us and
+	// recording us must still find and adopt us.
+	if start, err := procStart(os.Getpid()); err == nil {
+		writeJSONFile(pidPath(o.stateDir, o.task), externalProc{Pid: os.Getpid(), Start: start, Hash: spec.Task.Hash, Kind: spec.Task.Spec.Kind})
+	}
 	if err := x.apply(spec); err != nil {
 		return fail(1, err)
 	}
@@ -130,6 +142,7 @@ type external struct {
 	ch         *runtime.Channels
 	namespaces []string
 	running    map[string]string // task -> applied spec hash
+	token      string
 }
 
 // receive moves messages from the task's queue to the task, applying
@@ -157,7 +170,11 @@ func (x *external) receive(q *transit.Queue, stopping *atomic.Bool) {
 			if ctl, ok := m[runtime.ControlKey].(map[string]any); ok {
 				if v, ok := ctl[configKey]; ok {
 					spec, err := specFromMessage(v)
-					if err == nil {
+					switch {
+					case err != nil:
+					case spec.Token != x.token || spec.Task.Name != x.o.task:
+						err = errors.New("config message without this process's token or for another task: refused")
+					default:
 						err = x.apply(spec)
 					}
 					if err != nil {
@@ -166,7 +183,7 @@ func (x *external) receive(q *transit.Queue, stopping *atomic.Bool) {
 					continue
 				}
 			}
-			if err := x.host.Send(x.o.task, m); err != nil {
+			if err := x.host.DeliverLocal(x.o.task, m); err != nil {
 				x.ch.Error.Error("a message taken from the queue was not delivered", "task", x.o.task, "error", err)
 			}
 		}
@@ -177,7 +194,7 @@ func (x *external) receive(q *transit.Queue, stopping *atomic.Bool) {
 func (x *external) apply(spec externalSpec) error {
 	want := map[string]schema.TaskSpec{}
 	for _, ns := range append([]namedSpec{spec.Task}, spec.Stateless...) {
-		ns.Spec.Name = ns.Name
+		ns.Spec.Name, ns.Spec.Hash = ns.Name, ns.Hash
 		want[ns.Name] = ns.Spec
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)

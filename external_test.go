@@ -78,6 +78,7 @@ func (e *extEnv) status() map[string]any {
 	e.t.Helper()
 	var reply map[string]any
 	testenv.WaitFor(e.t, 10*time.Second, "the daemon's status", func() bool {
+		e.drain() // keep Seen from filling up while we wait
 		var err error
 		reply, err = control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "status"}, time.Second)
 		return err == nil
@@ -105,15 +106,20 @@ func (e *extEnv) send(i int) {
 func (e *extEnv) collect(n int) {
 	e.t.Helper()
 	testenv.WaitFor(e.t, 20*time.Second, fmt.Sprintf("%d reports", n), func() bool {
-		for {
-			d, err := e.seen.Receive(false)
-			if err != nil || len(d.Msgs) == 0 {
-				break
-			}
-			e.got = append(e.got, d.Msgs...)
-		}
+		e.drain()
 		return len(e.got) >= n
 	})
+}
+
+// drain takes every report waiting on Seen.
+func (e *extEnv) drain() {
+	for {
+		d, err := e.seen.Receive(false)
+		if err != nil || len(d.Msgs) == 0 {
+			return
+		}
+		e.got = append(e.got, d.Msgs...)
+	}
 }
 
 func (e *extEnv) last() map[string]any { return e.got[len(e.got)-1] }
@@ -264,6 +270,26 @@ func TestCrashLoopEndsHeld(t *testing.T) {
 		tk := e.task("C")
 		return tk["status"] == "running" && tk["where"] == "external"
 	})
+	control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	d.wait(t)
+}
+
+func TestConfigChangeReachesARunningExternal(t *testing.T) {
+	t.Parallel()
+	e := newExtEnv(t, `tasks: Counter: {kind: "Counter", external: true, config: tag: "one"}`+"\n")
+	d := e.daemon()
+	e.send(1)
+	e.collect(1)
+	pid := e.last()["pid"]
+	os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(`tasks: Counter: {kind: "Counter", external: true, config: tag: "two"}`+"\n"), 0o600)
+	testenv.WaitFor(t, 10*time.Second, "the new tag in a report", func() bool {
+		e.send(len(e.got) + 1)
+		e.collect(len(e.got) + 1)
+		return e.last()["tag"] == "two"
+	})
+	if e.last()["pid"] != pid {
+		t.Fatal("the external was restarted for a config change: it should be reconfigured in place")
+	}
 	control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
 	d.wait(t)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -40,6 +41,11 @@ type TaskSpec struct {
 	// Intervals override Recur periods by timer name; "save_state" sets how
 	// often a Stateful task's changed state is saved (default 1s).
 	Intervals map[string]time.Duration
+	// CatchUp makes the task's senders in this process keep using its
+	// queue (Options.Remote) until the Inbound has drained that queue once:
+	// what they sent there while the task ran elsewhere or not at all is
+	// then delivered before what they send next.
+	CatchUp bool
 }
 
 // Options configure a Host.
@@ -116,6 +122,7 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 			errs[i] = fmt.Errorf("task %s: %w", spec.Name, err)
 			continue
 		}
+		r.catchUp.Store(spec.CatchUp && h.opts.Remote != nil)
 		rs[i] = r
 	}
 	h.publish(func(m map[string]*runner) {
@@ -208,12 +215,46 @@ func (h *Host) Stop(ctx context.Context, name string) error {
 // through the remote transport to a queue of that name.
 func (h *Host) Send(qname string, msg Message) error {
 	if r := (*h.tasks.Load())[qname]; r != nil {
+		if r.catchUp.Load() {
+			r.catchMu.RLock()
+			defer r.catchMu.RUnlock()
+			if r.catchUp.Load() && h.opts.Remote != nil {
+				return h.opts.Remote.Send(qname, msg)
+			}
+		}
 		return r.mbox.push(item{msg: msg})
 	}
 	if h.opts.Remote != nil {
 		return h.opts.Remote.Send(qname, msg)
 	}
 	return fmt.Errorf("%w: %q", ErrNoSuchQueue, qname)
+}
+
+// DeliverLocal hands msg to a task of this host only (never to its queue).
+func (h *Host) DeliverLocal(name string, msg Message) error { return h.deliverLocal(name, msg) }
+
+// catchingUp reports whether a task's senders still go through its queue.
+func (h *Host) catchingUp(name string) bool {
+	r := (*h.tasks.Load())[name]
+	return r != nil && r.catchUp.Load()
+}
+
+// finishCatchUp ends a task's catch-up: with its senders held, drain
+// moves what is left in its queue to the mailbox, then senders go direct.
+// A sender may hold its hold while it waits for room in the full queue,
+// so until the hold can be taken the queue keeps being drained.
+func (h *Host) finishCatchUp(name string, drain func()) {
+	r := (*h.tasks.Load())[name]
+	if r == nil || !r.catchUp.Load() {
+		return
+	}
+	for !r.catchMu.TryLock() {
+		drain()
+		goruntime.Gosched()
+	}
+	defer r.catchMu.Unlock()
+	drain()
+	r.catchUp.Store(false)
 }
 
 // deliverLocal hands msg to a task of this host only.

@@ -254,6 +254,20 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 		}
 	}
 	d, err := r.q.Receive(false)
+	if errors.Is(err, transit.ErrEmpty) && r.task != "" && in.h.catchingUp(r.task) {
+		// Drained once: with the task's senders held, take what arrived
+		// meanwhile, then let them deliver directly.
+		in.h.finishCatchUp(r.task, func() {
+			for {
+				d, err := r.q.Receive(false)
+				in.dead.Add(uint64(d.Dead))
+				in.deliver(name, r, d)
+				if err != nil || len(d.Msgs)+d.Dead == 0 {
+					return
+				}
+			}
+		})
+	}
 	if d.Dead > 0 {
 		in.dead.Add(uint64(d.Dead))
 	}
@@ -263,6 +277,11 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 	if d.Ring != "" {
 		in.onError(fmt.Errorf("queue %s: a doorbell ring arrived on a served queue and was dropped", name))
 	}
+	in.deliver(name, r, d)
+	return err == nil && (len(d.Msgs) > 0 || d.Dead > 0 || d.Ring != "" || d.Wake)
+}
+
+func (in *Inbound) deliver(name string, r *route, d transit.Delivery) {
 	for _, m := range d.Msgs {
 		if r.handler != nil {
 			r.handler(m)
@@ -270,5 +289,4 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 			in.onError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", name, err))
 		}
 	}
-	return err == nil && (len(d.Msgs) > 0 || d.Dead > 0 || d.Ring != "" || d.Wake)
 }

@@ -289,3 +289,39 @@ func TestInboundUnserveThenStopLosesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestCatchUpKeepsASendersOrder(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	env.in.Start()
+	rec := &recorder{}
+	const n = 4000
+	sent := make(chan struct{})
+	started := make(chan struct{})
+	go func() { // one sender, before and after the task starts here
+		defer close(sent)
+		for i := range n {
+			if i == 100 {
+				close(started)
+			}
+			if err := env.Send("T", Message{"i": float64(i)}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	<-started
+	if err := env.Start(TaskSpec{Name: "T", New: func() Task { return rec }, CatchUp: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.in.ServeTask("T"); err != nil {
+		t.Fatal(err)
+	}
+	<-sent
+	testenv.WaitFor(t, 10*time.Second, "every message", func() bool { return rec.count() == n })
+	for i, m := range rec.snapshot() {
+		if m["i"] != float64(i) {
+			t.Fatalf("message %d is %v: the queue's backlog and the direct sends were interleaved", i, m["i"])
+		}
+	}
+}

@@ -53,6 +53,11 @@ type runner struct {
 	timers       map[string]*recurTimer
 	timersClosed bool
 
+	// catchUp: senders in this process still use the task's queue; see
+	// TaskSpec.CatchUp. catchMu orders them with the end of catch-up.
+	catchUp atomic.Bool
+	catchMu sync.RWMutex
+
 	msgsIn, msgsOut, failures, sendFailures, stateGen atomic.Uint64
 	busyNanos                                         atomic.Int64
 }

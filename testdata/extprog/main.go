@@ -43,19 +43,47 @@ func init() {
 
 func main() { mm.Main() }
 
-// Counter counts the messages it gets in its state and reports each one,
-// with its count and the pid of the process that handled it, to the queue
-// named in the message's "to" (default Seen).
-type Counter struct{}
+// Counter counts the messages it gets in its state and reports each one
+// to the queue Seen, with its count, the pid of the process that handled
+// it, its config's tag, and the message's src and seq.
+type Counter struct{ tag any }
 
-func (Counter) Stateful() {}
+func (*Counter) Stateful() {}
 
-func (Counter) Message(ctx mm.Context, msg mm.Message) error {
+func (c *Counter) SetConfig(_ mm.Context, cfg map[string]any) error {
+	c.tag = cfg["tag"]
+	return nil
+}
+
+func (c *Counter) Message(ctx mm.Context, msg mm.Message) error {
 	n, _ := ctx.State()["count"].(float64)
 	n++
 	ctx.State()["count"] = n
-	return ctx.Send("Seen", mm.Message{"i": msg["i"], "count": n, "pid": float64(os.Getpid())})
+	return ctx.Send("Seen", mm.Message{"i": msg["i"], "count": n, "pid": float64(os.Getpid()),
+		"tag": c.tag, "src": msg["src"], "seq": msg["seq"]})
 }
+
+// Pump (stateless, so it runs in every process) sends bursts of {src,
+// seq} to Counter every 5ms when its config says on.
+type Pump struct{ seq float64 }
+
+func (p *Pump) SetConfig(ctx mm.Context, cfg map[string]any) error {
+	if cfg["on"] != true {
+		ctx.StopRecur("pump")
+		return nil
+	}
+	src := float64(os.Getpid())
+	burst, _ := cfg["burst"].(float64)
+	ctx.Recur("pump", 5*time.Millisecond, func(ctx mm.Context) {
+		for range max(1, int(burst)) {
+			p.seq++
+			ctx.Send("Counter", mm.Message{"src": src, "seq": p.seq})
+		}
+	})
+	return nil
+}
+
+func (*Pump) Message(mm.Context, mm.Message) error { return nil }
 
 // Crasher exits its process while starting when its config says crash.
 type Crasher struct{}
@@ -72,7 +100,8 @@ func (Crasher) SetConfig(_ mm.Context, cfg map[string]any) error {
 func (Crasher) Message(mm.Context, mm.Message) error { return nil }
 
 func init() {
-	mm.Register("acme.Counter", func() mm.Task { return Counter{} })
+	mm.Register("acme.Counter", func() mm.Task { return &Counter{} })
+	mm.Register("acme.Pump", func() mm.Task { return &Pump{} })
 	mm.Register("acme.Crasher", func() mm.Task { return Crasher{} })
 }
 
