@@ -293,3 +293,35 @@ func TestConfigChangeReachesARunningExternal(t *testing.T) {
 	control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
 	d.wait(t)
 }
+
+func TestMovingBackInKeepsEachSendersOrder(t *testing.T) {
+	t.Parallel()
+	cfg := func(ext bool) string {
+		return fmt.Sprintf("tasks: Counter: {kind: \"Counter\", external: %v}\ntasks: Pump: config: {on: true, burst: 10}\n", ext)
+	}
+	e := newExtEnv(t, cfg(false))
+	d := e.daemon()
+	for flip := range 4 {
+		ext := flip%2 == 0
+		os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(cfg(ext)), 0o600)
+		want := map[bool]string{true: "external", false: "internal"}[ext]
+		testenv.WaitFor(t, 10*time.Second, "Counter "+want, func() bool {
+			tk := e.task("Counter")
+			return tk["where"] == want && tk["observed_generation"] == tk["generation"]
+		})
+		e.collect(len(e.got) + 200)
+	}
+	last := map[float64]float64{}
+	for i, m := range e.got {
+		src, seq := m["src"].(float64), m["seq"].(float64)
+		if seq <= last[src] {
+			t.Fatalf("report %d: seq %v from %v after %v: reordered or repeated", i, seq, src, last[src])
+		}
+		last[src] = seq
+		if m["count"] != float64(i+1) {
+			t.Fatalf("report %d has count %v", i, m["count"])
+		}
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.wait(t)
+}

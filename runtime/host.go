@@ -79,6 +79,9 @@ type Host struct {
 	// tasks is replaced, never mutated, so that the message path reads it
 	// without a lock.
 	tasks atomic.Pointer[map[string]*runner]
+	// sending counts, per name, sends on their way to the queue of a task
+	// that was not here when they started.
+	sending sync.Map
 }
 
 // NewHost makes a host with no tasks.
@@ -214,20 +217,39 @@ func (h *Host) Stop(ctx context.Context, name string) error {
 // Send delivers msg to the named task in this process or, failing that,
 // through the remote transport to a queue of that name.
 func (h *Host) Send(qname string, msg Message) error {
-	if r := (*h.tasks.Load())[qname]; r != nil {
-		if r.catchUp.Load() {
-			r.catchMu.RLock()
-			defer r.catchMu.RUnlock()
-			if r.catchUp.Load() && h.opts.Remote != nil {
-				return h.opts.Remote.Send(qname, msg)
-			}
+	if h.opts.Remote == nil {
+		if r := (*h.tasks.Load())[qname]; r != nil {
+			return r.mbox.push(item{msg: msg})
 		}
-		return r.mbox.push(item{msg: msg})
+		return fmt.Errorf("%w: %q", ErrNoSuchQueue, qname)
 	}
-	if h.opts.Remote != nil {
-		return h.opts.Remote.Send(qname, msg)
+	// Count sends to the queue of a task that is not here (yet): the end
+	// of its catch-up waits for them (see finishCatchUp).
+	c := h.sendingTo(qname)
+	c.Add(1)
+	r := (*h.tasks.Load())[qname]
+	if r == nil {
+		err := h.opts.Remote.Send(qname, msg)
+		c.Add(-1)
+		return err
 	}
-	return fmt.Errorf("%w: %q", ErrNoSuchQueue, qname)
+	c.Add(-1)
+	if r.catchUp.Load() {
+		r.catchMu.RLock()
+		defer r.catchMu.RUnlock()
+		if r.catchUp.Load() {
+			return h.opts.Remote.Send(qname, msg)
+		}
+	}
+	return r.mbox.push(item{msg: msg})
+}
+
+func (h *Host) sendingTo(name string) *atomic.Int64 {
+	if v, ok := h.sending.Load(name); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := h.sending.LoadOrStore(name, new(atomic.Int64))
+	return v.(*atomic.Int64)
 }
 
 // DeliverLocal hands msg to a task of this host only (never to its queue).
@@ -253,6 +275,11 @@ func (h *Host) finishCatchUp(name string, drain func()) {
 		goruntime.Gosched()
 	}
 	defer r.catchMu.Unlock()
+	// Senders that found the task absent may still be queuing.
+	for c := h.sendingTo(name); c.Load() > 0; {
+		drain()
+		goruntime.Gosched()
+	}
 	drain()
 	r.catchUp.Store(false)
 }
