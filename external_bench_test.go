@@ -68,6 +68,7 @@ func BenchmarkExternalSpawnToFirstMessage(b *testing.B) {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
+		b.Cleanup(func() { cmd.Process.Kill() })
 		waitReport(b, seen)
 		ours = append(ours, time.Since(t0))
 		cmd.Process.Signal(syscall.SIGTERM)

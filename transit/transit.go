@@ -353,7 +353,9 @@ func (t *Transit) Remove(name string) error {
 	if err != nil {
 		return fmt.Errorf("transit: %w", err)
 	}
-	var errs []error
+	// The name goes first: a receiver that finds its kernel queue gone
+	// then stays away instead of reopening it under the old name.
+	errs := []error{os.Remove(path)}
 	if k, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 32); perr == nil {
 		if id, err := msgget(int32(k), 0); err == nil {
 			if err := msgrmid(id); err != nil {
@@ -365,7 +367,6 @@ func (t *Transit) Remove(name string) error {
 	delete(t.queues, name)
 	delete(t.doorbell, name)
 	t.mu.Unlock()
-	errs = append(errs, os.Remove(path))
 	os.Remove(t.doorbellPath(name))
 	os.RemoveAll(t.spillDir(name))
 	return errors.Join(errs...)
