@@ -120,7 +120,7 @@ func BenchmarkSendToExternalTask(b *testing.B) {
 	peer.Wait()
 
 	// Ours.
-	bin := buildExtprogB(b)
+	bin := buildExtprog(b)
 	state := b.TempDir()
 	dir := testenv.TransitDir(b)
 	tr, _ := transit.Open(transit.Options{Dir: dir, SendTimeout: time.Minute})

@@ -43,9 +43,11 @@ type daemon struct {
 	// the inbound never blocks handing one over.
 	closing chan struct{}
 
-	loaded   *schema.Config // the last config that loaded
-	desired  *schema.Config // loaded, with each external's hash covering its bundle
-	observed map[string]reconcile.Observed
+	loaded *schema.Config // the last config that loaded
+	// stateless are loaded's stateless tasks, which externals run too.
+	stateless []namedSpec
+	desired   *schema.Config // loaded, with each external's hash covering its bundle
+	observed  map[string]reconcile.Observed
 	// externals are the external processes this daemon knows of.
 	externals map[string]*externalProc
 	// exitExternals: the shutdown stops the externals too.
@@ -275,7 +277,8 @@ func (d *daemon) reload(force, confirming bool) ([]reconcile.Result, error) {
 // start.
 func (d *daemon) setDesired(loaded *schema.Config) {
 	d.loaded = loaded
-	cfg := d.withBundles(loaded)
+	d.stateless = d.statelessOf(loaded)
+	cfg := withBundles(loaded, d.stateless)
 	d.desired = cfg
 	for name, spec := range cfg.Tasks {
 		st := d.tasks[name]

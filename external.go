@@ -83,35 +83,42 @@ func isStateful(factory runtime.Factory) bool {
 	return ok
 }
 
-// bundle is what an external process of task t runs: t and every enabled
-// stateless task, with a hash over all of them, so that a change to any
-// of them reaches the external.
-func (d *daemon) bundle(cfg *schema.Config, name string) (externalSpec, string) {
-	spec := externalSpec{Task: named(name, cfg.Tasks[name])}
-	h := sha256.New()
-	h.Write([]byte(cfg.Tasks[name].Hash))
+// statelessOf lists cfg's enabled stateless tasks, which every external
+// process runs too.
+func (d *daemon) statelessOf(cfg *schema.Config) []namedSpec {
+	var out []namedSpec
 	for _, n := range cfg.Names() {
 		t := cfg.Tasks[n]
-		if n == name || t.Disabled || t.External {
+		if t.Disabled || t.External {
 			continue
 		}
-		_, factory, err := registry.Resolve(t.Kind, d.namespaces)
-		if err != nil || isStateful(factory) {
-			continue
+		if _, factory, err := registry.Resolve(t.Kind, d.namespaces); err == nil && !isStateful(factory) {
+			out = append(out, named(n, t))
 		}
-		spec.Stateless = append(spec.Stateless, named(n, t))
-		h.Write([]byte(n + "\x00" + t.Hash))
+	}
+	return out
+}
+
+// bundle is what the external process of task name runs: the task and
+// the stateless tasks, with a hash over all of them, so that a change to
+// any of them reaches the external.
+func bundle(cfg *schema.Config, name string, stateless []namedSpec) (externalSpec, string) {
+	spec := externalSpec{Task: named(name, cfg.Tasks[name]), Stateless: stateless}
+	h := sha256.New()
+	h.Write([]byte(cfg.Tasks[name].Hash))
+	for _, s := range stateless {
+		h.Write([]byte(s.Name + "\x00" + s.Hash))
 	}
 	return spec, "x" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 // withBundles gives each external task the hash of its bundle.
-func (d *daemon) withBundles(cfg *schema.Config) *schema.Config {
+func withBundles(cfg *schema.Config, stateless []namedSpec) *schema.Config {
 	out := *cfg
 	out.Tasks = make(map[string]schema.TaskSpec, len(cfg.Tasks))
 	for n, t := range cfg.Tasks {
 		if t.External && !t.Disabled {
-			_, t.Hash = d.bundle(cfg, n)
+			_, t.Hash = bundle(cfg, n, stateless)
 		}
 		out.Tasks[n] = t
 	}
@@ -121,7 +128,7 @@ func (d *daemon) withBundles(cfg *schema.Config) *schema.Config {
 // writeSpec hands the external its bundle, atomically, keeping the token
 // of the spec it already has.
 func (d *daemon) writeSpec(name string) (externalSpec, error) {
-	spec, _ := d.bundle(d.loaded, name)
+	spec, _ := bundle(d.loaded, name, d.stateless)
 	var old externalSpec
 	if b, err := os.ReadFile(specPath(d.o.stateDir, name)); err == nil && json.Unmarshal(b, &old) == nil && old.Token != "" {
 		spec.Token = old.Token

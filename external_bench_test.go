@@ -45,7 +45,7 @@ func waitReportOr(seen *transit.Queue, fail func()) map[string]any {
 // until the task has handled it; the baseline is starting the same
 // binary to print its usage and exit, in the same run.
 func BenchmarkExternalSpawnToFirstMessage(b *testing.B) {
-	bin := buildExtprogB(b)
+	bin := buildExtprog(b)
 	state := b.TempDir()
 	dir := testenv.TransitDir(b)
 	tr, _ := transit.Open(transit.Options{Dir: dir})
@@ -95,22 +95,12 @@ func isExit(err error) bool {
 	return ok
 }
 
-func buildExtprogB(b *testing.B) string {
-	bin := filepath.Join(b.TempDir(), "extprog")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join("testdata", "extprog")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building testdata/extprog: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // BenchmarkExternalKillToRecovered kills an external task with SIGKILL
 // under a running daemon and times until a message sent right after the
 // kill has been handled by its replacement; spawn-to-first-message is
 // the floor it is compared with.
 func BenchmarkExternalKillToRecovered(b *testing.B) {
-	bin := buildExtprogB(b)
+	bin := buildExtprog(b)
 	state := b.TempDir()
 	dir := testenv.TransitDir(b)
 	cfg := testenv.WriteFiles(b, map[string]string{"a.cue": `tasks: Counter: {kind: "Counter", external: true, restart: {initial: 0.001, max: 0.001, hold_after: 100000}}` + "\n"})

@@ -116,7 +116,7 @@ func TestSecondDaemonOnSameStateDirRefuses(t *testing.T) {
 
 // buildExtprog builds the program in testdata/extprog, which lives outside
 // this module and imports it as a user's daemon does.
-func buildExtprog(t *testing.T) string {
+func buildExtprog(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a separate program")

@@ -1,21 +1,15 @@
 package message
 
 import (
-	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
+
+	"github.com/multimodule/multimodule/internal/testenv"
 )
 
 // obj parses JSON so that table entries look like the messages users send.
-func obj(t *testing.T, s string) map[string]any {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		t.Fatalf("bad test JSON %s: %v", s, err)
-	}
-	return m
-}
+func obj(t *testing.T, s string) map[string]any { return testenv.Object(t, s) }
 
 func TestMatch(t *testing.T) {
 	t.Parallel()

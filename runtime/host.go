@@ -252,9 +252,6 @@ func (h *Host) sendingTo(name string) *atomic.Int64 {
 	return v.(*atomic.Int64)
 }
 
-// DeliverLocal hands msg to a task of this host only (never to its queue).
-func (h *Host) DeliverLocal(name string, msg Message) error { return h.deliverLocal(name, msg) }
-
 // catchingUp reports whether a task's senders still go through its queue.
 func (h *Host) catchingUp(name string) bool {
 	r := (*h.tasks.Load())[name]
@@ -284,8 +281,8 @@ func (h *Host) finishCatchUp(name string, drain func()) {
 	r.catchUp.Store(false)
 }
 
-// deliverLocal hands msg to a task of this host only.
-func (h *Host) deliverLocal(name string, msg Message) error {
+// DeliverLocal hands msg to a task of this host only (never to its queue).
+func (h *Host) DeliverLocal(name string, msg Message) error {
 	r := (*h.tasks.Load())[name]
 	if r == nil {
 		return fmt.Errorf("%w: %q", ErrNoSuchQueue, name)
@@ -294,9 +291,7 @@ func (h *Host) deliverLocal(name string, msg Message) error {
 }
 
 // Depth is a local task's mailbox depth (ok false if it is not here).
-func (h *Host) Depth(name string) (uint64, bool) { return h.depth(name) }
-
-func (h *Host) depth(name string) (uint64, bool) {
+func (h *Host) Depth(name string) (uint64, bool) {
 	r := (*h.tasks.Load())[name]
 	if r == nil {
 		return 0, false

@@ -244,7 +244,7 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 		return false
 	}
 	if r.task != "" {
-		depth, ok := in.h.depth(r.task)
+		depth, ok := in.h.Depth(r.task)
 		if !ok {
 			return false
 		}
@@ -285,7 +285,7 @@ func (in *Inbound) deliver(name string, r *route, d transit.Delivery) {
 	for _, m := range d.Msgs {
 		if r.handler != nil {
 			r.handler(m)
-		} else if err := in.h.deliverLocal(r.task, m); err != nil {
+		} else if err := in.h.DeliverLocal(r.task, m); err != nil {
 			in.onError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", name, err))
 		}
 	}

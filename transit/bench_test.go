@@ -138,6 +138,17 @@ func privateQueues(b *testing.B, n int) []int {
 	return ids
 }
 
+// benchTransit is a transit dir whose queues are removed after the run.
+func benchTransit(b *testing.B) (string, *Transit) {
+	dir := filepath.Join(b.TempDir(), "transit")
+	tr, err := Open(Options{Dir: dir, SendTimeout: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { tr.RemoveAll() })
+	return dir, tr
+}
+
 // bareThroughput: encoding/json and blocking msgsnd in this process,
 // msgrcv and encoding/json in the peer.
 func bareThroughput(b *testing.B, n int) time.Duration {
@@ -160,12 +171,7 @@ func bareThroughput(b *testing.B, n int) time.Duration {
 }
 
 func ourThroughput(b *testing.B, n, batch int) time.Duration {
-	dir := filepath.Join(b.TempDir(), "transit")
-	tr, err := Open(Options{Dir: dir, SendTimeout: time.Minute})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { tr.RemoveAll() })
+	dir, tr := benchTransit(b)
 	in, _ := tr.Queue("in")
 	ack, _ := tr.Queue("ack")
 	peer := startPeer(b, "mm-sink", dir, "in", "ack", n)
@@ -235,12 +241,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	bare := time.Since(t0)
 	peer.Wait()
 
-	dir := filepath.Join(b.TempDir(), "transit")
-	tr, err := Open(Options{Dir: dir})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { tr.RemoveAll() })
+	dir, tr := benchTransit(b)
 	ping, _ := tr.Queue("ping")
 	pong, _ := tr.Queue("pong")
 	peer = startPeer(b, "mm-echo", dir, "ping", "pong", n)

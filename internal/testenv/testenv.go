@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"sync"
@@ -57,6 +58,17 @@ func WriteFiles(t testing.TB, files map[string]string) string {
 		}
 	}
 	return dir
+}
+
+// Object parses a JSON object, so that test tables can write messages
+// as users send them.
+func Object(t testing.TB, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatalf("bad test JSON %s: %v", s, err)
+	}
+	return m
 }
 
 // TransitDir is a private transit dir for one test; every System V queue

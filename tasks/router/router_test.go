@@ -6,19 +6,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/runtime"
 )
 
 // obj parses JSON so that table entries look like the messages users send.
-func obj(t *testing.T, s string) map[string]any {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		t.Fatalf("bad test JSON %s: %v", s, err)
-	}
-	return m
-}
+func obj(t *testing.T, s string) map[string]any { return testenv.Object(t, s) }
 
 // routed runs one message through a Router configured with routes and
 // returns what it sent, as "queue:json" lines.
