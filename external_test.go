@@ -264,6 +264,16 @@ func TestCrashLoopEndsHeld(t *testing.T) {
 	if tk := e.task("C"); !strings.Contains(fmt.Sprint(tk["conditions"]), "RetriesExhausted") {
 		t.Fatalf("held task %v", tk)
 	}
+	// mmctl clear gives it another chance: it crashes again (a new process,
+	// named in the new last error) and is held again.
+	before := e.task("C")["last_error"]
+	if _, err := control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "clear", "task": "C"}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "C retried and held again", func() bool {
+		tk := e.task("C")
+		return tk["status"] == "held" && tk["last_error"] != before
+	})
 	// A config change gives it another chance.
 	os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(`tasks: C: {kind: "Crasher", external: true, config: crash: false}`+"\n"), 0o600)
 	testenv.WaitFor(t, 20*time.Second, "C running", func() bool {

@@ -151,8 +151,10 @@ func TestEveryKindOfSaveIsAppliedAndStateKept(t *testing.T) {
 	}
 	for i, s := range saves {
 		v := fmt.Sprintf("v%d", i+1)
+		t0 := time.Now()
 		s.save(probeFile("Saves", v))
 		testenv.WaitFor(t, 5*time.Second, s.name+" save applied", func() bool { return lastConfig("Saves") == v })
+		t.Logf("%s save applied after %v", s.name, time.Since(t0).Round(time.Millisecond))
 		// Reconfigured in place: the state carried over.
 		if n := g.count(t, "Saves"); n != float64(i+2) {
 			t.Fatalf("after the %s save the count is %v, want %d: state lost", s.name, n, i+2)
