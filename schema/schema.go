@@ -142,9 +142,54 @@ type TaskSpec struct {
 
 // Levels are a metric's thresholds; nil means not set.
 type Levels struct {
-	Warn     *float64 `json:"warn,omitempty"`
-	Severe   *float64 `json:"severe,omitempty"`
-	Failsafe *float64 `json:"failsafe,omitempty"`
+	Warn     *Threshold `json:"warn,omitempty"`
+	Severe   *Threshold `json:"severe,omitempty"`
+	Failsafe *Threshold `json:"failsafe,omitempty"`
+}
+
+// Threshold is one limit: a number in the metric's unit or, for memory, a
+// fraction of the box's memory (a number up to 1) or a size ("200MiB").
+type Threshold struct {
+	// Value is the number as written, or the size in bytes.
+	Value float64
+	// Size is the size as written; empty for a number.
+	Size string
+}
+
+func (t Threshold) MarshalJSON() ([]byte, error) {
+	if t.Size != "" {
+		return json.Marshal(t.Size)
+	}
+	return json.Marshal(t.Value)
+}
+
+func (t *Threshold) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		n, err := ParseSize(s)
+		*t = Threshold{Value: n, Size: s}
+		return err
+	}
+	*t = Threshold{}
+	return json.Unmarshal(b, &t.Value)
+}
+
+var sizeUnits = map[string]float64{
+	"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+	"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+}
+
+// ParseSize reads a size such as "200MiB", "1.5GB" or "4096B" (the
+// schema's #Size) into bytes.
+func ParseSize(s string) (float64, error) {
+	num := strings.TrimRight(s, "KMGTiB")
+	unit := s[len(num):]
+	mult, ok := sizeUnits[unit]
+	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if !ok || err != nil || n < 0 || strings.ContainsAny(num, "eEx+-_") {
+		return 0, fmt.Errorf("size %q: want a number and one of B, KB, MB, GB, TB, KiB, MiB, GiB, TiB", s)
+	}
+	return n * mult, nil
 }
 
 // Restart is a task's restart backoff (seconds).
@@ -156,7 +201,13 @@ type Restart struct {
 
 // DaemonSpec holds the daemon-wide settings.
 type DaemonSpec struct {
+	// Limits are every task's defaults, level by level.
 	Limits map[string]Levels `json:"limits"`
+	// SampleEvery is the seconds between two samples of every task.
+	SampleEvery float64 `json:"sample_every"`
+	// FailsafeGrace is the seconds a failsafed external has between
+	// SIGTERM and SIGKILL.
+	FailsafeGrace float64 `json:"failsafe_grace"`
 }
 
 // Error is one problem, located in a config file.

@@ -125,6 +125,18 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			[]string{"bad.cue:1:26", "tasks.Router.external"}},
 		{"interval too small", "tasks: E: intervals: tick: 1e-12\n",
 			[]string{"bad.cue:1:28", "tasks.E.intervals.tick"}},
+		{"queue fill has no failsafe", "tasks: E: limits: queue_fill: failsafe: 0.9\n",
+			[]string{"bad.cue:1:31", "tasks.E.limits.queue_fill.failsafe", "not allowed"}},
+		{"memory not a size", "tasks: E: limits: memory: warn: \"200 megs\"\n",
+			[]string{"bad.cue:1:33", "tasks.E.limits.memory.warn"}},
+		{"memory fraction over 1", "tasks: E: limits: memory: warn: 2\n",
+			[]string{"bad.cue:1:33", "tasks.E.limits.memory.warn"}},
+		{"cpu as a string", "tasks: E: limits: cpu: warn: \"1\"\n",
+			[]string{"bad.cue:1:30", "tasks.E.limits.cpu.warn"}},
+		{"empty levels", "tasks: E: limits: fds: {}\n",
+			[]string{"bad.cue:1:", "tasks.E.limits.fds"}},
+		{"sampling too fast", "daemon: sample_every: 0\n",
+			[]string{"bad.cue:1:23", "daemon.sample_every"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,6 +175,33 @@ tasks: Router: config: routes: [
 	}
 	if cfg.Tasks["my-task"].Kind != "my-task" {
 		t.Fatalf("kind %q", cfg.Tasks["my-task"].Kind)
+	}
+}
+
+func TestLoadLimits(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	dir := testenv.WriteFiles(t, map[string]string{"a.cue": `
+tasks: E: limits: {memory: {warn: 0.05, failsafe: "200MiB"}, cpu: severe: 1.5, queue_fill: warn: 0.5}
+daemon: {limits: fds: warn: 10, sample_every: 0.25}
+`})
+	cfg, err := s.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Tasks["E"].Limits
+	if l["memory"].Warn.Value != 0.05 || l["memory"].Failsafe.Value != 200<<20 || l["memory"].Failsafe.Size != "200MiB" ||
+		l["cpu"].Severe.Value != 1.5 || l["cpu"].Warn != nil || l["queue_fill"].Warn.Value != 0.5 {
+		t.Fatalf("limits %+v", l)
+	}
+	d := cfg.Daemon
+	if d.Limits["fds"].Warn.Value != 10 || d.SampleEvery != 0.25 || d.FailsafeGrace != 5 {
+		t.Fatalf("daemon %+v", d)
+	}
+	// The default settings without a daemon section.
+	dir = testenv.WriteFiles(t, map[string]string{"a.cue": "tasks: E: {}\n"})
+	if cfg, err = s.Load(dir); err != nil || cfg.Daemon.SampleEvery != 1 || cfg.Daemon.FailsafeGrace != 5 {
+		t.Fatalf("defaults %+v, %v", cfg.Daemon, err)
 	}
 }
 
@@ -217,4 +256,28 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("unclassified error: %v", err)
 		}
 	})
+}
+
+func TestParseSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want float64
+		bad  bool
+	}{
+		{in: "200MiB", want: 200 << 20},
+		{in: "1.5GB", want: 1.5e9},
+		{in: "4096B", want: 4096},
+		{in: "512 KiB", want: 512 << 10},
+		{in: "1TiB", want: 1 << 40},
+		{in: "12", bad: true},
+		{in: "MiB", bad: true},
+		{in: "1e3MB", bad: true},
+		{in: "-1MB", bad: true},
+		{in: "1XB", bad: true},
+	} {
+		got, err := schema.ParseSize(c.in)
+		if c.bad != (err != nil) || got != c.want {
+			t.Errorf("ParseSize(%q) = %v, %v", c.in, got, err)
+		}
+	}
 }

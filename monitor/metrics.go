@@ -1,0 +1,62 @@
+package monitor
+
+import "math"
+
+// Metric names, as they appear in a task's limits, alerts, status and
+// (prefixed) in Prometheus.
+const (
+	CPU         = "cpu"          // cores: process CPU time, or an internal task's handler busy time, per second
+	Memory      = "memory"       // bytes resident (externals)
+	ReadBytes   = "read_bytes"   // bytes read from storage per second (externals)
+	WriteBytes  = "write_bytes"  // bytes written to storage per second (externals)
+	FDs         = "fds"          // open file descriptors (externals)
+	Threads     = "threads"      // OS threads (externals)
+	QueueFill   = "queue_fill"   // the task's System V queue: bytes used / capacity
+	Mailbox     = "mailbox"      // messages taken from the queue and waiting for the handler
+	Restarts    = "restarts"     // restarts in the last RestartWindow
+	Failures    = "failures"     // message handler errors and panics per second
+	MessagesIn  = "messages_in"  // messages handled per second
+	MessagesOut = "messages_out" // messages sent and emitted per second
+)
+
+// Metric describes one metric.
+type Metric struct {
+	Name string
+	// Unit is the Prometheus unit suffix ("" for none).
+	Unit string
+	Help string
+	// NoFailsafe: acting on this metric would make things worse (a task
+	// whose queue fills must not stop taking from it).
+	NoFailsafe bool
+}
+
+// Metrics lists every metric, in the order they are shown.
+var Metrics = []Metric{
+	{Name: CPU, Unit: "cores", Help: "CPU used, in cores (an internal task: its handler's busy time per second)"},
+	{Name: Memory, Unit: "bytes", Help: "resident memory of an external task's process"},
+	{Name: ReadBytes, Unit: "bytes_per_second", Help: "bytes an external task's process read from storage per second"},
+	{Name: WriteBytes, Unit: "bytes_per_second", Help: "bytes an external task's process wrote to storage per second"},
+	{Name: FDs, Unit: "", Help: "open file descriptors of an external task's process"},
+	{Name: Threads, Unit: "", Help: "OS threads of an external task's process"},
+	{Name: QueueFill, Unit: "ratio", Help: "the task's System V queue: bytes used / capacity", NoFailsafe: true},
+	{Name: Mailbox, Unit: "messages", Help: "messages taken from the queue, waiting for the handler"},
+	{Name: Restarts, Unit: "", Help: "restarts in the last 10 minutes"},
+	{Name: Failures, Unit: "per_second", Help: "message handler errors and panics per second"},
+	{Name: MessagesIn, Unit: "per_second", Help: "messages handled per second"},
+	{Name: MessagesOut, Unit: "per_second", Help: "messages sent and emitted per second"},
+}
+
+// Defaults are the limits of a task that sets none (the original's):
+// memory is a fraction of the box's, here turned into bytes.
+func Defaults(boxMemory float64) map[string]Thresholds {
+	nan := math.NaN()
+	return map[string]Thresholds{
+		CPU:       {1.4, 1.6, 1.9},
+		Memory:    {0.1 * boxMemory, 0.15 * boxMemory, 0.3 * boxMemory},
+		FDs:       {100, 150, 200},
+		Threads:   {100, 150, 200},
+		QueueFill: {0.6, 0.8, nan},
+		Restarts:  {3, 5, nan},
+		Failures:  {1, 10, nan},
+	}
+}
