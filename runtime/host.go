@@ -60,6 +60,9 @@ type Options struct {
 	// Remote reaches queues that no task of this host serves. Without it,
 	// sending to an unknown name is an error.
 	Remote Remote
+	// OOBForward, if set, takes the records of every out-of-band channel
+	// instead of the OOB targets (see ChannelOptions.Forward).
+	OOBForward func(msg Message) error
 }
 
 // Remote is a transport to queues outside this process (System V today;
@@ -89,7 +92,7 @@ func NewHost(opts Options) (*Host, error) {
 	h := &Host{opts: opts}
 	h.tasks.Store(&map[string]*runner{})
 	ch, err := OpenChannels(opts.OOB, ChannelOptions{
-		Level: opts.Level, Stdout: opts.Stdout, Stderr: opts.Stderr, Send: h.Send,
+		Level: opts.Level, Stdout: opts.Stdout, Stderr: opts.Stderr, Send: h.Send, Forward: opts.OOBForward,
 	})
 	if err != nil {
 		return nil, err

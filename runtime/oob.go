@@ -41,6 +41,10 @@ type ChannelOptions struct {
 	// Send delivers a record to a queue (or to the Router, as "Router").
 	// Without it, queue targets are an error.
 	Send func(qname string, msg Message) error
+	// Forward, if set, takes every channel's records instead of the -o
+	// targets (an external process hands them to its daemon); a record
+	// it fails to take is written to Stderr.
+	Forward func(msg Message) error
 }
 
 // ParseOOB reads an -o spec ("log:1,alert:myq,error:/var/log/mm.err,
@@ -86,6 +90,9 @@ func OpenChannels(spec string, opts ChannelOptions) (*Channels, error) {
 		var h slog.Handler
 		hopts := &slog.HandlerOptions{Level: min}
 		switch {
+		case opts.Forward != nil:
+			h = &sendHandler{channel: ch, qname: "the daemon", min: min, send: func(_ string, m Message) error { return opts.Forward(m) },
+				fallback: slog.NewTextHandler(opts.Stderr, hopts)}
 		case target == "1":
 			h = slog.NewTextHandler(opts.Stdout, hopts)
 		case target == "2":

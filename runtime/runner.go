@@ -60,6 +60,9 @@ type runner struct {
 
 	msgsIn, msgsOut, failures, sendFailures, stateGen atomic.Uint64
 	busyNanos                                         atomic.Int64
+	// busySince is when the batch being handled began (unix ns), 0 when
+	// idle: a handler that runs long shows as busy while it runs.
+	busySince atomic.Int64
 }
 
 func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
@@ -109,6 +112,7 @@ func (r *runner) loop() {
 			continue
 		}
 		t0 := time.Now()
+		r.busySince.Store(t0.UnixNano())
 		var msgs, all uint64
 		for s := batch; s != nil; s = s.next {
 			for i := range s.items[:s.n] {
@@ -124,6 +128,7 @@ func (r *runner) loop() {
 		}
 		r.msgsIn.Add(msgs)
 		r.busyNanos.Add(int64(time.Since(t0)))
+		r.busySince.Store(0)
 		r.mbox.done.Add(all)
 		r.mbox.recycle(batch)
 	}
@@ -404,12 +409,22 @@ func (r *runner) alert(msg string, kv ...any) {
 	r.h.ch.Alert.Warn(msg, append([]any{"task", r.name}, kv...)...)
 }
 
+// busy is the handler's busy time so far, the batch in hand included.
+func (r *runner) busy() time.Duration {
+	since := r.busySince.Load()
+	b := time.Duration(r.busyNanos.Load())
+	if since != 0 {
+		b += time.Duration(max(0, time.Now().UnixNano()-since))
+	}
+	return b
+}
+
 func (r *runner) status() TaskStatus {
 	s := TaskStatus{
 		Name: r.name, Kind: r.kind, Stateful: r.stateful, Started: r.started,
 		MessagesIn: r.msgsIn.Load(), MessagesOut: r.msgsOut.Load(), Failures: r.failures.Load(),
 		SendFailures: r.sendFailures.Load(),
-		Depth:        r.mbox.depth(), Busy: time.Duration(r.busyNanos.Load()),
+		Depth:        r.mbox.depth(), Busy: r.busy(),
 		StateGeneration: r.stateGen.Load(), Timers: map[string]time.Duration{},
 	}
 	r.tmu.Lock()
