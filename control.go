@@ -142,6 +142,7 @@ func (d *daemon) clear(op map[string]any) error {
 		return fmt.Errorf("task %s is not held", task)
 	}
 	st.held, st.failures, st.nextTry = false, 0, time.Time{}
+	d.saveHeld()
 	d.ch.Log.Info("task cleared: retrying", "task", task)
 	d.reconcile(false)
 	return nil
@@ -234,7 +235,7 @@ func (d *daemon) status() map[string]any {
 		switch {
 		case held:
 			conds = append(conds, condition("Reconciling", false, "", ""),
-				condition("Stalled", true, "RetriesExhausted", st.lastErr))
+				condition("Stalled", true, st.holdWhy, st.lastErr))
 		case pending && st != nil && st.lastErr != "":
 			conds = append(conds, condition("Reconciling", true, "Retrying",
 				fmt.Sprintf("attempt %d failed: %s; next at %s", st.failures, st.lastErr, st.nextTry.Format(time.RFC3339))),
@@ -251,6 +252,9 @@ func (d *daemon) status() map[string]any {
 			t["mailbox_depth"], t["busy_s"] = float64(s.Depth), s.Busy.Seconds()
 			t["state_generation"] = float64(s.StateGeneration)
 		}
+		if w := d.mon.tasks[name]; w != nil && isRunning {
+			t["metrics"], t["levels"] = w.status()
+		}
 		if isRunning {
 			if q, err := d.tr.Lookup(name); err == nil {
 				if qs, err := q.Stats(); err == nil {
@@ -261,6 +265,7 @@ func (d *daemon) status() map[string]any {
 		}
 		tasks = append(tasks, t)
 	}
+	metrics, levels := d.mon.self.status()
 	return map[string]any{
 		"daemon": map[string]any{
 			"pid": float64(os.Getpid()), "started": d.started.UTC().Format(time.RFC3339),
@@ -268,6 +273,8 @@ func (d *daemon) status() map[string]any {
 			"config_hash": d.desired.SourceHash, "config_error": d.configErr,
 			"state_dir": d.o.stateDir, "transit_dir": d.tr.Dir(), "control_queue": d.o.controlQueue,
 			"dead_letters": float64(d.in.DeadLetters()),
+			"metrics":      metrics,
+			"levels":       levels,
 		},
 		"tasks": tasks,
 	}

@@ -63,6 +63,20 @@ type daemon struct {
 	confirm *time.Timer
 	// confirmHash is the content hash whose removals wait for confirmation.
 	confirmHash string
+
+	mon         *taskMonitor
+	sampler     *time.Ticker
+	sampleEvery time.Duration
+	// oob brings the records and reports of external processes.
+	oob chan runtime.Message
+	// tokens are the externals' secrets, by task (see externalSpec).
+	tokens map[string]string
+	// draining are failsafed internal tasks still handing in what they
+	// took; drained says when one is done.
+	draining map[string]bool
+	drained  chan drainResult
+	// stopMetrics stops the Prometheus endpoint (--metrics-addr).
+	stopMetrics func()
 }
 
 // taskState is the reconcile bookkeeping of one task name.
@@ -76,13 +90,20 @@ type taskState struct {
 	nextTry  time.Time
 	lastErr  string
 	held     bool
+	// holdWhy is holdRetries or holdFailsafe.
+	holdWhy   string
+	heldSince time.Time
+	// restarts are the times the task's process was restarted after a
+	// crash, within restartWindow.
+	restarts []time.Time
 }
 
 func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*daemon, int, error) {
 	d := &daemon{o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
 		control: make(chan runtime.Message, 64), closing: make(chan struct{}), observed: map[string]reconcile.Observed{},
 		tasks: map[string]*taskState{}, externals: map[string]*externalProc{}, exited: make(chan struct{}, 1),
-		retry: stoppedTimer(), confirm: stoppedTimer()}
+		retry: stoppedTimer(), confirm: stoppedTimer(), mon: newTaskMonitor(), oob: make(chan runtime.Message, 1024),
+		tokens: map[string]string{}, draining: map[string]bool{}, drained: make(chan drainResult, 16)}
 	var err error
 	if d.schema, err = NewSchema(); err != nil {
 		return nil, 1, err
@@ -108,6 +129,11 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 		return fail(2, err)
 	}
 	d.ch = d.host.Channels()
+	if o.metricsAddr != "" {
+		if d.stopMetrics, err = d.serveMetrics(o.metricsAddr); err != nil {
+			return fail(1, err)
+		}
+	}
 	d.in, err = runtime.NewInbound(d.host, d.tr, o.controlQueue+".doorbell", func(err error) {
 		d.ch.Error.Error("inbound", "error", err)
 	})
@@ -123,6 +149,14 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 	}); err != nil {
 		return fail(1, err)
 	}
+	if err := d.in.ServeFunc(oobQueue(o.controlQueue), func(m runtime.Message) {
+		select {
+		case d.oob <- m:
+		default: // the daemon is behind: a record or report from an external is dropped
+		}
+	}); err != nil {
+		return fail(1, err)
+	}
 	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
 		OnError: func(err error) { d.ch.Error.Error("watching the config dir", "error", err) },
 	})
@@ -131,6 +165,7 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 	}
 	d.adoptExternals()
 	d.setDesired(cfg)
+	d.loadHeld()
 	d.reconcile(false)
 	return d, 0, nil
 }
@@ -178,6 +213,8 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 	d.in.Start()
 	watchExternals := time.NewTicker(100 * time.Millisecond)
 	defer watchExternals.Stop()
+	d.sampler = time.NewTicker(d.sampleEvery)
+	defer d.sampler.Stop()
 	d.ch.Log.Info("multimodule running", "tasks", len(d.observed), "config", d.o.configDir,
 		"state_dir", d.o.stateDir, "transit_dir", d.tr.Dir(), "control_queue", d.o.controlQueue, "pid", os.Getpid())
 	reason := ""
@@ -199,6 +236,16 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 			d.checkExternals()
 		case <-d.exited:
 			d.checkExternals()
+		case <-d.sampler.C:
+			d.sample()
+		case m := <-d.oob:
+			d.handleOOB(m)
+		case r := <-d.drained:
+			delete(d.draining, r.task)
+			if r.err != nil {
+				d.ch.Error.Error("failsafe: the task did not finish what it had taken", "task", r.task, "error", r.err)
+			}
+			d.reconcile(false)
 		}
 	}
 	stopWatch()
@@ -212,12 +259,16 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	d.ch.Log.Info("shutting down", "reason", reason)
 	close(d.closing)
 	defer d.lock.Unlock()
+	if d.stopMetrics != nil {
+		defer d.stopMetrics()
+	}
 	defer d.host.Close()
 	d.in.Stop()
 	for name := range d.observed {
 		d.in.Unserve(name)
 	}
 	d.in.Unserve(d.o.controlQueue)
+	d.in.Unserve(oobQueue(d.o.controlQueue))
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if d.exitExternals {
@@ -280,6 +331,7 @@ func (d *daemon) setDesired(loaded *schema.Config) {
 	d.stateless = d.statelessOf(loaded)
 	cfg := withBundles(loaded, d.stateless)
 	d.desired = cfg
+	released := false
 	for name, spec := range cfg.Tasks {
 		st := d.tasks[name]
 		if st == nil {
@@ -289,7 +341,24 @@ func (d *daemon) setDesired(loaded *schema.Config) {
 		if st.specHash != spec.Hash {
 			st.specHash = spec.Hash
 			st.generation++
+			if st.held {
+				d.ch.Log.Info("held task released: its config changed", "task", name)
+				released = true
+			}
 			st.failures, st.held, st.nextTry, st.lastErr = 0, false, time.Time{}, ""
+		}
+	}
+	if released {
+		d.saveHeld()
+	}
+	every := time.Duration(cfg.Daemon.SampleEvery * float64(time.Second))
+	if every <= 0 {
+		every = time.Second
+	}
+	if every != d.sampleEvery {
+		d.sampleEvery = every
+		if d.sampler != nil {
+			d.sampler.Reset(every)
 		}
 	}
 }
@@ -306,9 +375,17 @@ func (d *daemon) plan(deferRemovals bool) (apply []reconcile.Action, shown []rec
 			shown = append(shown, stop)
 			continue
 		}
+		if d.draining[name] {
+			shown = append(shown, a)
+			continue // a failsafed task still finishing what it took
+		}
 		if st := d.tasks[name]; st != nil {
 			if st.held {
-				shown = append(shown, reconcile.Held{Name: name, Reason: "retries exhausted: " + st.lastErr})
+				reason := "retries exhausted: " + st.lastErr
+				if st.holdWhy == holdFailsafe {
+					reason = st.lastErr
+				}
+				shown = append(shown, reconcile.Held{Name: name, Reason: reason})
 				continue
 			}
 			if now.Before(st.nextTry) {
@@ -366,9 +443,7 @@ func (d *daemon) noteFailure(name string, st *taskState, err error) {
 	delay := backoff(rs, st.failures)
 	st.nextTry = time.Now().Add(delay)
 	if rs.HoldAfter > 0 && st.failures >= rs.HoldAfter {
-		st.held = true
-		d.ch.Alert.Warn("task held: it failed too often; fix the config or mmctl clear it",
-			"task", name, "failures", st.failures, "error", err)
+		d.hold(name, st, holdRetries, err.Error())
 		return
 	}
 	d.ch.Error.Error("reconcile", "task", name, "error", err, "failures", st.failures, "retry_in", delay)

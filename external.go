@@ -37,6 +37,8 @@ type externalProc struct {
 
 	started  time.Time
 	stopping bool
+	// failsafed: a failsafe is ending it; its exit is not a crash.
+	failsafed bool
 }
 
 // stableAfter is how long an external must run before a crash no longer
@@ -125,18 +127,29 @@ func withBundles(cfg *schema.Config, stateless []namedSpec) *schema.Config {
 	return &out
 }
 
+// readSpec reads the spec last handed to task's external process.
+func readSpec(stateDir, task string) (externalSpec, error) {
+	var spec externalSpec
+	b, err := os.ReadFile(specPath(stateDir, task))
+	if err == nil {
+		err = json.Unmarshal(b, &spec)
+	}
+	return spec, err
+}
+
 // writeSpec hands the external its bundle, atomically, keeping the token
 // of the spec it already has.
 func (d *daemon) writeSpec(name string) (externalSpec, error) {
 	spec, _ := bundle(d.loaded, name, d.stateless)
-	var old externalSpec
-	if b, err := os.ReadFile(specPath(d.o.stateDir, name)); err == nil && json.Unmarshal(b, &old) == nil && old.Token != "" {
+	spec.ReportEvery = d.sampleEvery.Seconds()
+	if old, err := readSpec(d.o.stateDir, name); err == nil && old.Token != "" {
 		spec.Token = old.Token
 	} else {
 		var r [16]byte
 		rand.Read(r[:])
 		spec.Token = hex.EncodeToString(r[:])
 	}
+	d.tokens[name] = spec.Token
 	if err := os.MkdirAll(externalDir(d.o.stateDir), 0o700); err != nil {
 		return spec, err
 	}
@@ -218,6 +231,9 @@ func (d *daemon) adoptExternals() {
 			continue
 		}
 		p.started = time.Now()
+		if spec, err := readSpec(d.o.stateDir, name); err == nil {
+			d.tokens[name] = spec.Token
+		}
 		d.externals[name] = &p
 		d.observed[name] = reconcile.Observed{Name: name, Kind: p.Kind, Hash: p.Hash, External: true}
 		d.ch.Log.Info("adopted a running external task", "task", name, "pid", p.Pid)
@@ -259,7 +275,14 @@ func (d *daemon) stopExternal(_ context.Context, name string) error {
 func (d *daemon) checkExternals() {
 	crashed := false
 	for name, p := range d.externals {
-		if p.stopping {
+		if p.failsafed && !p.alive() {
+			delete(d.externals, name)
+			delete(d.observed, name)
+			os.Remove(pidPath(d.o.stateDir, name))
+			d.ch.Log.Info("failsafed external task has exited", "task", name, "pid", p.Pid)
+			continue
+		}
+		if p.stopping || p.failsafed {
 			continue
 		}
 		if p.alive() {
@@ -279,6 +302,7 @@ func (d *daemon) checkExternals() {
 		if time.Since(p.started) > stableAfter {
 			st.failures = 0 // it ran well: this is not a loop
 		}
+		st.restarts = append(st.restarts, time.Now())
 		d.noteFailure(name, st, fmt.Errorf("external process %d exited unexpectedly", p.Pid))
 		if st.failures == 1 && !st.held {
 			st.nextTry = time.Now() // the first crash is restarted at once

@@ -29,9 +29,24 @@ type externalSpec struct {
 	Stateless []namedSpec `json:"stateless"`
 	// Token is a secret shared through the (private) spec file: a config
 	// message on the task's queue must carry it, so that whoever can write
-	// to the queue cannot reconfigure the process.
+	// to the queue cannot reconfigure the process. It also signs what the
+	// process sends the daemon (reports and out-of-band records).
 	Token string `json:"token"`
+	// ReportEvery is the seconds between two reports of the task's
+	// counters to the daemon.
+	ReportEvery float64 `json:"report_every"`
 }
+
+// oobQueue is where external processes send the daemon their out-of-band
+// records and reports.
+func oobQueue(controlQueue string) string { return controlQueue + ".oob" }
+
+// Keys of what an external process sends to oobQueue.
+const (
+	fromKey   = "from_task"
+	tokenKey  = "token"
+	reportKey = ".multimodule_report"
+)
 
 type namedSpec struct {
 	Name string          `json:"name"`
@@ -91,14 +106,25 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 	if err != nil {
 		return fail(1, err)
 	}
+	toDaemon, err := tr.Queue(oobQueue(o.controlQueue))
+	if err != nil {
+		return fail(1, err)
+	}
+	// Everything sent to the daemon is signed, and waits only briefly for
+	// room: a daemon that is down or behind must not slow the task.
+	sendDaemon := func(m runtime.Message) error {
+		m[fromKey], m[tokenKey] = o.task, spec.Token
+		return toDaemon.SendWithin(m, 20*time.Millisecond)
+	}
 	host, err := runtime.NewHost(runtime.Options{StateDir: o.stateDir, OOB: o.oob, Level: level,
-		Stdout: stdout, Stderr: stderr, Remote: tr})
+		Stdout: stdout, Stderr: stderr, Remote: tr, OOBForward: sendDaemon})
 	if err != nil {
 		return fail(2, err)
 	}
 	defer host.Close()
 	x := &external{o: o, host: host, ch: host.Channels(), namespaces: strings.Split(o.namespaces, ","),
 		running: map[string]string{}, token: spec.Token}
+	x.reportEvery.Store(int64(reportInterval(spec)))
 	// Record ourselves: a daemon that died between starting us and
 	// recording us must still find and adopt us.
 	if start, err := procStart(os.Getpid()); err == nil {
@@ -116,6 +142,9 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 	var stopping atomic.Bool
 	done := make(chan struct{})
 	go func() { defer close(done); x.receive(q, &stopping) }()
+	stopReports := make(chan struct{})
+	defer close(stopReports)
+	go x.report(sendDaemon, stopReports)
 	var s os.Signal
 	select {
 	case s = <-sig:
@@ -143,6 +172,35 @@ type external struct {
 	namespaces []string
 	running    map[string]string // task -> applied spec hash
 	token      string
+	// reportEvery is the time between two reports to the daemon.
+	reportEvery atomic.Int64
+}
+
+func reportInterval(spec externalSpec) time.Duration {
+	if spec.ReportEvery <= 0 {
+		return time.Second
+	}
+	return time.Duration(spec.ReportEvery * float64(time.Second))
+}
+
+// report sends the daemon the task's counters every reportEvery, which it
+// turns into the task's rates and levels.
+func (x *external) report(send func(runtime.Message) error, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(time.Duration(x.reportEvery.Load())):
+		}
+		for _, s := range x.host.Status() {
+			if s.Name != x.o.task {
+				continue
+			}
+			send(runtime.Message{reportKey: map[string]any{"busy_s": s.Busy.Seconds(),
+				"messages_in": float64(s.MessagesIn), "messages_out": float64(s.MessagesOut),
+				"failures": float64(s.Failures), "depth": float64(s.Depth)}})
+		}
+	}
 }
 
 // receive moves messages from the task's queue to the task, applying
@@ -175,6 +233,7 @@ func (x *external) receive(q *transit.Queue, stopping *atomic.Bool) {
 					case spec.Token != x.token || spec.Task.Name != x.o.task:
 						err = errors.New("config message without this process's token or for another task: refused")
 					default:
+						x.reportEvery.Store(int64(reportInterval(spec)))
 						err = x.apply(spec)
 					}
 					if err != nil {

@@ -22,6 +22,8 @@ type extEnv struct {
 	tr              *transit.Transit
 	seen            *transit.Queue
 	got             []map[string]any
+	// args are more daemon flags.
+	args []string
 }
 
 func newExtEnv(t *testing.T, config string) *extEnv {
@@ -40,7 +42,7 @@ func newExtEnv(t *testing.T, config string) *extEnv {
 }
 
 func (e *extEnv) daemon() *proc {
-	return startProc(e.t, e.bin, "-c", e.cfg, "-s", e.state, "-T", e.tr.Dir(), "-p", "acme")
+	return startProc(e.t, e.bin, append([]string{"-c", e.cfg, "-s", e.state, "-T", e.tr.Dir(), "-p", "acme"}, e.args...)...)
 }
 
 // externalPids lists the running "-m TASK" processes of this test.

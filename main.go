@@ -42,6 +42,7 @@ type daemonOptions struct {
 	oob          string
 	transitDir   string
 	task         string // -m: run as the external process of this task
+	metricsAddr  string
 }
 
 func defaultStateDir() string {
@@ -70,8 +71,9 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	both(&o.oob, "o", "oob", "", "out-of-band channels, e.g. log:1,alert:2,error:/var/log/mm.err,debug:router (defaults "+runtime.DefaultOOB+")")
 	both(&o.transitDir, "T", "transit-dir", transit.DefaultDir(), "transit `dir` naming the System V queues (env "+transit.EnvDir+")")
 	both(&o.task, "m", "task", "", "run as the external process of this `task` (the daemon starts these itself)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (host:port; off when empty)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s -c CONFIG_DIR [-q control_queue] [-p namespaces] [-s state_dir] [-d level] [-o oob] [-T transit_dir]\n", fs.Name())
+		fmt.Fprintf(stderr, "usage: %s -c CONFIG_DIR [-q control_queue] [-p namespaces] [-s state_dir] [-d level] [-o oob] [-T transit_dir] [--metrics-addr host:port]\n", fs.Name())
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -22,8 +22,8 @@ const (
 // Metric describes one metric.
 type Metric struct {
 	Name string
-	// Unit is the Prometheus unit suffix ("" for none).
-	Unit string
+	// Prom is the Prometheus name after the multimodule_task_ prefix.
+	Prom string
 	Help string
 	// NoFailsafe: acting on this metric would make things worse (a task
 	// whose queue fills must not stop taking from it).
@@ -32,18 +32,18 @@ type Metric struct {
 
 // Metrics lists every metric, in the order they are shown.
 var Metrics = []Metric{
-	{Name: CPU, Unit: "cores", Help: "CPU used, in cores (an internal task: its handler's busy time per second)"},
-	{Name: Memory, Unit: "bytes", Help: "resident memory of an external task's process"},
-	{Name: ReadBytes, Unit: "bytes_per_second", Help: "bytes an external task's process read from storage per second"},
-	{Name: WriteBytes, Unit: "bytes_per_second", Help: "bytes an external task's process wrote to storage per second"},
-	{Name: FDs, Unit: "", Help: "open file descriptors of an external task's process"},
-	{Name: Threads, Unit: "", Help: "OS threads of an external task's process"},
-	{Name: QueueFill, Unit: "ratio", Help: "the task's System V queue: bytes used / capacity", NoFailsafe: true},
-	{Name: Mailbox, Unit: "messages", Help: "messages taken from the queue, waiting for the handler"},
-	{Name: Restarts, Unit: "", Help: "restarts in the last 10 minutes"},
-	{Name: Failures, Unit: "per_second", Help: "message handler errors and panics per second"},
-	{Name: MessagesIn, Unit: "per_second", Help: "messages handled per second"},
-	{Name: MessagesOut, Unit: "per_second", Help: "messages sent and emitted per second"},
+	{Name: CPU, Prom: "cpu_cores", Help: "CPU used, in cores (an internal task: its handler's busy time per second)"},
+	{Name: Memory, Prom: "memory_bytes", Help: "resident memory of an external task's process"},
+	{Name: ReadBytes, Prom: "read_bytes_per_second", Help: "bytes an external task's process read from storage per second"},
+	{Name: WriteBytes, Prom: "write_bytes_per_second", Help: "bytes an external task's process wrote to storage per second"},
+	{Name: FDs, Prom: "open_fds", Help: "open file descriptors of an external task's process"},
+	{Name: Threads, Prom: "threads", Help: "OS threads of an external task's process"},
+	{Name: QueueFill, Prom: "queue_fill_ratio", Help: "the task's System V queue: bytes used / capacity", NoFailsafe: true},
+	{Name: Mailbox, Prom: "mailbox_messages", Help: "messages taken from the queue, waiting for the handler"},
+	{Name: Restarts, Prom: "restarts_recent", Help: "restarts in the last 10 minutes"},
+	{Name: Failures, Prom: "failures_per_second", Help: "message handler errors and panics per second"},
+	{Name: MessagesIn, Prom: "messages_in_per_second", Help: "messages handled per second"},
+	{Name: MessagesOut, Prom: "messages_out_per_second", Help: "messages sent and emitted per second"},
 }
 
 // Defaults are the limits of a task that sets none (the original's):

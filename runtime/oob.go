@@ -161,6 +161,8 @@ func ParseLevel(s string) (slog.Level, error) {
 
 // OOBMarker is set on messages that carry out-of-band records, so that the
 // Router never reports on them (which would loop through debug:router).
+// Such a message holds the record's attributes and its msg, time,
+// severity (the slog level) and source.
 const OOBMarker = ".multimodule_oob"
 
 // sendHandler turns records into messages for a queue or the Router.
@@ -176,26 +178,27 @@ type sendHandler struct {
 func (h *sendHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.min }
 
 func (h *sendHandler) Handle(ctx context.Context, r slog.Record) error {
-	msg := Message{
-		OOBMarker: true,
-		"source":  "MultiModule",
-		"time":    r.Time.Format(time.RFC3339Nano),
-		"level":   r.Level.String(),
-		"msg":     r.Message,
-	}
+	msg := Message{}
 	add := func(a slog.Attr) bool {
-		msg[a.Key] = a.Value.Resolve().Any()
+		v := a.Value.Resolve().Any()
+		if e, ok := v.(error); ok {
+			v = e.Error()
+		}
+		msg[a.Key] = v
 		return true
 	}
 	for _, a := range h.attrs {
 		add(a)
 	}
 	r.Attrs(add)
-	for k, v := range msg {
-		if e, ok := v.(error); ok {
-			msg[k] = e.Error()
-		}
-	}
+	// The record's own fields win over attributes of the same name. Its
+	// slog level is "severity": "level" is left to attributes (an alert's
+	// level is ok, warn, severe or failsafe).
+	msg[OOBMarker] = true
+	msg["source"] = "MultiModule"
+	msg["time"] = r.Time.Format(time.RFC3339Nano)
+	msg["severity"] = r.Level.String()
+	msg["msg"] = r.Message
 	if err := h.send(h.qname, msg); err != nil {
 		// Never lose an operator's record: say it where a human looks.
 		r.AddAttrs(slog.String("undeliverable_to", h.qname), slog.String("reason", err.Error()))

@@ -102,7 +102,7 @@ func TestForwardTakesEveryChannelAndFallsBack(t *testing.T) {
 	ch.Log.Info("one", "task", "A")
 	ch.Alert.Warn("two", "at", time.Unix(0, 0).UTC())
 	ch.Error.Error("three")
-	if len(got) != 3 || got[0]["channel"] != "log" || got[0]["task"] != "A" || got[1]["channel"] != "alert" || got[2]["level"] != "ERROR" {
+	if len(got) != 3 || got[0]["channel"] != "log" || got[0]["task"] != "A" || got[1]["channel"] != "alert" || got[2]["severity"] != "ERROR" {
 		t.Fatalf("forwarded %v", got)
 	}
 	fail = true

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -46,16 +47,29 @@ func main() { mm.Main() }
 // Counter counts the messages it gets in its state and reports each one
 // to the queue Seen, with its count, the pid of the process that handled
 // it, its config's tag, and the message's src and seq.
-type Counter struct{ tag any }
+// With config fail: true every message fails; a message with spin_ms
+// burns that much CPU first.
+type Counter struct {
+	tag  any
+	fail bool
+}
 
 func (*Counter) Stateful() {}
 
 func (c *Counter) SetConfig(_ mm.Context, cfg map[string]any) error {
 	c.tag = cfg["tag"]
+	c.fail = cfg["fail"] == true
 	return nil
 }
 
 func (c *Counter) Message(ctx mm.Context, msg mm.Message) error {
+	if c.fail {
+		return errors.New("told to fail")
+	}
+	if ms, ok := msg["spin_ms"].(float64); ok { // a handler that burns CPU
+		for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+		}
+	}
 	n, _ := ctx.State()["count"].(float64)
 	n++
 	ctx.State()["count"] = n
@@ -122,3 +136,66 @@ func (Absorber) Message(ctx mm.Context, msg mm.Message) error {
 }
 
 func init() { mm.Register("acme.Absorber", func() mm.Task { return Absorber{} }) }
+
+// Hog misbehaves on request: {"leak_mb": N} keeps N more MiB resident,
+// {"spin_s": S} spins a core for S seconds, {"open": N} opens N more
+// files, {"alert": TEXT} raises an alert.
+type Hog struct {
+	leaked [][]byte
+	files  []*os.File
+}
+
+func (*Hog) Stateful() {}
+
+func (h *Hog) Message(ctx mm.Context, msg mm.Message) error {
+	if mb, ok := msg["leak_mb"].(float64); ok {
+		for range int(mb) {
+			b := make([]byte, 1<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1 // resident, not just reserved
+			}
+			h.leaked = append(h.leaked, b)
+		}
+	}
+	if s, ok := msg["spin_s"].(float64); ok {
+		go func() {
+			for end := time.Now().Add(time.Duration(s * float64(time.Second))); time.Now().Before(end); {
+			}
+		}()
+	}
+	if n, ok := msg["open"].(float64); ok {
+		for range int(n) {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				return err
+			}
+			h.files = append(h.files, f)
+		}
+	}
+	if a, ok := msg["alert"].(string); ok {
+		ctx.Alert(a, "pid", float64(os.Getpid()))
+	}
+	return nil
+}
+
+// Gate holds each message until the file its config names is gone.
+type Gate struct{ path string }
+
+func (g *Gate) SetConfig(_ mm.Context, cfg map[string]any) error {
+	g.path, _ = cfg["gate"].(string)
+	return nil
+}
+
+func (g *Gate) Message(mm.Context, mm.Message) error {
+	for {
+		if _, err := os.Stat(g.path); err != nil {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func init() {
+	mm.Register("acme.Hog", func() mm.Task { return &Hog{} })
+	mm.Register("acme.Gate", func() mm.Task { return &Gate{} })
+}
