@@ -42,6 +42,7 @@ bench:
 	$(GO) test -run '^$$' -bench ConfigEditToApplied -benchtime 1x -count 3 .
 	$(GO) test -run '^$$' -bench LoadAndPlan1000 -benchtime 3x -count 3 ./reconcile/
 	$(GO) test -run '^$$' -bench 'External|SendToExternalTask' -benchtime 1x -count 3 .
+	$(GO) test -run '^$$' -bench Sampling100Externals -benchtime 1x -count 3 .
 
 # The test fixture in testdata/extprog is a module of its own that imports
 # this one: tidy both when dependencies change.

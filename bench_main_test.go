@@ -24,6 +24,9 @@ import (
 // The bare baseline's receiving side runs in a second process: this test
 // binary started again with MM_BARE_PEER set.
 func TestMain(m *testing.M) {
+	if os.Getenv("MM_IDLE") != "" { // an idle Go process, for the sampling benchmark
+		select {}
+	}
 	if args := os.Getenv("MM_BARE_PEER"); args != "" {
 		if err := bareSink(strings.Fields(args)); err != nil {
 			fmt.Fprintln(os.Stderr, "bare peer:", err)

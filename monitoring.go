@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"sort"
 	"sync/atomic"
@@ -20,9 +19,6 @@ import (
 
 // restartWindow is how far back the restarts metric counts.
 const restartWindow = 10 * time.Minute
-
-// daemonName stands for the daemon process itself in alerts and metrics.
-const daemonName = "(daemon)"
 
 // taskMonitor is what the daemon knows of each task's use of the box. It
 // is owned by the daemon's goroutine; Prometheus reads the snapshot it
@@ -221,13 +217,10 @@ func (d *daemon) sample() {
 			delete(m.tasks, name) // stopped: a new start begins at ok
 		}
 	}
+	// The daemon itself is measured and shown, not judged: it hosts every
+	// internal task, so per-task limits do not fit it.
 	if ps, err := m.procs.Sample(os.Getpid()); err == nil {
 		ps.Values(m.self.values)
-		changes = append(changes, m.judge(daemonName, m.self, func(metric string) monitor.Thresholds {
-			th := m.thresholds(schema.TaskSpec{}, d.desired.Daemon, metric)
-			th[monitor.Failsafe-1] = math.NaN() // the daemon never failsafes itself
-			return th
-		})...)
 	}
 	m.procs.Sweep()
 	sort.Slice(changes, func(i, j int) bool { return changes[i].task < changes[j].task })
@@ -235,7 +228,7 @@ func (d *daemon) sample() {
 		d.alertLevel(c)
 	}
 	for _, c := range changes {
-		if c.level == monitor.Failsafe && c.task != daemonName {
+		if c.level == monitor.Failsafe {
 			d.failsafe(c)
 		}
 	}
@@ -333,7 +326,7 @@ func (d *daemon) onReport(task string, r map[string]any) {
 // publish makes this sample what Prometheus and status read.
 func (d *daemon) publish(at time.Time) {
 	m := d.mon
-	snap := &snapshot{at: at, daemon: m.self.snap(daemonName, true, false, 0)}
+	snap := &snapshot{at: at, daemon: m.self.snap("", true, false, 0)}
 	for name, st := range d.tasks {
 		w := m.tasks[name]
 		if w == nil {

@@ -29,8 +29,15 @@ type sampled struct {
 	p      *process.Process
 	io     *process.IOCountersStat
 	at     time.Time
+	cpu    float64
+	cpuAt  time.Time
 	marked bool
 }
+
+// minCPUInterval is the shortest interval a CPU rate is taken over: CPU
+// time is counted in clock ticks (10 ms), so a shorter one is mostly
+// rounding. A sample sooner than that repeats the last rate.
+const minCPUInterval = 100 * time.Millisecond
 
 // NewProcSampler returns an empty sampler.
 func NewProcSampler() *ProcSampler { return &ProcSampler{procs: map[int]*sampled{}} }
@@ -49,11 +56,14 @@ func (s *ProcSampler) Sample(pid int) (ProcSample, error) {
 	}
 	e.marked = true
 	var out ProcSample
-	cpu, err := e.p.Percent(0)
-	if err != nil {
-		return out, fmt.Errorf("process %d cpu: %w", pid, err)
+	if now := time.Now(); now.Sub(e.cpuAt) >= minCPUInterval {
+		cpu, err := e.p.Percent(0)
+		if err != nil {
+			return out, fmt.Errorf("process %d cpu: %w", pid, err)
+		}
+		e.cpu, e.cpuAt = cpu/100, now
 	}
-	out.CPU = cpu / 100
+	out.CPU = e.cpu
 	mem, err := e.p.MemoryInfo()
 	if err != nil {
 		return out, fmt.Errorf("process %d memory: %w", pid, err)

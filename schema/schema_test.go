@@ -135,7 +135,7 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			[]string{"bad.cue:1:30", "tasks.E.limits.cpu.warn"}},
 		{"empty levels", "tasks: E: limits: fds: {}\n",
 			[]string{"bad.cue:1:", "tasks.E.limits.fds"}},
-		{"sampling too fast", "daemon: sample_every: 0\n",
+		{"sampling too fast", "daemon: sample_every: 0.01\n",
 			[]string{"bad.cue:1:23", "daemon.sample_every"}},
 	}
 	for _, tt := range tests {
