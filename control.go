@@ -254,6 +254,10 @@ func (d *daemon) status() map[string]any {
 		}
 		if w := d.mon.tasks[name]; w != nil && isRunning {
 			t["metrics"], t["levels"] = w.status()
+			if t["where"] == "external" && !w.last.at.IsZero() { // as its process last reported
+				t["messages_in"], t["messages_out"] = float64(w.last.in), float64(w.last.out)
+				t["failures"], t["mailbox_depth"] = float64(w.last.failures), float64(w.last.depth)
+			}
 		}
 		if isRunning {
 			if q, err := d.tr.Lookup(name); err == nil {

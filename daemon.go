@@ -280,6 +280,16 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	} else if len(d.externals) > 0 {
 		d.ch.Log.Info("external tasks keep running", "count", len(d.externals))
 	}
+	// Failsafed tasks still handing in what they took finish first.
+	for len(d.draining) > 0 {
+		select {
+		case r := <-d.drained:
+			delete(d.draining, r.task)
+		case <-ctx.Done():
+			d.ch.Error.Error("failsafed tasks did not finish what they had taken", "tasks", len(d.draining))
+			clear(d.draining)
+		}
+	}
 	done := make(chan error, 1)
 	go func() { done <- d.host.Shutdown(ctx) }()
 	var err error

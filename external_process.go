@@ -111,10 +111,20 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 		return fail(1, err)
 	}
 	// Everything sent to the daemon is signed, and waits only briefly for
-	// room: a daemon that is down or behind must not slow the task.
+	// room: a daemon that is down or behind must not slow the task. After
+	// a failure, sends do not wait at all for a second.
+	var failedAt atomic.Int64
 	sendDaemon := func(m runtime.Message) error {
 		m[fromKey], m[tokenKey] = o.task, spec.Token
-		return toDaemon.SendWithin(m, 20*time.Millisecond)
+		wait := 20 * time.Millisecond
+		if time.Since(time.Unix(0, failedAt.Load())) < time.Second {
+			wait = 0
+		}
+		err := toDaemon.SendWithin(m, wait)
+		if err != nil {
+			failedAt.Store(time.Now().UnixNano())
+		}
+		return err
 	}
 	host, err := runtime.NewHost(runtime.Options{StateDir: o.stateDir, OOB: o.oob, Level: level,
 		Stdout: stdout, Stderr: stderr, Remote: tr, OOBForward: sendDaemon})

@@ -195,12 +195,21 @@ daemon: sample_every: 0.1
 	if a := e.waitAlert("an fds alert", levelAlert("H", "fds", "warn")); a["value"].(float64) < 60 {
 		t.Fatalf("fds alert %v", a)
 	}
+	// A record without the task's token is refused: the forged one, sent
+	// first on the same queue, never comes out.
+	e.sendTo(oobQueue(DefaultControlQueue), map[string]any{fromKey: "H", tokenKey: "guess", runtime.OOBMarker: true,
+		"channel": "alert", "msg": "forged"})
 	// What the task says on its own alert channel, in its own process,
 	// goes out on the daemon's alert channel.
 	e.sendTo("H", map[string]any{"alert": "hello from H"})
 	a := e.waitAlert("the task's own alert", func(a map[string]any) bool { return a["msg"] == "hello from H" })
 	if a["task"] != "H" || a["pid"] != pid || a["channel"] != "alert" {
 		t.Fatalf("forwarded alert %v (external pid %v)", a, pid)
+	}
+	for _, a := range e.alerts {
+		if a["msg"] == "forged" {
+			t.Fatalf("a forged record came out: %v", a)
+		}
 	}
 	e.exit(d)
 }
@@ -375,5 +384,20 @@ daemon: sample_every: 0.1
 		}
 		return true
 	})
+	e.exit(d)
+}
+
+func TestUnreadableHeldFileHoldsNothing(t *testing.T) {
+	t.Parallel()
+	e := newMonEnv(t, counterExternal)
+	if err := os.WriteFile(filepath.Join(e.state, "held.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.args = append(e.args, "-o", "error:2")
+	d := e.daemon()
+	e.runningPid("Counter")
+	if !strings.Contains(d.output(), "held tasks unreadable") {
+		t.Fatalf("no error about held.json:\n%s", d.output())
+	}
 	e.exit(d)
 }

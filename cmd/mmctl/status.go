@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -48,7 +50,7 @@ func (o *statusOptions) run() error {
 		fmt.Fprintf(o.stdout, "config error (the tasks run on the last good config):\n%s\n", e)
 	}
 	w := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TASK\tKIND\tWHERE\tSTATUS\tREADY\tGEN\tUPTIME\tIN\tOUT\tFAILURES\tMAILBOX\tQUEUED")
+	fmt.Fprintln(w, "TASK\tKIND\tWHERE\tSTATUS\tREADY\tGEN\tUPTIME\tCPU\tMEM\tIN\tOUT\tFAILURES\tMAILBOX\tQUEUED\tLEVELS")
 	tasks, _ := st["tasks"].([]any)
 	var notes []string
 	for _, x := range tasks {
@@ -70,20 +72,28 @@ func (o *statusOptions) run() error {
 			kind = t["spec_kind"]
 		}
 		if t["status"] != "running" {
-			fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t-\t-\t-\t-\t-\t-\n", t["name"], kind, t["where"], t["status"], ready, gen)
+			fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", t["name"], kind, t["where"], t["status"], ready, gen)
 			continue
 		}
 		queued := any("-")
 		if q, ok := t["queue"].(map[string]any); ok {
 			queued = q["messages"]
 		}
-		failures := any(sum(t["failures"], t["send_failures"]))
-		if t["where"] == "external" { // its counters live in its own process
-			failures = "-"
+		failures := any("-")
+		if t["failures"] != nil {
+			failures = sum(t["failures"], t["send_failures"])
 		}
-		fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\n", t["name"], kind, t["where"], t["status"],
-			ready, gen, secs(t["uptime_s"]), dash(t["messages_in"]), dash(t["messages_out"]), failures,
-			dash(t["mailbox_depth"]), queued)
+		metrics, _ := t["metrics"].(map[string]any)
+		cpu, mem := "-", "-"
+		if v, ok := metrics["cpu"].(float64); ok {
+			cpu = fmt.Sprintf("%.2f", v)
+		}
+		if v, ok := metrics["memory"].(float64); ok {
+			mem = fmt.Sprintf("%.0fMiB", v/(1<<20))
+		}
+		fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\t%s\n", t["name"], kind, t["where"], t["status"],
+			ready, gen, secs(t["uptime_s"]), cpu, mem, dash(t["messages_in"]), dash(t["messages_out"]), failures,
+			dash(t["mailbox_depth"]), queued, levels(t["levels"]))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -92,6 +102,23 @@ func (o *statusOptions) run() error {
 		fmt.Fprintln(o.stdout, n)
 	}
 	return nil
+}
+
+// levels lists the metrics not at ok, as metric=level.
+func levels(v any) string {
+	m, _ := v.(map[string]any)
+	if len(m) == 0 {
+		return "ok"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = fmt.Sprintf("%s=%v", k, m[k])
+	}
+	return strings.Join(keys, ",")
 }
 
 func dash(v any) any {
