@@ -192,6 +192,12 @@ func (d *daemon) status() map[string]any {
 		obs, observed := d.observed[name]
 		st := d.tasks[name]
 		t := map[string]any{"name": name, "where": "internal"}
+		if wanted && spec.External {
+			t["where"] = "external"
+		}
+		if observed && !obs.External {
+			t["where"] = "internal"
+		}
 		if p := d.externals[name]; p != nil && observed && obs.External {
 			t["where"], t["pid"] = "external", float64(p.Pid)
 			t["uptime_s"] = now.Sub(p.started).Seconds()

@@ -37,7 +37,7 @@ func (d *daemon) hold(name string, st *taskState, why, reason string) {
 	if why == holdFailsafe {
 		msg = "task failsafed and held until mmctl clear or a change of its config"
 	}
-	d.ch.Alert.Error(msg, "task", name, "reason", reason, "level", "failsafe")
+	d.ch.Alert.Error(msg, "task", name, "reason", reason, "held", why)
 	d.saveHeld()
 }
 
