@@ -141,7 +141,7 @@ func (d *daemon) clear(op map[string]any) error {
 	if !st.held {
 		return fmt.Errorf("task %s is not held", task)
 	}
-	st.held, st.failures, st.nextTry = false, 0, time.Time{}
+	st.held, st.failures, st.nextTry, st.lastErr = false, 0, time.Time{}, ""
 	d.saveHeld()
 	d.ch.Log.Info("task cleared: retrying", "task", task)
 	d.reconcile(false)
@@ -221,6 +221,8 @@ func (d *daemon) status() map[string]any {
 		switch {
 		case held:
 			t["status"] = "held"
+		case isRunning && d.externals[name] != nil && (d.externals[name].failsafed || d.externals[name].stopping):
+			t["status"] = "stopping"
 		case isRunning:
 			t["status"] = "running"
 		case wanted && spec.Disabled:

@@ -67,10 +67,8 @@ type daemon struct {
 	mon         *taskMonitor
 	sampler     *time.Ticker
 	sampleEvery time.Duration
-	// oob brings the records and reports of external processes.
-	oob chan runtime.Message
 	// tokens are the externals' secrets, by task (see externalSpec).
-	tokens map[string]string
+	tokens *tokens
 	// draining are failsafed internal tasks still handing in what they
 	// took; drained says when one is done.
 	draining map[string]bool
@@ -102,8 +100,8 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 	d := &daemon{o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
 		control: make(chan runtime.Message, 64), closing: make(chan struct{}), observed: map[string]reconcile.Observed{},
 		tasks: map[string]*taskState{}, externals: map[string]*externalProc{}, exited: make(chan struct{}, 1),
-		retry: stoppedTimer(), confirm: stoppedTimer(), mon: newTaskMonitor(), oob: make(chan runtime.Message, 1024),
-		tokens: map[string]string{}, draining: map[string]bool{}, drained: make(chan drainResult, 16)}
+		retry: stoppedTimer(), confirm: stoppedTimer(), mon: newTaskMonitor(),
+		tokens: &tokens{m: map[string]string{}}, draining: map[string]bool{}, drained: make(chan drainResult, 16)}
 	var err error
 	if d.schema, err = NewSchema(); err != nil {
 		return nil, 1, err
@@ -116,6 +114,9 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 		return nil, 1, err
 	}
 	fail := func(code int, err error) (*daemon, int, error) {
+		if d.stopMetrics != nil {
+			d.stopMetrics()
+		}
 		d.lock.Unlock()
 		return nil, code, err
 	}
@@ -149,12 +150,7 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 	}); err != nil {
 		return fail(1, err)
 	}
-	if err := d.in.ServeFunc(oobQueue(o.controlQueue), func(m runtime.Message) {
-		select {
-		case d.oob <- m:
-		default: // the daemon is behind: a record or report from an external is dropped
-		}
-	}); err != nil {
+	if err := d.in.ServeFunc(oobQueue(o.controlQueue), d.handleOOB); err != nil {
 		return fail(1, err)
 	}
 	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
@@ -238,8 +234,6 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 			d.checkExternals()
 		case <-d.sampler.C:
 			d.sample()
-		case m := <-d.oob:
-			d.handleOOB(m)
 		case r := <-d.drained:
 			delete(d.draining, r.task)
 			if r.err != nil {
@@ -259,10 +253,10 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	d.ch.Log.Info("shutting down", "reason", reason)
 	close(d.closing)
 	defer d.lock.Unlock()
-	if d.stopMetrics != nil {
-		defer d.stopMetrics()
-	}
 	defer d.host.Close()
+	if d.stopMetrics != nil {
+		defer d.stopMetrics() // before the channels it logs to close
+	}
 	d.in.Stop()
 	for name := range d.observed {
 		d.in.Unserve(name)
@@ -351,6 +345,7 @@ func (d *daemon) setDesired(loaded *schema.Config) {
 		if st.specHash != spec.Hash {
 			st.specHash = spec.Hash
 			st.generation++
+			d.checkLimits(name, spec)
 			if st.held {
 				d.ch.Log.Info("held task released: its config changed", "task", name)
 				released = true
@@ -385,7 +380,7 @@ func (d *daemon) plan(deferRemovals bool) (apply []reconcile.Action, shown []rec
 			shown = append(shown, stop)
 			continue
 		}
-		if d.draining[name] {
+		if p := d.externals[name]; d.draining[name] || p != nil && p.failsafed {
 			shown = append(shown, a)
 			continue // a failsafed task still finishing what it took
 		}
@@ -534,6 +529,7 @@ func (d *daemon) StopTask(ctx context.Context, name string) error {
 	delete(d.observed, name)
 	if _, wanted := d.desired.Tasks[name]; !wanted {
 		delete(d.tasks, name)
+		d.tokens.set(name, "")
 	}
 	return nil
 }

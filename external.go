@@ -105,9 +105,9 @@ func (d *daemon) statelessOf(cfg *schema.Config) []namedSpec {
 // the stateless tasks, with a hash over all of them, so that a change to
 // any of them reaches the external.
 func bundle(cfg *schema.Config, name string, stateless []namedSpec) (externalSpec, string) {
-	spec := externalSpec{Task: named(name, cfg.Tasks[name]), Stateless: stateless}
+	spec := externalSpec{Task: named(name, cfg.Tasks[name]), Stateless: stateless, ReportEvery: cfg.Daemon.SampleEvery}
 	h := sha256.New()
-	h.Write([]byte(cfg.Tasks[name].Hash))
+	fmt.Fprintf(h, "%s\x00%g\x00", cfg.Tasks[name].Hash, spec.ReportEvery)
 	for _, s := range stateless {
 		h.Write([]byte(s.Name + "\x00" + s.Hash))
 	}
@@ -141,7 +141,6 @@ func readSpec(stateDir, task string) (externalSpec, error) {
 // of the spec it already has.
 func (d *daemon) writeSpec(name string) (externalSpec, error) {
 	spec, _ := bundle(d.loaded, name, d.stateless)
-	spec.ReportEvery = d.sampleEvery.Seconds()
 	if old, err := readSpec(d.o.stateDir, name); err == nil && old.Token != "" {
 		spec.Token = old.Token
 	} else {
@@ -149,7 +148,7 @@ func (d *daemon) writeSpec(name string) (externalSpec, error) {
 		rand.Read(r[:])
 		spec.Token = hex.EncodeToString(r[:])
 	}
-	d.tokens[name] = spec.Token
+	d.tokens.set(name, spec.Token)
 	if err := os.MkdirAll(externalDir(d.o.stateDir), 0o700); err != nil {
 		return spec, err
 	}
@@ -232,7 +231,7 @@ func (d *daemon) adoptExternals() {
 		}
 		p.started = time.Now()
 		if spec, err := readSpec(d.o.stateDir, name); err == nil {
-			d.tokens[name] = spec.Token
+			d.tokens.set(name, spec.Token)
 		}
 		d.externals[name] = &p
 		d.observed[name] = reconcile.Observed{Name: name, Kind: p.Kind, Hash: p.Hash, External: true}
@@ -280,6 +279,7 @@ func (d *daemon) checkExternals() {
 			delete(d.observed, name)
 			os.Remove(pidPath(d.o.stateDir, name))
 			d.ch.Log.Info("failsafed external task has exited", "task", name, "pid", p.Pid)
+			crashed = true // cleared or changed meanwhile, it starts again now
 			continue
 		}
 		if p.stopping || p.failsafed {

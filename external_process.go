@@ -206,7 +206,7 @@ func (x *external) report(send func(runtime.Message) error, stop <-chan struct{}
 			if s.Name != x.o.task {
 				continue
 			}
-			send(runtime.Message{reportKey: map[string]any{"busy_s": s.Busy.Seconds(),
+			send(runtime.Message{reportKey: map[string]any{"at": float64(time.Now().UnixNano()) / 1e9, "busy_s": s.Busy.Seconds(),
 				"messages_in": float64(s.MessagesIn), "messages_out": float64(s.MessagesOut),
 				"failures": float64(s.Failures), "depth": float64(s.Depth)}})
 		}

@@ -80,7 +80,7 @@ func (d *daemon) loadHeld() {
 		// The last daemon stopped before the failsafe had ended it.
 		if p := d.externals[name]; p != nil && h.Why == holdFailsafe && !p.failsafed {
 			p.failsafed = true
-			go terminate(p, time.Duration(d.desired.Daemon.FailsafeGrace*float64(time.Second)))
+			go terminate(p, d.failsafeGrace())
 		}
 	}
 	d.saveHeld()

@@ -63,8 +63,8 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.daemon[name], prometheus.GaugeValue, v)
 	}
 	for _, t := range snap.tasks {
-		if t.held {
-			ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, 1, t.name, t.heldWhy)
+		if t.held != "" {
+			ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, 1, t.name, t.held)
 		}
 		if !t.running {
 			continue

@@ -2,10 +2,13 @@ package multimodule
 
 import (
 	"context"
+	"crypto/subtle"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -22,22 +25,51 @@ const restartWindow = 10 * time.Minute
 
 // taskMonitor is what the daemon knows of each task's use of the box. It
 // is owned by the daemon's goroutine; Prometheus reads the snapshot it
-// publishes after every sample.
+// publishes after every sample, and the inbound hands it the externals'
+// reports through reports.
 type taskMonitor struct {
 	procs *monitor.ProcSampler
-	// box is the box's memory in bytes, for memory limits given as a
-	// fraction.
+	// box is the box's memory in bytes (0 if unknown), for memory limits
+	// given as a fraction.
 	box      float64
 	defaults map[string]monitor.Thresholds
 	tasks    map[string]*taskWatch
 	self     *taskWatch
 	snap     atomic.Pointer[snapshot]
+	reports  reports
 }
 
-// taskWatch follows one running task.
+// reports are the latest counters each external process sent.
+type reports struct {
+	mu sync.Mutex
+	m  map[string]counters
+}
+
+func (r *reports) put(task string, c counters) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.at.After(r.m[task].at) {
+		r.m[task] = c
+	}
+}
+
+func (r *reports) get(task string) counters {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m[task]
+}
+
+func (r *reports) forget(task string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.m, task)
+}
+
+// taskWatch follows one task, across restarts of its process.
 type taskWatch struct {
 	where   string
 	pid     int
+	started time.Time // of the process or the internal task
 	values  map[string]float64
 	watches map[string]*monitor.Watch
 	// prev and last are the handler's counters at the two latest readings
@@ -62,12 +94,10 @@ type snapshot struct {
 type taskSnap struct {
 	name, where string
 	running     bool
-	held        bool
-	heldWhy     string
+	held        string // why, if held
 	values      map[string]float64
 	levels      map[string]monitor.Level
 	totals      counters
-	restarts    int
 }
 
 func newTaskMonitor() *taskMonitor {
@@ -76,14 +106,44 @@ func newTaskMonitor() *taskMonitor {
 		box = float64(vm.Total)
 	}
 	m := &taskMonitor{procs: monitor.NewProcSampler(), box: box, defaults: monitor.Defaults(box),
-		tasks: map[string]*taskWatch{}, self: newTaskWatch("daemon", os.Getpid())}
+		tasks: map[string]*taskWatch{}, self: newTaskWatch("daemon", os.Getpid(), time.Now()), reports: reports{m: map[string]counters{}}}
 	m.snap.Store(&snapshot{})
 	return m
 }
 
-func newTaskWatch(where string, pid int) *taskWatch {
-	return &taskWatch{where: where, pid: pid, values: map[string]float64{}, watches: map[string]*monitor.Watch{}}
+func newTaskWatch(where string, pid int, started time.Time) *taskWatch {
+	return &taskWatch{where: where, pid: pid, started: started, values: map[string]float64{}, watches: map[string]*monitor.Watch{}}
 }
+
+// end forgets the levels of what ran (all but restarts, which span runs,
+// unless all is set) and returns the alerts that say they are over.
+func (w *taskWatch) end(name string, all bool) []judgement {
+	var ended []judgement
+	for metric, wt := range w.watches {
+		if metric == monitor.Restarts && !all {
+			continue
+		}
+		if wt.Level() != monitor.OK {
+			ended = append(ended, judgement{task: name, metric: metric, value: w.values[metric],
+				limit: math.NaN(), level: monitor.OK, from: wt.Level()})
+		}
+		delete(w.watches, metric)
+	}
+	return ended
+}
+
+// restarted: the task runs in a new process, or was started again. What
+// the previous run raised is over; the new one is judged afresh.
+func (w *taskWatch) restarted(name, where string, pid int, started time.Time) []judgement {
+	ended := w.end(name, false)
+	w.where, w.pid, w.started = where, pid, started
+	w.prev, w.last = counters{}, counters{}
+	clear(w.values)
+	return ended
+}
+
+// reportMetrics come from the counters of the task's handler.
+var reportMetrics = []string{monitor.MessagesIn, monitor.MessagesOut, monitor.Failures, monitor.Mailbox}
 
 // count takes a new reading of the handler's counters and turns the
 // change since the previous one into rates.
@@ -111,8 +171,8 @@ func (w *taskWatch) count(c counters, withBusy bool) {
 	}
 }
 
-// thresholds are task name's limits: the task's own, level by level,
-// over the daemon's, over the defaults.
+// thresholds are a task's limits for metric: the task's own, level by
+// level, over the daemon's, over the defaults.
 func (m *taskMonitor) thresholds(spec schema.TaskSpec, daemon schema.DaemonSpec, metric string) monitor.Thresholds {
 	th, ok := m.defaults[metric]
 	if !ok {
@@ -126,11 +186,36 @@ func (m *taskMonitor) thresholds(spec schema.TaskSpec, daemon schema.DaemonSpec,
 			v := t.Value
 			if metric == monitor.Memory && t.Size == "" {
 				v *= m.box // a fraction of the box
+				if m.box <= 0 {
+					v = math.NaN() // unknown: not judged rather than 0
+				}
 			}
 			th[i] = v
 		}
 	}
 	return th
+}
+
+// checkLimits warns of a task's limits out of order once merged (a warn
+// above the failsafe, say). They still work, the gravest level reached
+// wins, but the failsafe then acts with no warning first.
+func (d *daemon) checkLimits(name string, spec schema.TaskSpec) {
+	for _, mt := range monitor.Metrics {
+		th := d.mon.thresholds(spec, d.desired.Daemon, mt.Name)
+		below := math.Inf(-1)
+		for l := monitor.Warn; l <= monitor.Failsafe; l++ {
+			v := th.Of(l)
+			if math.IsNaN(v) {
+				continue
+			}
+			if v < below {
+				d.ch.Error.Error("limits out of order (the defaults and daemon: limits included): a graver level is reached first",
+					"task", name, "metric", mt.Name, "warn", th.Of(monitor.Warn), "severe", th.Of(monitor.Severe), "failsafe", th.Of(monitor.Failsafe))
+				break
+			}
+			below = v
+		}
+	}
 }
 
 // judgement is one metric of one task whose level changed.
@@ -140,25 +225,23 @@ type judgement struct {
 	level, from  monitor.Level
 }
 
-// judge turns w's values into levels and returns the changes.
-func (m *taskMonitor) judge(name string, w *taskWatch, th func(metric string) monitor.Thresholds) []judgement {
+// judge turns the values of w that this sample measured into levels and
+// returns the changes. Values not measured anew (skip) are not judged
+// again: one reading is never confirmed by itself.
+func (m *taskMonitor) judge(name string, w *taskWatch, th func(metric string) monitor.Thresholds, skip map[string]bool) []judgement {
 	var out []judgement
 	for _, mt := range monitor.Metrics {
 		v, ok := w.values[mt.Name]
-		if !ok {
+		if !ok || skip[mt.Name] {
 			continue
 		}
 		t := th(mt.Name)
-		level := t.Judge(v)
-		if mt.NoFailsafe && level == monitor.Failsafe {
-			level = monitor.Severe
-		}
 		wt := w.watches[mt.Name]
 		if wt == nil {
 			wt = &monitor.Watch{}
 			w.watches[mt.Name] = wt
 		}
-		if changed, from := wt.Observe(level); changed {
+		if changed, from := wt.Observe(t.Judge(v)); changed {
 			limit := t.Of(wt.Level())
 			if wt.Level() == monitor.OK {
 				limit = t.Of(from) // the limit it is back under
@@ -180,21 +263,32 @@ func (d *daemon) sample() {
 	}
 	var changes []judgement
 	for name, obs := range d.observed {
-		w := m.tasks[name]
-		where, pid := "internal", os.Getpid()
+		where, pid, started := "internal", os.Getpid(), running[name].Started
 		if p := d.externals[name]; obs.External && p != nil {
-			where, pid = "external", p.Pid
+			where, pid, started = "external", p.Pid, p.started
 		}
-		if w == nil || w.where != where || w.pid != pid {
-			w = newTaskWatch(where, pid) // a new process starts from scratch
+		w := m.tasks[name]
+		if w == nil {
+			w = newTaskWatch(where, pid, started)
 			m.tasks[name] = w
+		} else if w.where != where || w.pid != pid || !w.started.Equal(started) {
+			changes = append(changes, w.restarted(name, where, pid, started)...)
 		}
+		skip := map[string]bool{}
 		if where == "external" {
 			ps, err := m.procs.Sample(pid)
 			if err != nil {
 				continue // it exited; checkExternals deals with that
 			}
 			ps.Values(w.values)
+			skip[monitor.CPU] = !ps.HasCPU
+			if r := m.reports.get(name); r.at.After(w.last.at) {
+				w.count(r, false)
+			} else {
+				for _, k := range reportMetrics {
+					skip[k] = true
+				}
+			}
 		} else if s, ok := running[name]; ok {
 			w.count(counters{at: now, busy: s.Busy, in: s.MessagesIn, out: s.MessagesOut, failures: s.Failures,
 				depth: s.Depth}, true)
@@ -210,12 +304,19 @@ func (d *daemon) sample() {
 		spec := d.desired.Tasks[name]
 		changes = append(changes, m.judge(name, w, func(metric string) monitor.Thresholds {
 			return m.thresholds(spec, d.desired.Daemon, metric)
-		})...)
+		}, skip)...)
 	}
-	for name := range m.tasks {
-		if _, ok := d.observed[name]; !ok {
-			delete(m.tasks, name) // stopped: a new start begins at ok
+	for name, w := range m.tasks {
+		if _, ok := d.observed[name]; ok {
+			continue
 		}
+		if st := d.tasks[name]; st != nil && (st.held || d.draining[name]) {
+			continue // its levels stand until it runs again
+		}
+		// Stopped for good: what it had raised is over.
+		changes = append(changes, w.end(name, true)...)
+		delete(m.tasks, name)
+		m.reports.forget(name)
 	}
 	// The daemon itself is measured and shown, not judged: it hosts every
 	// internal task, so per-task limits do not fit it.
@@ -245,11 +346,17 @@ func (d *daemon) alertLevel(c judgement) {
 		lvl = slog.LevelError
 	}
 	msg := fmt.Sprintf("%s %s is %s", c.task, c.metric, c.level)
-	if c.level == monitor.OK {
+	switch {
+	case c.level == monitor.OK && math.IsNaN(c.limit):
+		msg = fmt.Sprintf("%s %s is over: the task stopped", c.task, c.metric)
+	case c.level == monitor.OK:
 		msg = fmt.Sprintf("%s %s is back to ok", c.task, c.metric)
 	}
-	d.ch.Alert.Log(context.Background(), lvl, msg, "task", c.task, "metric", c.metric, "value", c.value,
-		"threshold", c.limit, "level", c.level.String(), "previous", c.from.String())
+	args := []any{"task", c.task, "metric", c.metric, "value", c.value, "level", c.level.String(), "previous", c.from.String()}
+	if !math.IsNaN(c.limit) { // none when the task stopped
+		args = append(args, "threshold", c.limit)
+	}
+	d.ch.Alert.Log(context.Background(), lvl, msg, args...)
 }
 
 // failsafe stops a task that went past a failsafe level and holds it: an
@@ -267,8 +374,7 @@ func (d *daemon) failsafe(c judgement) {
 	if obs.External {
 		if p := d.externals[c.task]; p != nil && !p.failsafed {
 			p.failsafed = true
-			grace := time.Duration(d.desired.Daemon.FailsafeGrace * float64(time.Second))
-			go terminate(p, grace)
+			go terminate(p, d.failsafeGrace())
 		}
 		return
 	}
@@ -288,6 +394,10 @@ func (d *daemon) failsafe(c judgement) {
 type drainResult struct {
 	task string
 	err  error
+}
+
+func (d *daemon) failsafeGrace() time.Duration {
+	return time.Duration(d.desired.Daemon.FailsafeGrace * float64(time.Second))
 }
 
 // terminate sends p SIGTERM and, if it is still alive after grace,
@@ -311,40 +421,43 @@ func formatValue(metric string, v float64) string {
 	return fmt.Sprintf("%.3g", v)
 }
 
-// onReport takes an external process's report of its handler counters.
-func (d *daemon) onReport(task string, r map[string]any) {
-	w := d.mon.tasks[task]
-	if w == nil || w.where != "external" {
-		return // not sampled yet; the next report counts
+// report reads an external process's report of its handler counters,
+// timed by the sender: two reports that arrive together still make a
+// true rate.
+func report(r map[string]any) (counters, bool) {
+	at, ok := r["at"].(float64)
+	if !ok || at <= 0 {
+		return counters{}, false
 	}
 	num := func(k string) uint64 { f, _ := r[k].(float64); return uint64(max(0, f)) }
 	busy, _ := r["busy_s"].(float64)
-	w.count(counters{at: time.Now(), busy: time.Duration(busy * float64(time.Second)), in: num("messages_in"),
-		out: num("messages_out"), failures: num("failures"), depth: num("depth")}, false)
+	return counters{at: time.Unix(0, int64(at*1e9)), busy: time.Duration(busy * float64(time.Second)),
+		in: num("messages_in"), out: num("messages_out"), failures: num("failures"), depth: num("depth")}, true
 }
 
-// publish makes this sample what Prometheus and status read.
+// publish makes this sample what Prometheus reads.
 func (d *daemon) publish(at time.Time) {
 	m := d.mon
-	snap := &snapshot{at: at, daemon: m.self.snap("", true, false, 0)}
+	snap := &snapshot{at: at, daemon: m.self.snap("")}
 	for name, st := range d.tasks {
-		w := m.tasks[name]
-		if w == nil {
-			if st.held {
-				snap.tasks = append(snap.tasks, taskSnap{name: name, held: true, heldWhy: st.holdWhy})
-			}
-			continue
+		ts := taskSnap{name: name}
+		if w := m.tasks[name]; w != nil {
+			ts = w.snap(name)
 		}
-		ts := w.snap(name, true, st.held, st.recentRestarts(at))
-		ts.heldWhy = st.holdWhy
-		snap.tasks = append(snap.tasks, ts)
+		_, ts.running = d.observed[name]
+		if st.held {
+			ts.held = st.holdWhy
+		}
+		if ts.running || ts.held != "" {
+			snap.tasks = append(snap.tasks, ts)
+		}
 	}
 	sort.Slice(snap.tasks, func(i, j int) bool { return snap.tasks[i].name < snap.tasks[j].name })
 	m.snap.Store(snap)
 }
 
-func (w *taskWatch) snap(name string, running, held bool, restarts int) taskSnap {
-	s := taskSnap{name: name, where: w.where, running: running, held: held, totals: w.last, restarts: restarts,
+func (w *taskWatch) snap(name string) taskSnap {
+	s := taskSnap{name: name, where: w.where, totals: w.last,
 		values: make(map[string]float64, len(w.values)), levels: make(map[string]monitor.Level, len(w.watches))}
 	for k, v := range w.values {
 		s.values[k] = v
@@ -380,23 +493,64 @@ func (st *taskState) recentRestarts(now time.Time) int {
 	return len(st.restarts)
 }
 
-// handleOOB takes what an external process sent the daemon: a report of
-// its counters, or an out-of-band record, which goes out on the daemon's
-// own channel of that name. Anything not signed with the task's token is
-// refused.
+// tokens are the secrets of the external processes, by task. The daemon
+// sets them; the inbound checks what externals send against them.
+type tokens struct {
+	mu sync.Mutex
+	m  map[string]string
+	// refusedAt is when a refusal was last logged (unix ns), refused how
+	// many were refused since: a flood of forgeries is one line a minute.
+	refusedAt, refused atomic.Int64
+}
+
+func (t *tokens) set(task, token string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if token == "" {
+		delete(t.m, task)
+		return
+	}
+	t.m[task] = token
+}
+
+func (t *tokens) valid(task, token string) bool {
+	t.mu.Lock()
+	want, ok := t.m[task]
+	t.mu.Unlock()
+	return ok && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1
+}
+
+// refuse logs a refused message, at most once a minute.
+func (t *tokens) refuse(log *slog.Logger, why, from string) {
+	n := t.refused.Add(1)
+	now := time.Now().UnixNano()
+	if last := t.refusedAt.Load(); now-last < int64(time.Minute) || !t.refusedAt.CompareAndSwap(last, now) {
+		return
+	}
+	t.refused.Store(0)
+	log.Error("messages on the out-of-band queue refused: "+why, "from_task", from, "refused", n)
+}
+
+// handleOOB takes what an external process sent the daemon, on the
+// inbound's goroutine: a report of its counters, or an out-of-band
+// record, which goes out on the daemon's own channel of that name,
+// marked with the signed from_task. Anything not signed with the task's
+// token is refused.
 func (d *daemon) handleOOB(m runtime.Message) {
 	from, _ := m[fromKey].(string)
 	token, _ := m[tokenKey].(string)
-	if from == "" || token == "" || d.tokens[from] != token {
-		d.ch.Error.Error("message on the out-of-band queue refused: no known task and token", "from_task", from)
+	if !d.tokens.valid(from, token) {
+		d.tokens.refuse(d.ch.Error, "no known task and token", from)
 		return
 	}
 	if r, ok := m[reportKey].(map[string]any); ok {
-		d.onReport(from, r)
+		if c, ok := report(r); ok {
+			d.mon.reports.put(from, c)
+		}
 		return
 	}
 	if m[runtime.OOBMarker] != true {
-		d.ch.Error.Error("message on the out-of-band queue refused: neither a report nor a record", "from_task", from)
+		d.tokens.refuse(d.ch.Error, "neither a report nor a record", from)
 		return
 	}
 	var lvl slog.Level
@@ -407,18 +561,15 @@ func (d *daemon) handleOOB(m runtime.Message) {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		switch k {
-		case runtime.OOBMarker, "source", "time", "severity", "msg", "channel", fromKey, tokenKey:
+		case runtime.OOBMarker, "source", "time", "severity", "msg", "channel", tokenKey:
 		default:
 			keys = append(keys, k)
 		}
 	}
 	sort.Strings(keys)
-	args := make([]any, 0, 2*len(keys)+2)
+	args := make([]any, 0, 2*len(keys))
 	for _, k := range keys {
 		args = append(args, k, m[k])
-	}
-	if _, ok := m["task"]; !ok {
-		args = append(args, "task", from)
 	}
 	logger := d.ch.Log
 	switch m["channel"] {

@@ -34,19 +34,22 @@ func newMonEnv(t *testing.T, config string) *monEnv {
 	if e.alertQ, err = e.tr.Queue("Alerts"); err != nil {
 		t.Fatal(err)
 	}
-	e.args = []string{"-o", "alert:Alerts"}
+	e.oob("")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("alerts: %v", e.alerts)
+		}
+	})
 	return e
 }
+
+// oob sets the daemon's -o: alerts to the queue Alerts, and more.
+func (e *monEnv) oob(more string) { e.args = []string{"-o", "alert:Alerts," + more} }
 
 // waitAlert waits for an alert that match accepts and returns it.
 func (e *monEnv) waitAlert(what string, match func(a map[string]any) bool) map[string]any {
 	e.t.Helper()
 	var found map[string]any
-	e.t.Cleanup(func() {
-		if found == nil {
-			e.t.Logf("alerts: %v", e.alerts)
-		}
-	})
 	testenv.WaitFor(e.t, 20*time.Second, what, func() bool {
 		for {
 			d, err := e.alertQ.Receive(false)
@@ -144,16 +147,43 @@ daemon: {sample_every: 0.1, failsafe_grace: 1}
 	e.exit(d)
 }
 
+func TestClearDuringTheFailsafeGraceStartsItAgain(t *testing.T) {
+	t.Parallel()
+	e := newMonEnv(t, `
+tasks: H: {kind: "Hog", external: true, limits: memory: failsafe: "200MiB"}
+daemon: {sample_every: 0.1, failsafe_grace: 2}
+`)
+	d := e.daemon()
+	pid := e.runningPid("H")
+	// The handler then blocks: SIGTERM cannot end the process, SIGKILL
+	// does after the grace. It is cleared before that.
+	e.sendTo("H", map[string]any{"leak_mb": 300.0, "block_s": 60.0})
+	e.waitAlert("a memory failsafe alert", levelAlert("H", "memory", "failsafe"))
+	if _, err := control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "clear", "task": "H"}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := procStart(int(pid)); err != nil {
+		t.Fatal("the process ended before the grace: the test shows nothing")
+	}
+	if again := e.runningPid("H"); again == pid {
+		t.Fatalf("same pid %v", again)
+	}
+	if _, err := procStart(int(pid)); err == nil {
+		t.Fatalf("the failsafed process %v still runs", pid)
+	}
+	e.exit(d)
+}
+
 func TestSpinningTaskAlertsCPUThenOKReadWithMmctl(t *testing.T) {
 	t.Parallel()
 	mmctl := buildCmd(t, "./cmd/mmctl")
 	e := newMonEnv(t, `
-tasks: H: {kind: "Hog", external: true, limits: cpu: warn: 0.3}
+tasks: H: {kind: "Hog", external: true, limits: cpu: warn: 0.25}
 daemon: sample_every: 0.1
 `)
 	d := e.daemon()
 	e.runningPid("H")
-	e.sendTo("H", map[string]any{"spin_s": 1.5})
+	e.sendTo("H", map[string]any{"spin_s": 2.0})
 	// Read the alerts as an operator would: mmctl recv on the alert queue.
 	var got []map[string]any
 	has := func(level string) bool {
@@ -176,7 +206,7 @@ daemon: sample_every: 0.1
 		return has("warn") && has("ok")
 	})
 	for _, a := range got {
-		if a["task"] == "H" && a["metric"] == "cpu" && a["level"] == "warn" && (a["value"].(float64) < 0.3 || a["threshold"] != 0.3) {
+		if a["task"] == "H" && a["metric"] == "cpu" && a["level"] == "warn" && (a["value"].(float64) < 0.25 || a["threshold"] != 0.25) {
 			t.Fatalf("cpu alert %v", a)
 		}
 	}
@@ -339,7 +369,8 @@ tasks: Counter: {kind: "Counter"}
 tasks: H: {kind: "Hog", external: true}
 daemon: sample_every: 0.1
 `)
-	e.args = append(e.args, "-o", "log:2", "--metrics-addr", "127.0.0.1:0")
+	e.oob("log:2")
+	e.args = append(e.args, "--metrics-addr", "127.0.0.1:0")
 	d := e.daemon()
 	var url string
 	testenv.WaitFor(t, 10*time.Second, "the metrics address in the log", func() bool {
@@ -356,7 +387,7 @@ daemon: sample_every: 0.1
 		`multimodule_task_up{task="H",where="external"} 1`,
 		`multimodule_task_level{metric="cpu",task="H"} 0`,
 		`multimodule_daemon_memory_bytes `,
-		`process_resident_memory_bytes `,
+		`go_goroutines `,
 	}
 	for _, m := range []string{"cpu_cores", "queue_fill_ratio", "mailbox_messages", "restarts_recent",
 		"failures_per_second", "messages_in_per_second", "messages_out_per_second"} {
@@ -393,11 +424,10 @@ func TestUnreadableHeldFileHoldsNothing(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.state, "held.json"), []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.args = append(e.args, "-o", "error:2")
-	d := e.daemon()
+	d := e.daemon() // errors go to stderr, which the test reads
 	e.runningPid("Counter")
-	if !strings.Contains(d.output(), "held tasks unreadable") {
-		t.Fatalf("no error about held.json:\n%s", d.output())
-	}
+	testenv.WaitFor(t, 10*time.Second, "an error about held.json", func() bool {
+		return strings.Contains(d.output(), "held tasks unreadable")
+	})
 	e.exit(d)
 }

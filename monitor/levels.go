@@ -65,11 +65,11 @@ func (t Thresholds) Judge(v float64) Level {
 // changes.
 const Confirm = 2
 
-// Watch follows one metric of one task. Its zero value is at OK.
+// Watch follows one metric of one task. Its zero value is at OK, as if
+// the samples before the first were all OK.
 type Watch struct {
 	level  Level
 	recent [Confirm]Level
-	n      int // samples seen, up to Confirm
 }
 
 // Level is the watched level.
@@ -82,12 +82,6 @@ func (w *Watch) Level() Level { return w.level }
 func (w *Watch) Observe(l Level) (changed bool, from Level) {
 	copy(w.recent[:], w.recent[1:])
 	w.recent[Confirm-1] = l
-	if w.n < Confirm {
-		w.n++
-		if w.n < Confirm {
-			return false, w.level
-		}
-	}
 	lo, hi := w.recent[0], w.recent[0]
 	for _, x := range w.recent[1:] {
 		lo, hi = min(lo, x), max(hi, x)

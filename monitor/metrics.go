@@ -25,9 +25,6 @@ type Metric struct {
 	// Prom is the Prometheus name after the multimodule_task_ prefix.
 	Prom string
 	Help string
-	// NoFailsafe: acting on this metric would make things worse (a task
-	// whose queue fills must not stop taking from it).
-	NoFailsafe bool
 }
 
 // Metrics lists every metric, in the order they are shown.
@@ -38,7 +35,7 @@ var Metrics = []Metric{
 	{Name: WriteBytes, Prom: "write_bytes_per_second", Help: "bytes an external task's process wrote to storage per second"},
 	{Name: FDs, Prom: "open_fds", Help: "open file descriptors of an external task's process"},
 	{Name: Threads, Prom: "threads", Help: "OS threads of an external task's process"},
-	{Name: QueueFill, Prom: "queue_fill_ratio", Help: "the task's System V queue: bytes used / capacity", NoFailsafe: true},
+	{Name: QueueFill, Prom: "queue_fill_ratio", Help: "the task's System V queue: bytes used / capacity"},
 	{Name: Mailbox, Prom: "mailbox_messages", Help: "messages taken from the queue, waiting for the handler"},
 	{Name: Restarts, Prom: "restarts_recent", Help: "restarts in the last 10 minutes"},
 	{Name: Failures, Prom: "failures_per_second", Help: "message handler errors and panics per second"},
@@ -47,12 +44,18 @@ var Metrics = []Metric{
 }
 
 // Defaults are the limits of a task that sets none (the original's):
-// memory is a fraction of the box's, here turned into bytes.
+// memory is a fraction of the box's, here turned into bytes (unset when
+// the box's memory is unknown, 0). queue_fill has no failsafe: a task
+// whose queue fills must not stop taking from it (the schema forbids one).
 func Defaults(boxMemory float64) map[string]Thresholds {
 	nan := math.NaN()
+	memory := Unset
+	if boxMemory > 0 {
+		memory = Thresholds{0.1 * boxMemory, 0.15 * boxMemory, 0.3 * boxMemory}
+	}
 	return map[string]Thresholds{
 		CPU:       {1.4, 1.6, 1.9},
-		Memory:    {0.1 * boxMemory, 0.15 * boxMemory, 0.3 * boxMemory},
+		Memory:    memory,
 		FDs:       {100, 150, 200},
 		Threads:   {100, 150, 200},
 		QueueFill: {0.6, 0.8, nan},

@@ -10,11 +10,17 @@ import (
 // ProcSample is what a process uses, in the units of the metrics.
 type ProcSample struct {
 	CPU, Memory, ReadBytes, WriteBytes, FDs, Threads float64
+	// HasCPU: CPU was measured by this sample; CPU is 0 without it (the
+	// first sample, or one sooner than minCPUInterval after the last).
+	HasCPU bool
 }
 
-// Values adds the sample to a task's metric values.
+// Values adds the sample to a task's metric values (CPU only if measured).
 func (s ProcSample) Values(into map[string]float64) {
-	into[CPU], into[Memory], into[ReadBytes], into[WriteBytes] = s.CPU, s.Memory, s.ReadBytes, s.WriteBytes
+	if s.HasCPU {
+		into[CPU] = s.CPU
+	}
+	into[Memory], into[ReadBytes], into[WriteBytes] = s.Memory, s.ReadBytes, s.WriteBytes
 	into[FDs], into[Threads] = s.FDs, s.Threads
 }
 
@@ -29,15 +35,14 @@ type sampled struct {
 	p      *process.Process
 	io     *process.IOCountersStat
 	at     time.Time
-	cpu    float64
 	cpuAt  time.Time
 	marked bool
 }
 
 // minCPUInterval is the shortest interval a CPU rate is taken over: CPU
 // time is counted in clock ticks (10 ms), so a shorter one is mostly
-// rounding. A sample sooner than that repeats the last rate.
-const minCPUInterval = 100 * time.Millisecond
+// rounding. A sample sooner than that has no CPU figure.
+const minCPUInterval = 50 * time.Millisecond
 
 // NewProcSampler returns an empty sampler.
 func NewProcSampler() *ProcSampler { return &ProcSampler{procs: map[int]*sampled{}} }
@@ -61,9 +66,9 @@ func (s *ProcSampler) Sample(pid int) (ProcSample, error) {
 		if err != nil {
 			return out, fmt.Errorf("process %d cpu: %w", pid, err)
 		}
-		e.cpu, e.cpuAt = cpu/100, now
+		out.CPU, out.HasCPU = cpu/100, !e.cpuAt.IsZero()
+		e.cpuAt = now
 	}
-	out.CPU = e.cpu
 	mem, err := e.p.MemoryInfo()
 	if err != nil {
 		return out, fmt.Errorf("process %d memory: %w", pid, err)

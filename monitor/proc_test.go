@@ -34,7 +34,7 @@ func TestProcSamplerMeasuresARealProcess(t *testing.T) {
 		if got, err = s.Sample(cmd.Process.Pid); err != nil {
 			t.Fatal(err)
 		}
-		return got.CPU > 0.5
+		return got.HasCPU && got.CPU > 0.5
 	})
 	if got.CPU > 1.2 || got.Memory <= 0 || got.Threads != 1 || got.FDs < 3 {
 		t.Fatalf("sample of a one-thread spinning shell: %+v", got)
@@ -44,14 +44,16 @@ func TestProcSamplerMeasuresARealProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
+	for range 20 {
+		f, err := os.Open(os.Args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
 	}
-	defer f.Close()
 	after, _ := s.Sample(os.Getpid())
-	if after.FDs < self.FDs+1 {
-		t.Fatalf("fds %v then %v after opening a file", self.FDs, after.FDs)
+	if after.FDs < self.FDs+15 { // the runtime may close one or two meanwhile
+		t.Fatalf("fds %v then %v after opening 20 files", self.FDs, after.FDs)
 	}
 	// A gone process is an error, and Sweep forgets what was not sampled.
 	cmd.Process.Kill()

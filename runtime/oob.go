@@ -88,7 +88,7 @@ func OpenChannels(spec string, opts ChannelOptions) (*Channels, error) {
 	mk := func(ch string, min slog.Level) (*slog.Logger, error) {
 		target := targets[ch]
 		var h slog.Handler
-		hopts := &slog.HandlerOptions{Level: min}
+		hopts := &slog.HandlerOptions{Level: min, ReplaceAttr: severityKey}
 		switch {
 		case opts.Forward != nil:
 			h = &sendHandler{channel: ch, qname: "the daemon", min: min, send: func(_ string, m Message) error { return opts.Forward(m) },
@@ -139,6 +139,15 @@ func OpenChannels(spec string, opts ChannelOptions) (*Channels, error) {
 		*x.dst = l
 	}
 	return c, nil
+}
+
+// severityKey writes a record's slog level as "severity", as record
+// messages do: "level" is left to attributes (an alert's level).
+func severityKey(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.LevelKey {
+		a.Key = "severity"
+	}
+	return a
 }
 
 // Close closes the files the channels opened.

@@ -139,7 +139,8 @@ func init() { mm.Register("acme.Absorber", func() mm.Task { return Absorber{} })
 
 // Hog misbehaves on request: {"leak_mb": N} keeps N more MiB resident,
 // {"spin_s": S} spins a core for S seconds, {"open": N} opens N more
-// files, {"alert": TEXT} raises an alert.
+// files, {"alert": TEXT} raises an alert, {"block_s": S} keeps the
+// handler for S seconds.
 type Hog struct {
 	leaked [][]byte
 	files  []*os.File
@@ -174,6 +175,9 @@ func (h *Hog) Message(ctx mm.Context, msg mm.Message) error {
 	}
 	if a, ok := msg["alert"].(string); ok {
 		ctx.Alert(a, "pid", float64(os.Getpid()))
+	}
+	if s, ok := msg["block_s"].(float64); ok { // a handler that does not return
+		time.Sleep(time.Duration(s * float64(time.Second)))
 	}
 	return nil
 }
