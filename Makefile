@@ -3,8 +3,13 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 STATE_DIR   ?= ./state
 BENCHTIME   ?= 4000000x
+FUZZTIME    ?= 10s
+# Every input the daemon takes from outside: config files, messages,
+# spill references, Router routes and messages, state files.
+FUZZ        := ./schema:FuzzLoad ./transit:FuzzCodec ./transit:FuzzEncode \
+               ./transit:FuzzSpillReference ./tasks/router:FuzzRouter ./statestore:FuzzDecode
 
-.PHONY: all build run test vet lint bench tidy clean
+.PHONY: all build run test vet lint bench fuzz tidy clean
 
 all: build
 
@@ -26,6 +31,14 @@ vet:
 
 lint: vet
 	$(GO) run $(STATICCHECK) ./...
+
+# Each fuzz target for FUZZTIME (CI: briefly; `make fuzz FUZZTIME=10m` for
+# a real run). A failing input is saved under the package's testdata/fuzz.
+fuzz:
+	@for t in $(FUZZ); do \
+		echo "fuzz $$t $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*} || exit 1; \
+	done
 
 # Each benchmark prints its figure next to a raw baseline from the same run:
 # in-process delivery vs a bare Go channel; our JSON codec vs encoding/json;

@@ -162,3 +162,27 @@ func TestOutOfBandRecordsNeverFail(t *testing.T) {
 		t.Fatalf("a failed forward of an out-of-band record returned %v: with -o error:router it would loop", err)
 	}
 }
+
+// FuzzRouter feeds the Router any routes and any message: a config that
+// CheckConfig accepts must also be accepted by SetConfig, and no message
+// may make it panic.
+func FuzzRouter(f *testing.F) {
+	f.Add(`[{"match":{"source":"Example1"},"forwards":[{"qname":"Example2"}]}]`, `{"source":"Example1","ct":1}`)
+	f.Add(`[{"match":{"x":{"$gt":1,"$lt":5}},"transform":{"y":{"$copy":"x.z"}},"forwards":[{"qname":"A"}]}]`, `{"x":3}`)
+	f.Add(`[{"match":{"a":{"$re":"^b+$"},"n":[1,2]},"short_circuit":true,"forwards":[{"qname":"B"}]}]`, `{"a":"bbb","n":[1,2]}`)
+	f.Add(`[{"match":{"x":{"$exists":false}},"transform":{"x":{"$copy":""}},"forwards":[{"qname":"C"}]}]`, `{}`)
+	f.Fuzz(func(t *testing.T, routes, msg string) {
+		var cfg map[string]any
+		if json.Unmarshal([]byte(`{"routes":`+routes+`}`), &cfg) != nil || CheckConfig(cfg) != nil {
+			return
+		}
+		var m map[string]any
+		if json.Unmarshal([]byte(msg), &m) != nil || m == nil {
+			return
+		}
+		h := mmtest.New(t, "Router", New(), mmtest.Config(cfg)) // fails the test if SetConfig refuses
+		if err := h.Message(m); errors.Is(err, mmtest.ErrPanic) {
+			t.Fatalf("routes %s, message %s: %v", routes, msg, err)
+		}
+	})
+}
