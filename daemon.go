@@ -17,6 +17,10 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
+// externalPoll is how often the daemon looks whether the external
+// processes it adopted (not its children) are alive.
+const externalPoll = 500 * time.Millisecond
+
 // ConfirmRemovalDelay is how long the daemon waits before a task whose
 // definition vanished from the config dir is stopped: the directory is
 // loaded again then, and only if it still lacks the task is it stopped
@@ -207,7 +211,9 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 	watchDone := make(chan struct{})
 	go func() { d.watcher.Run(ctx); close(watchDone) }()
 	d.in.Start()
-	watchExternals := time.NewTicker(100 * time.Millisecond)
+	// Externals this daemon started are reaped by it, and their exits
+	// reach it at once (d.exited); the poll is for adopted ones.
+	watchExternals := time.NewTicker(externalPoll)
 	defer watchExternals.Stop()
 	d.sampler = time.NewTicker(d.sampleEvery)
 	defer d.sampler.Stop()

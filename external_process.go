@@ -194,8 +194,12 @@ func reportInterval(spec externalSpec) time.Duration {
 }
 
 // report sends the daemon the task's counters every reportEvery, which it
-// turns into the task's rates and levels.
+// turns into the task's rates and levels. An idle task reports less: once
+// its counters stop changing, two more reports (the daemon needs two
+// samples to see the rates back at zero), then one in ten.
 func (x *external) report(send func(runtime.Message) error, stop <-chan struct{}) {
+	var last runtime.TaskStatus
+	quiet := 0
 	for {
 		select {
 		case <-stop:
@@ -204,6 +208,16 @@ func (x *external) report(send func(runtime.Message) error, stop <-chan struct{}
 		}
 		for _, s := range x.host.Status() {
 			if s.Name != x.o.task {
+				continue
+			}
+			if s.MessagesIn == last.MessagesIn && s.MessagesOut == last.MessagesOut && s.Failures == last.Failures &&
+				s.Depth == last.Depth && s.Busy == last.Busy {
+				quiet++
+			} else {
+				quiet = 0
+			}
+			last = s
+			if quiet > 2 && quiet%10 != 0 {
 				continue
 			}
 			send(runtime.Message{reportKey: map[string]any{"at": float64(time.Now().UnixNano()) / 1e9, "busy_s": s.Busy.Seconds(),

@@ -6,11 +6,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
@@ -113,4 +115,115 @@ func BenchmarkSampling100Externals(b *testing.B) {
 		b.Fatalf("sampled %d tasks, want %d", len(d.mon.tasks), n)
 	}
 	fmt.Fprintf(os.Stderr, "sampling %d externals once a second: %.2f%% of a core (bare /proc reads %.2f%%)\n", n, ours/float64(b.N), base/float64(b.N))
+}
+
+// procCPU is the CPU time a process has used (from /proc, in clock ticks
+// of 10 ms).
+func procCPU(b *testing.B, pid int) time.Duration {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+1:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// procRSS is a process's resident memory in bytes.
+func procRSS(b *testing.B, pid int) float64 {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pages, _ := strconv.ParseFloat(strings.Fields(string(s))[1], 64)
+	return pages * float64(os.Getpagesize())
+}
+
+// BenchmarkScale200Externals starts a daemon (testdata/extprog) with 200
+// external stateful tasks and reports the time until all run, the
+// daemon's resident memory, and the CPU the idle daemon uses to supervise,
+// sample and take the reports of 200 processes once a second. Baselines
+// from the same run: exec of the same binary 200 times (printing its
+// usage), and bare reads of the /proc files sampling needs for the same
+// 200 processes once a second.
+func BenchmarkScale200Externals(b *testing.B) {
+	const n = 200
+	bin := buildExtprog(b)
+	state := b.TempDir()
+	b.Cleanup(func() { killByStateDir(state) })
+	var cfg strings.Builder
+	for i := range n {
+		fmt.Fprintf(&cfg, "tasks: C%03d: {kind: \"Counter\", external: true}\n", i)
+	}
+	cfgDir := testenv.WriteFiles(b, map[string]string{"a.cue": cfg.String()})
+	tr, err := transit.Open(transit.Options{Dir: testenv.TransitDir(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	t0 := time.Now()
+	for range n {
+		if err := exec.Command(bin, "-h").Run(); err != nil && !isExit(err) {
+			b.Fatal(err)
+		}
+	}
+	bareStart := time.Since(t0)
+
+	t0 = time.Now()
+	d := exec.Command(bin, "-c", cfgDir, "-s", state, "-T", tr.Dir(), "-p", "acme", "-o", "log:"+filepath.Join(state, "log"))
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	var pids []int
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("not all %d externals running: %d", n, len(pids))
+		}
+		reply, err := control.Request(tr, DefaultControlQueue, map[string]any{"type": "status"}, 5*time.Second)
+		if err != nil {
+			continue
+		}
+		pids = pids[:0]
+		for _, x := range reply["status"].(map[string]any)["tasks"].([]any) {
+			if t := x.(map[string]any); t["status"] == "running" && t["where"] == "external" {
+				pids = append(pids, int(t["pid"].(float64)))
+			}
+		}
+		if len(pids) == n {
+			break
+		}
+	}
+	start := time.Since(t0)
+	b.ResetTimer()
+	c0 := procCPU(b, d.Process.Pid)
+	time.Sleep(10 * time.Second)
+	idle := (procCPU(b, d.Process.Pid) - c0).Seconds() / 10
+	rssMiB := procRSS(b, d.Process.Pid) / (1 << 20)
+	b.StopTimer()
+	// The bare floor: the /proc files sampling reads, once, for each.
+	c1 := cpuTime()
+	for _, pid := range pids {
+		for _, f := range []string{"stat", "statm", "status", "io"} {
+			os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+		}
+		os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	}
+	bare := (cpuTime() - c1).Seconds()
+
+	control.Request(tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- d.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatal("the daemon did not exit")
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(start.Seconds()*1000, "start-all-ms")
+	b.ReportMetric(bareStart.Seconds()*1000, "bare-exec-all-ms")
+	b.ReportMetric(rssMiB, "daemon-rss-MiB")
+	b.ReportMetric(idle*100, "daemon-idle-%core")
+	b.ReportMetric(bare*100, "bare-proc-reads-%core@1Hz")
 }

@@ -2,8 +2,19 @@ package runtime
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // benchMsgs are the small maps both paths carry, allocated up front so the
@@ -102,4 +113,113 @@ func BenchmarkInProcessDelivery(b *testing.B) {
 	b.ReportMetric(bareRate, "bare-msgs/s")
 	b.ReportMetric(ourRate, "mm-msgs/s")
 	b.ReportMetric(ourRate/bareRate, "mm/bare")
+}
+
+// rss is this process's resident memory in bytes.
+func rss(b *testing.B) float64 {
+	s, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(s))
+	pages, _ := strconv.ParseFloat(f[1], 64)
+	return pages * float64(os.Getpagesize())
+}
+
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// idleCPU is the share of one core this process uses over d doing nothing
+// but what runs in the background.
+func idleCPU(d time.Duration) float64 {
+	c0 := cpuTime()
+	time.Sleep(d)
+	return (cpuTime() - c0).Seconds() / d.Seconds()
+}
+
+type idleTask struct{}
+
+func (idleTask) Message(Context, Message) error { return nil }
+
+// BenchmarkScale10000Tasks starts 10,000 internal tasks, each served from
+// its own System V queue, and reports the start time, the memory they add
+// and the CPU the idle daemon then uses (the inbound's 1 s safety sweep of
+// every queue is most of it). The baseline, in the same run, is 10,000
+// goroutines each waiting on a channel.
+func BenchmarkScale10000Tasks(b *testing.B) {
+	const n = 10000
+	settle := func() float64 { debug.FreeOSMemory(); return rss(b) }
+
+	base0 := settle()
+	t0 := time.Now()
+	stop := make(chan struct{})
+	chans := make([]chan Message, n)
+	var wg sync.WaitGroup
+	for i := range chans {
+		chans[i] = make(chan Message, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-chans[i]:
+			case <-stop:
+			}
+		}()
+	}
+	bareStart := time.Since(t0)
+	bareRSS := settle() - base0
+	bareIdle := idleCPU(3 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	tr, err := transit.Open(transit.Options{Dir: testenv.TransitDir(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := NewHost(Options{StateDir: b.TempDir(), OOB: "debug:2"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, err := NewInbound(h, tr, "bench.doorbell", func(err error) { b.Error(err) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	ours0 := settle()
+	b.ResetTimer()
+	t0 = time.Now()
+	specs := make([]TaskSpec, n)
+	for i := range specs {
+		specs[i] = TaskSpec{Name: fmt.Sprintf("T%05d", i), New: func() Task { return idleTask{} }}
+	}
+	for _, err := range h.StartAll(specs) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, s := range specs {
+		if err := in.ServeTask(s.Name); err != nil {
+			b.Fatal(err)
+		}
+	}
+	in.Start()
+	ourStart := time.Since(t0)
+	b.StopTimer()
+	ourRSS := settle() - ours0
+	ourIdle := idleCPU(3 * time.Second)
+	in.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := h.Shutdown(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ourStart.Seconds()*1000, "start-ms")
+	b.ReportMetric(bareStart.Seconds()*1000, "bare-start-ms")
+	b.ReportMetric(ourRSS/(1<<20), "rss-MiB")
+	b.ReportMetric(bareRSS/(1<<20), "bare-rss-MiB")
+	b.ReportMetric(ourIdle*100, "idle-%core")
+	b.ReportMetric(bareIdle*100, "bare-idle-%core")
 }
