@@ -40,22 +40,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*} || exit 1; \
 	done
 
-# Each benchmark prints its figure next to a raw baseline from the same run:
-# in-process delivery vs a bare Go channel; our JSON codec vs encoding/json;
-# cross-process throughput and round trip vs a bare msgsnd/msgrcv loop;
-# config edit to SetConfig vs a bare fsnotify event; loading and planning
-# 1,000 tasks vs a bare CUE evaluation of the same files; spawning an
-# external task to its first message vs a bare exec of the same binary;
-# kill -9 to handling again; a task's Send to an external task vs a bare
-# msgsnd/msgrcv loop.
+# Each benchmark prints its figure next to a raw baseline from the same run
+# (in-process delivery vs a bare Go channel, cross-process vs a bare
+# msgsnd/msgrcv loop, ...); internal/benchreport runs them all and writes
+# the table to BENCHMARKS.md. About ten minutes.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 5 ./runtime/
-	$(GO) test -run '^$$' -bench Codec -count 5 ./transit/
-	$(GO) test -run '^$$' -bench 'CrossProcess|RoundTrip' -benchtime 200000x -count 3 ./transit/
-	$(GO) test -run '^$$' -bench ConfigEditToApplied -benchtime 1x -count 3 .
-	$(GO) test -run '^$$' -bench LoadAndPlan1000 -benchtime 3x -count 3 ./reconcile/
-	$(GO) test -run '^$$' -bench 'External|SendToExternalTask' -benchtime 1x -count 3 .
-	$(GO) test -run '^$$' -bench Sampling100Externals -benchtime 1x -count 3 .
+	$(GO) run ./internal/benchreport -o BENCHMARKS.md
 
 # The test fixture in testdata/extprog is a module of its own that imports
 # this one: tidy both when dependencies change.
