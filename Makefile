@@ -52,6 +52,7 @@ bench:
 tidy:
 	$(GO) mod tidy
 	cd testdata/extprog && $(GO) mod tidy
+	cd bench/peers && $(GO) mod tidy
 
 clean:
 	rm -rf bin

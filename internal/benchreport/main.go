@@ -21,25 +21,27 @@ import (
 	"time"
 )
 
-// run is one `go test` invocation.
+// run is one `go test` invocation, in dir (the project's root if empty).
 type run struct {
 	pkg, bench, benchtime string
 	count                 int
+	dir                   string
 }
 
 var runs = []run{
-	{"./runtime/", "InProcessDelivery", "4000000x", 5},
-	{"./tasks/router/", "RouterHop", "1000000x", 5},
-	{"./transit/", "Codec", "", 5},
-	{"./transit/", "CrossProcess|RoundTrip", "200000x", 3},
-	{".", "SendToExternalTask", "1x", 3},
-	{".", "ConfigEditToApplied", "1x", 3},
-	{"./reconcile/", "LoadAndPlan1000", "3x", 3},
-	{".", "ExternalSpawnToFirstMessage|ExternalKillToRecovered", "1x", 3},
-	{"./statestore/", "StateSave", "1000x", 3},
-	{".", "Sampling100Externals", "1x", 3},
-	{"./runtime/", "Scale10000Tasks", "1x", 3},
-	{".", "Scale200Externals", "1x", 3},
+	{"./runtime/", "InProcessDelivery", "4000000x", 5, ""},
+	{"./tasks/router/", "RouterHop", "1000000x", 5, ""},
+	{"./transit/", "Codec", "", 5, ""},
+	{"./transit/", "CrossProcess|RoundTrip", "200000x", 3, ""},
+	{".", "SendToExternalTask", "1x", 3, ""},
+	{".", "ConfigEditToApplied", "1x", 3, ""},
+	{"./reconcile/", "LoadAndPlan1000", "3x", 3, ""},
+	{".", "ExternalSpawnToFirstMessage|ExternalKillToRecovered", "1x", 3, ""},
+	{"./statestore/", "StateSave", "1000x", 3, ""},
+	{".", "Sampling100Externals", "1x", 3, ""},
+	{"./runtime/", "Scale10000Tasks", "1x", 3, ""},
+	{".", "Scale200Externals", "1x", 3, ""},
+	{".", ".", "1000000x", 3, "bench/peers"},
 }
 
 // metric names one figure: the benchmark and the unit it reports it in.
@@ -75,6 +77,17 @@ var figures = []figure{
 	{"Scale", "200 externals: start until all run", metric{"Scale200Externals", "start-all-ms"}, metric{"Scale200Externals", "bare-exec-all-ms"}, false, "ms", "baseline: 200 bare execs of the same binary"},
 	{"Scale", "200 externals: daemon memory", metric{"Scale200Externals", "daemon-rss-MiB"}, metric{}, false, "MiB", "resident memory of the daemon process"},
 	{"Scale", "200 externals: daemon idle CPU (supervision, sampling, reports)", metric{"Scale200Externals", "daemon-idle-%core"}, metric{"Scale200Externals", "bare-proc-reads-%core@1Hz"}, false, "% of a core", "baseline: bare reads of the /proc files sampling needs, once a second"},
+	{"Peers", "One-to-one throughput vs protoactor-go", metric{"OneToOne/multimodule", "msgs/s"}, metric{"OneToOne/protoactor", "msgs/s"}, true, "msgs/s", "baseline: asynkron/protoactor-go, local actors, the same maps"},
+	{"Peers", "Ping-pong round trip vs protoactor-go", metric{"PingPong/multimodule", "ns/roundtrip"}, metric{"PingPong/protoactor", "ns/roundtrip"}, false, "ns", "same"},
+	{"Peers", "Fan-out over 1,000 actors vs protoactor-go", metric{"FanOut1000/multimodule", "msgs/s"}, metric{"FanOut1000/protoactor", "msgs/s"}, true, "msgs/s", "same"},
+}
+
+// sectionNotes are printed under a section's heading.
+var sectionNotes = map[string]string{
+	"Peers": "bench/peers is its own module (the project does not depend on its peers): `cd bench/peers && go test -bench .`.\n" +
+		"Each framework runs the same workloads on the same small maps. anthdm/hollywood and ergo-services/ergo are\n" +
+		"not in this table: the Go module proxy this machine reaches answers 403 (\"not available\") for both, and\n" +
+		"github.com is not reachable; their runners belong beside protoactor.go when they can be fetched.\n",
 }
 
 func main() {
@@ -95,6 +108,7 @@ func main() {
 		args = append(args, r.pkg)
 		fmt.Fprintf(os.Stderr, "go %s\n", strings.Join(args, " "))
 		cmd := exec.Command("go", args...)
+		cmd.Dir = r.dir
 		var buf bytes.Buffer
 		cmd.Stdout = io.MultiWriter(&buf, os.Stdout)
 		cmd.Stderr = os.Stderr
@@ -191,7 +205,11 @@ func report(res map[metric][]float64, raw string, took time.Duration) []byte {
 	for _, f := range figures {
 		if f.section != section {
 			section = f.section
-			fmt.Fprintf(&b, "\n## %s\n\n| Figure | Ours | Baseline | Ours vs baseline | Unit | Notes |\n| --- | --- | --- | --- | --- | --- |\n", section)
+			fmt.Fprintf(&b, "\n## %s\n\n", section)
+			if n := sectionNotes[section]; n != "" {
+				b.WriteString(n + "\n")
+			}
+			fmt.Fprintf(&b, "| Figure | Ours | Baseline | Ours vs baseline | Unit | Notes |\n| --- | --- | --- | --- | --- | --- |\n")
 		}
 		ours, base := res[f.ours], res[f.base]
 		mo, mb := median(ours), median(base)
