@@ -9,7 +9,7 @@ FUZZTIME    ?= 10s
 FUZZ        := ./schema:FuzzLoad ./transit:FuzzCodec ./transit:FuzzEncode \
                ./transit:FuzzSpillReference ./tasks/router:FuzzRouter ./statestore:FuzzDecode
 
-.PHONY: all build run test vet lint bench fuzz tidy clean
+.PHONY: all build run test vet lint bench fuzz soak tidy clean
 
 all: build
 
@@ -49,6 +49,14 @@ bench:
 
 # The test fixture in testdata/extprog is a module of its own that imports
 # this one: tidy both when dependencies change.
+# Traffic through internal and external tasks while externals and the
+# daemon are killed with SIGKILL, tasks flip, configs break and queues
+# fill; then: nothing lost, state back at most one save interval, nothing
+# leaked. About ten minutes; not in CI. SOAKTIME=2m for a short one.
+SOAKTIME ?= 10m
+soak:
+	$(GO) run ./internal/soak -duration $(SOAKTIME)
+
 tidy:
 	$(GO) mod tidy
 	cd testdata/extprog && $(GO) mod tidy

@@ -45,7 +45,7 @@ func init() {
 func main() { mm.Main() }
 
 // Counter counts the messages it gets in its state and reports each one
-// to the queue Seen, with its count, the pid of the process that handled
+// to the queue Seen, with its task name, its count, the pid of the process that handled
 // it, its config's tag, and the message's src and seq.
 // With config fail: true every message fails; a message with spin_ms
 // burns that much CPU first.
@@ -73,7 +73,7 @@ func (c *Counter) Message(ctx mm.Context, msg mm.Message) error {
 	n, _ := ctx.State()["count"].(float64)
 	n++
 	ctx.State()["count"] = n
-	return ctx.Send("Seen", mm.Message{"i": msg["i"], "count": n, "pid": float64(os.Getpid()),
+	return ctx.Send("Seen", mm.Message{"task": ctx.Name(), "i": msg["i"], "count": n, "pid": float64(os.Getpid()),
 		"tag": c.tag, "src": msg["src"], "seq": msg["seq"]})
 }
 
