@@ -242,6 +242,7 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 			d.sample()
 		case r := <-d.drained:
 			delete(d.draining, r.task)
+			d.in.Release(r.task, r.err == nil)
 			if r.err != nil {
 				d.ch.Error.Error("failsafe: the task did not finish what it had taken", "task", r.task, "error", r.err)
 			}
@@ -285,6 +286,7 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 		select {
 		case r := <-d.drained:
 			delete(d.draining, r.task)
+			d.in.Release(r.task, r.err == nil)
 		case <-ctx.Done():
 			d.ch.Error.Error("failsafed tasks did not finish what they had taken", "tasks", len(d.draining))
 			clear(d.draining)
@@ -298,6 +300,11 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	case s := <-sig:
 		d.ch.Error.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
 		return 130
+	}
+	// What the tasks handled leaves their queues; after an incomplete
+	// shutdown it stays, to be handled again (at least once).
+	for name := range d.observed {
+		d.in.Release(name, err == nil)
 	}
 	if err != nil {
 		d.ch.Error.Error("shutdown incomplete", "error", err)

@@ -359,14 +359,16 @@ func (d *daemon) startInternal(specs []schema.TaskSpec) []error {
 	return errs
 }
 
-// stopInternal stops taking a task's messages, drains and saves it.
+// stopInternal stops taking a task's messages, drains and saves it; what
+// it handled then leaves its queue.
 func (d *daemon) stopInternal(ctx context.Context, name string) error {
 	if err := d.in.Unserve(name); err != nil {
 		return err
 	}
 	err := d.host.Stop(ctx, name)
 	if errors.Is(err, runtime.ErrNoSuchQueue) {
-		return nil
+		err = nil
 	}
+	d.in.Release(name, err == nil)
 	return err
 }

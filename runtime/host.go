@@ -293,6 +293,33 @@ func (h *Host) DeliverLocal(name string, msg Message) error {
 	return r.mbox.push(item{msg: msg})
 }
 
+// Progress reports how many items a local task's mailbox has accepted and
+// how many its handler has finished (ok false if it is not here): an item
+// accepted when pushed was n is handled once done reaches n.
+func (h *Host) Progress(name string) (pushed, done uint64, ok bool) {
+	r := (*h.tasks.Load())[name]
+	if r == nil {
+		return 0, 0, false
+	}
+	done = r.mbox.done.Load()
+	return r.mbox.pushed.Load(), done, true
+}
+
+// OnHandled has fn called after each batch of messages the task's handler
+// finishes (nil stops it); false if the task is not here.
+func (h *Host) OnHandled(name string, fn func()) bool {
+	r := (*h.tasks.Load())[name]
+	if r == nil {
+		return false
+	}
+	if fn == nil {
+		r.onHandled.Store(nil)
+	} else {
+		r.onHandled.Store(&fn)
+	}
+	return true
+}
+
 // Depth is a local task's mailbox depth (ok false if it is not here).
 func (h *Host) Depth(name string) (uint64, bool) {
 	r := (*h.tasks.Load())[name]

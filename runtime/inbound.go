@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,11 @@ type Inbound struct {
 
 	mu     sync.Mutex
 	routes map[string]*route
+	// released are unserved routes whose peeked messages wait for Release.
+	released map[string]*route
+	// noPeek is set once the kernel has refused to peek (no MSG_COPY):
+	// messages are then taken off the queue when handed over.
+	noPeek atomic.Bool
 
 	rings    chan string
 	sweepNow atomic.Bool
@@ -59,6 +65,19 @@ type route struct {
 	// Unserve returns, nothing more reaches the task from this queue.
 	mu   sync.Mutex
 	gone bool
+	// pending are the deliveries peeked from a task's queue and handed to
+	// it, oldest first: each stays in the queue until the task has handled
+	// it, so that a crash loses nothing (at least once).
+	pending []pending
+	// waiting mirrors len(pending) for the task's goroutine, which rings
+	// the drainer after each batch while there is something to settle.
+	waiting atomic.Int32
+}
+
+// pending is a peeked delivery and the mailbox count that covers it.
+type pending struct {
+	d    transit.Delivery
+	upTo uint64
 }
 
 // NewInbound prepares to serve queues for h, with doorbell as the queue
@@ -70,12 +89,18 @@ func NewInbound(h *Host, tr *transit.Transit, doorbell string, onError func(erro
 		return nil, err
 	}
 	return &Inbound{h: h, tr: tr, bell: bell, onError: onError, routes: map[string]*route{},
-		rings: make(chan string, 1024), stop: make(chan struct{})}, nil
+		released: map[string]*route{}, rings: make(chan string, 1024), stop: make(chan struct{})}, nil
 }
 
 // ServeTask takes the messages of queue name for the host's task name.
 func (in *Inbound) ServeTask(name string) error {
-	return in.add(name, &route{task: name})
+	r := &route{task: name}
+	in.h.OnHandled(name, func() {
+		if r.waiting.Load() > 0 {
+			in.ring(name)
+		}
+	})
+	return in.add(name, r)
 }
 
 // ServeFunc hands the messages of queue name to fn, on the inbound's
@@ -95,6 +120,7 @@ func (in *Inbound) add(name string, r *route) error {
 	}
 	in.mu.Lock()
 	in.routes[name] = r
+	delete(in.released, name) // what it had peeked is peeked again
 	in.mu.Unlock()
 	in.ring(name) // whatever waited while nobody served it
 	return nil
@@ -102,6 +128,7 @@ func (in *Inbound) add(name string, r *route) error {
 
 // Unserve stops taking the queue's messages; they stay in the kernel.
 // When it returns, no message from the queue is on its way to the task.
+// The messages the task was handed stay in the queue too, until Release.
 func (in *Inbound) Unserve(name string) error {
 	in.mu.Lock()
 	r := in.routes[name]
@@ -110,9 +137,75 @@ func (in *Inbound) Unserve(name string) error {
 	if r != nil {
 		r.mu.Lock()
 		r.gone = true
+		if len(r.pending) > 0 {
+			in.mu.Lock()
+			in.released[name] = r
+			in.mu.Unlock()
+		}
 		r.mu.Unlock()
 	}
 	return in.tr.ClearDoorbell(name)
+}
+
+// Release settles an unserved task's queue once the task has stopped:
+// with handled (it finished every message it was handed) they are taken
+// off the queue; without, they stay there for whoever serves it next.
+func (in *Inbound) Release(name string, handled bool) {
+	in.mu.Lock()
+	r := in.released[name]
+	delete(in.released, name)
+	in.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.pending {
+		if !handled {
+			break
+		}
+		if err := r.q.Drop(p.d); err != nil {
+			in.onError(fmt.Errorf("queue %s: %w", name, err))
+			break
+		}
+	}
+	r.pending = nil
+	r.waiting.Store(0)
+}
+
+// settle takes off r's queue what its task has handled.
+func (in *Inbound) settle(name string, r *route) {
+	if len(r.pending) == 0 {
+		return
+	}
+	_, done, ok := in.h.Progress(r.task)
+	if !ok {
+		return
+	}
+	for len(r.pending) > 0 && r.pending[0].upTo <= done {
+		if err := r.q.Drop(r.pending[0].d); err != nil {
+			in.onError(fmt.Errorf("queue %s: %w", name, err))
+			return
+		}
+		r.pending[0] = pending{}
+		r.pending = r.pending[1:]
+	}
+	r.waiting.Store(int32(len(r.pending)))
+}
+
+// take gets the next delivery of r's queue: peeked (left queued until
+// settled) for a task, taken for a handler or where the kernel cannot peek.
+func (in *Inbound) take(r *route) (transit.Delivery, bool, error) {
+	if r.task != "" && !in.noPeek.Load() {
+		d, err := r.q.Peek(len(r.pending))
+		if !errors.Is(err, transit.ErrNoPeek) {
+			return d, true, err
+		}
+		in.noPeek.Store(true)
+		in.onError(fmt.Errorf("queue %s: %w: a crash of the daemon loses the messages it has taken but not handled", r.q.Name(), err))
+	}
+	d, err := r.q.Receive(false)
+	return d, false, err
 }
 
 // DeadLetters counts messages this inbound sent to the dead-letter queue.
@@ -244,6 +337,10 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 		return false
 	}
 	if r.task != "" {
+		in.settle(name, r)
+		if len(r.pending) > 0 {
+			throttled[name] = true // look again soon, to settle the rest
+		}
 		depth, ok := in.h.Depth(r.task)
 		if !ok {
 			return false
@@ -253,16 +350,17 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 			return false
 		}
 	}
-	d, err := r.q.Receive(false)
+	d, peeked, err := in.take(r)
 	if errors.Is(err, transit.ErrEmpty) && r.task != "" && in.h.catchingUp(r.task) {
 		// Drained once: with the task's senders held, take what arrived
 		// meanwhile, then let them deliver directly.
 		in.h.finishCatchUp(r.task, func() {
+			in.settle(name, r) // a sender may be waiting for room
 			for {
-				d, err := r.q.Receive(false)
+				d, peeked, err := in.take(r)
 				in.dead.Add(uint64(d.Dead))
-				in.deliver(name, r, d)
-				if err != nil || len(d.Msgs)+d.Dead == 0 {
+				in.deliver(name, r, d, peeked && err == nil)
+				if err != nil || len(d.Msgs)+d.Dead == 0 && !d.Wake && d.Ring == "" {
 					return
 				}
 			}
@@ -277,16 +375,26 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 	if d.Ring != "" {
 		in.onError(fmt.Errorf("queue %s: a doorbell ring arrived on a served queue and was dropped", name))
 	}
-	in.deliver(name, r, d)
+	in.deliver(name, r, d, peeked && err == nil)
 	return err == nil && (len(d.Msgs) > 0 || d.Dead > 0 || d.Ring != "" || d.Wake)
 }
 
-func (in *Inbound) deliver(name string, r *route, d transit.Delivery) {
+// deliver hands d over; a peeked d is recorded to be settled once the
+// task has handled it.
+func (in *Inbound) deliver(name string, r *route, d transit.Delivery, peeked bool) {
 	for _, m := range d.Msgs {
 		if r.handler != nil {
 			r.handler(m)
 		} else if err := in.h.DeliverLocal(r.task, m); err != nil {
 			in.onError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", name, err))
 		}
+	}
+	if peeked {
+		pushed, _, ok := in.h.Progress(r.task)
+		if !ok {
+			pushed = math.MaxUint64 // not handed over: never settled here
+		}
+		r.pending = append(r.pending, pending{d: d, upTo: pushed})
+		r.waiting.Store(int32(len(r.pending)))
 	}
 }

@@ -63,6 +63,9 @@ type runner struct {
 	// busySince is when the batch being handled began (unix ns), 0 when
 	// idle: a handler that runs long shows as busy while it runs.
 	busySince atomic.Int64
+	// onHandled, if set, is called after each batch the handler finished
+	// (the inbound then takes the handled messages off the task's queue).
+	onHandled atomic.Pointer[func()]
 }
 
 func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
@@ -130,6 +133,9 @@ func (r *runner) loop() {
 		r.busyNanos.Add(int64(time.Since(t0)))
 		r.busySince.Store(0)
 		r.mbox.done.Add(all)
+		if f := r.onHandled.Load(); f != nil {
+			(*f)()
+		}
 		r.mbox.recycle(batch)
 	}
 	r.finish()

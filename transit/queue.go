@@ -244,6 +244,9 @@ type Delivery struct {
 	Wake bool
 	// Dead counts messages that went to the dead-letter queue.
 	Dead int
+
+	// spill is the spill file a Peek read and left for Drop to remove.
+	spill string
 }
 
 // Wake unblocks a receiver waiting on this queue: it sees Delivery.Wake
@@ -311,7 +314,71 @@ func (q *Queue) Receive(wait bool) (Delivery, error) {
 	}
 }
 
+// msgCopy is Linux's MSG_COPY: msgrcv copies the message at an index of
+// the queue and leaves it there.
+const msgCopy = 0o40000
+
+// Peek decodes the message at position i of the queue (0 is the oldest)
+// and leaves it queued: a receiver that handles what it peeked and then
+// Drops it loses nothing if it dies in between (the message is peeked
+// again by whoever serves the queue next). It returns ErrEmpty when there
+// is no message at i, and ErrNoPeek when the kernel cannot copy messages
+// (MSG_COPY needs CONFIG_CHECKPOINT_RESTORE). Only one receiver may peek
+// and drop a queue.
+func (q *Queue) Peek(i int) (Delivery, error) {
+	bp := q.getBuf()
+	buf := (*bp)[:cap(*bp)]
+	defer func() { q.putBuf(bp, buf) }()
+	for {
+		n, err := msgrcv(q.qid(), buf, int64(i), unix.IPC_NOWAIT|msgCopy)
+		switch {
+		case err == nil:
+			return q.decodeAs(binary.NativeEndian.Uint64(buf), buf[typeSize:typeSize+n], true)
+		case errors.Is(err, unix.ENOMSG):
+			return Delivery{}, ErrEmpty
+		case errors.Is(err, unix.ENOSYS):
+			return Delivery{}, ErrNoPeek
+		case errors.Is(err, unix.E2BIG):
+			if limit := kernelLimit("msgmax", 0); limit > len(buf)-typeSize {
+				buf = make([]byte, typeSize+limit)
+				continue
+			}
+			n, err := msgrcv(q.qid(), buf, int64(i), unix.IPC_NOWAIT|msgCopy|msgNoError)
+			if err != nil {
+				return Delivery{}, fmt.Errorf("transit: peek on %s: %w", q.name, err)
+			}
+			return Delivery{Dead: 1}, q.t.deadLetter(q.name, "message larger than msgmax: truncated", buf[typeSize:typeSize+n])
+		case isGone(err):
+			if rerr := q.reopen(); rerr != nil {
+				return Delivery{}, rerr
+			}
+		default:
+			return Delivery{}, fmt.Errorf("transit: peek on %s: %w", q.name, err)
+		}
+	}
+}
+
+// Drop takes the oldest message off the queue, which the caller peeked
+// as d and has handled, and removes the spill file d was read from.
+func (q *Queue) Drop(d Delivery) error {
+	var buf [typeSize + 1]byte
+	_, err := msgrcv(q.qid(), buf[:], 0, unix.IPC_NOWAIT|msgNoError)
+	if d.spill != "" {
+		os.Remove(filepath.Join(q.t.spillDir(q.name), d.spill))
+	}
+	if err != nil {
+		return fmt.Errorf("transit: drop on %s: %w", q.name, err)
+	}
+	return nil
+}
+
 func (q *Queue) decode(mtype uint64, text []byte) (Delivery, error) {
+	return q.decodeAs(mtype, text, false)
+}
+
+// decodeAs decodes one queue message; peeked, a spill file is read and
+// left in place (Drop removes it).
+func (q *Queue) decodeAs(mtype uint64, text []byte, peeked bool) (Delivery, error) {
 	var d Delivery
 	dead := func(reason string, raw []byte) error {
 		d.Dead++
@@ -329,9 +396,13 @@ func (q *Queue) decode(mtype uint64, text []byte) (Delivery, error) {
 		d.Ring = string(text[1:])
 		return d, nil
 	case tagSpill:
-		body, err := q.t.unspill(q.name, string(text[1:]))
+		ref := string(text[1:])
+		body, err := q.t.unspill(q.name, ref, !peeked)
 		if err != nil {
 			return d, dead("refused: "+err.Error(), text)
+		}
+		if peeked {
+			d.spill = ref
 		}
 		if len(body) > 0 && body[0] == tagBatch {
 			return q.decodeBatch(d, body[1:])

@@ -43,7 +43,7 @@ func FuzzSpillReference(f *testing.F) {
 	keep := []string{secret, filepath.Join(tr.spillDir("Other"), other), filepath.Join(tr.spillDir("Q"), loose),
 		filepath.Join(tr.spillDir("Q"), link)}
 	f.Fuzz(func(t *testing.T, r string) {
-		text, err := tr.unspill("Q", r)
+		text, err := tr.unspill("Q", r, true)
 		if err == nil {
 			if r != ref || !bytes.Equal(text, genuine) {
 				t.Fatalf("reference %q read %q", r, text)

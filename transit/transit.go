@@ -54,6 +54,9 @@ var (
 	ErrQueueFull = errors.New("queue is full")
 	// ErrEmpty: a non-blocking receive found nothing.
 	ErrEmpty = errors.New("queue is empty")
+	// ErrNoPeek means the kernel cannot copy a queued message without
+	// taking it (Linux's MSG_COPY needs CONFIG_CHECKPOINT_RESTORE).
+	ErrNoPeek = errors.New("this kernel cannot peek at queued messages (no MSG_COPY)")
 	// ErrNoQueue: Lookup found no queue of that name.
 	ErrNoQueue = errors.New("no such queue")
 	// ErrTooLarge: the message exceeds the spill size limit.
@@ -504,11 +507,12 @@ func (t *Transit) spill(queue string, text []byte) (string, error) {
 	return name, nil
 }
 
-// unspill reads and removes a spill file named by a reference, after
-// proving it is one of ours: a bare name of the right form, in this
-// queue's spill dir, a regular file (not a link), owned by us, private,
-// with one link. Anything else is refused without reading or deleting.
-func (t *Transit) unspill(queue, ref string) ([]byte, error) {
+// unspill reads (and, with remove, removes) a spill file named by a
+// reference, after proving it is one of ours: a bare name of the right
+// form, in this queue's spill dir, a regular file (not a link), owned by
+// us, private, with one link. Anything else is refused without reading or
+// deleting.
+func (t *Transit) unspill(queue, ref string, remove bool) ([]byte, error) {
 	if !spillNameRE.MatchString(ref) {
 		return nil, fmt.Errorf("spill reference %q is not a spill file name", truncate(ref, 80))
 	}
@@ -539,7 +543,9 @@ func (t *Transit) unspill(queue, ref string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spill reference %s: %w", ref, err)
 	}
-	os.Remove(path)
+	if remove {
+		os.Remove(path)
+	}
 	return text, nil
 }
 

@@ -397,3 +397,54 @@ func TestQueueStatsAndNames(t *testing.T) {
 		t.Fatalf("stats %+v %v", st, err)
 	}
 }
+
+func TestPeekLeavesMessagesUntilDropped(t *testing.T) {
+	t.Parallel()
+	dir := testenv.TransitDir(t)
+	tr := open(t, dir)
+	q, err := tr.Queue("P")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 20000) // spilled
+	for _, m := range []map[string]any{{"n": 1.0}, {"n": 2.0, "big": big}, {"n": 3.0}} {
+		if err := tr.Send("P", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var peeked []transit.Delivery
+	for i := 0; ; i++ {
+		d, err := q.Peek(i)
+		if errors.Is(err, transit.ErrEmpty) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Msgs) != 1 || d.Msgs[0]["n"] != float64(i+1) {
+			t.Fatalf("peek %d: %v", i, d.Msgs)
+		}
+		peeked = append(peeked, d)
+	}
+	if len(peeked) != 3 || peeked[1].Msgs[0]["big"] != big {
+		t.Fatalf("peeked %d", len(peeked))
+	}
+	// Peeking again (a receiver that died and came back) sees the same.
+	if d, err := q.Peek(0); err != nil || d.Msgs[0]["n"] != 1.0 {
+		t.Fatalf("peek again: %v %v", d.Msgs, err)
+	}
+	if len(testenv.SpillFiles(t, dir)) != 1 {
+		t.Fatal("the spill file of a peeked message is gone")
+	}
+	for _, d := range peeked[:2] {
+		if err := q.Drop(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if files := testenv.SpillFiles(t, dir); len(files) != 0 {
+		t.Fatalf("spill files left after the drop: %v", files)
+	}
+	if got := receiveAll(t, q); len(got) != 1 || got[0]["n"] != 3.0 {
+		t.Fatalf("left in the queue: %v", got)
+	}
+}
