@@ -266,6 +266,7 @@ func (d *daemon) stopExternal(_ context.Context, name string) error {
 	}
 	delete(d.externals, name)
 	os.Remove(pidPath(d.o.stateDir, name))
+	d.tr.Remove(name + ".doorbell") // left by a process that was killed
 	return nil
 }
 
@@ -353,6 +354,11 @@ func (d *daemon) startInternal(specs []schema.TaskSpec) []error {
 		i := idx[j]
 		if err == nil {
 			err = d.in.ServeTask(specs[i].Name)
+		}
+		if err == nil {
+			// The doorbell of an external process of this task that was
+			// killed: the daemon's own doorbell serves the task now.
+			d.tr.Remove(specs[i].Name + ".doorbell")
 		}
 		errs[i] = err
 	}

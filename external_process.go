@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -147,11 +148,20 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 	if err != nil {
 		return fail(1, err)
 	}
+	// Senders ring this process's doorbell after each send, so that it
+	// can wait for messages it only peeks at (see receive).
+	bell, err := tr.Queue(o.task + ".doorbell")
+	if err == nil {
+		err = tr.SetDoorbell(o.task, bell.Name())
+	}
+	if err != nil {
+		return fail(1, err)
+	}
 	x.ch.Log.Info("external task running", "task", o.task, "pid", os.Getpid())
 
 	var stopping atomic.Bool
 	done := make(chan struct{})
-	go func() { defer close(done); x.receive(q, &stopping) }()
+	go func() { defer close(done); x.receive(q, bell, &stopping) }()
 	stopReports := make(chan struct{})
 	defer close(stopReports)
 	go x.report(sendDaemon, stopReports)
@@ -161,12 +171,20 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 	case <-done: // the queue failed
 	}
 	stopping.Store(true)
-	q.Wake()
+	bell.Wake()
 	<-done
 	x.ch.Log.Info("external task stopping", "task", o.task, "signal", fmt.Sprint(s))
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	if err := host.Shutdown(ctx); err != nil {
+	err = host.Shutdown(ctx)
+	// What was handled leaves the queue; after an incomplete shutdown it
+	// stays there, to be handled again by the next process.
+	if err == nil {
+		x.settle(q, math.MaxUint64)
+	}
+	tr.ClearDoorbell(o.task)
+	tr.Remove(bell.Name())
+	if err != nil {
 		x.ch.Error.Error("shutdown incomplete", "task", o.task, "error", err)
 		return 1
 	}
@@ -184,6 +202,8 @@ type external struct {
 	token      string
 	// reportEvery is the time between two reports to the daemon.
 	reportEvery atomic.Int64
+	// pending are the deliveries handed to the task and still in its queue.
+	pending []peeked
 }
 
 func reportInterval(spec externalSpec) time.Duration {
@@ -228,41 +248,76 @@ func (x *external) report(send func(runtime.Message) error, stop <-chan struct{}
 }
 
 // receive moves messages from the task's queue to the task, applying
-// config messages in order with them. It leaves messages in the queue
+// config messages in order with them. It peeks at them and takes them off
+// the queue only once the task has handled them, so a SIGKILL loses none
+// (they are handled again by the next process: at least once). It waits
+// for a ring on bell (or a safety tick), leaves messages in the queue
 // while the task is at the high-water mark, and returns when stopping is
-// set (a Wake makes a waiting receive return).
-func (x *external) receive(q *transit.Queue, stopping *atomic.Bool) {
+// set (a Wake of bell makes a waiting receive return).
+func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
+	rang := make(chan struct{}, 1)
+	ring := func() {
+		select {
+		case rang <- struct{}{}:
+		default:
+		}
+	}
+	x.host.OnHandled(x.o.task, ring) // to settle soon after
+	go func() {
+		for !stopping.Load() {
+			if _, err := bell.Receive(true); err != nil {
+				time.Sleep(100 * time.Millisecond)
+			}
+			ring()
+		}
+	}()
+	tick := time.NewTicker(time.Second) // a lost ring is not a stall
+	defer tick.Stop()
+	wait := func(d time.Duration) {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-rang:
+		case <-tick.C:
+		case <-t.C:
+		}
+	}
+	peek := true
 	for !stopping.Load() {
-		for d, ok := x.host.Depth(x.o.task); ok && d >= runtime.HighWater && !stopping.Load(); d, ok = x.host.Depth(x.o.task) {
-			time.Sleep(5 * time.Millisecond)
+		_, done, _ := x.host.Progress(x.o.task)
+		x.settle(q, done)
+		if depth, ok := x.host.Depth(x.o.task); ok && depth >= runtime.HighWater {
+			wait(5 * time.Millisecond)
+			continue
 		}
-		if stopping.Load() {
-			return
+		var d transit.Delivery
+		var err error
+		if peek {
+			d, err = q.Peek(len(x.pending))
+			if errors.Is(err, transit.ErrNoPeek) {
+				peek = false
+				x.ch.Error.Error("a SIGKILL of this process loses the messages it has taken but not handled", "task", x.o.task, "error", err)
+				continue
+			}
+		} else {
+			d, err = q.Receive(false)
 		}
-		d, err := q.Receive(true)
-		if err != nil {
+		switch {
+		case errors.Is(err, transit.ErrEmpty):
+			wait(time.Hour)
+			continue
+		case err != nil:
 			x.ch.Error.Error("receiving", "task", x.o.task, "error", err)
 			if errors.Is(err, transit.ErrNoQueue) {
 				return
 			}
-			time.Sleep(100 * time.Millisecond)
+			wait(100 * time.Millisecond)
 			continue
 		}
 		for _, m := range d.Msgs {
 			if ctl, ok := m[runtime.ControlKey].(map[string]any); ok {
 				if v, ok := ctl[configKey]; ok {
-					spec, err := specFromMessage(v)
-					switch {
-					case err != nil:
-					case spec.Token != x.token || spec.Task.Name != x.o.task:
-						err = errors.New("config message without this process's token or for another task: refused")
-					default:
-						x.reportEvery.Store(int64(reportInterval(spec)))
-						err = x.apply(spec)
-					}
-					if err != nil {
-						x.ch.Error.Error("config from the daemon not applied", "task", x.o.task, "error", err)
-					}
+					x.configure(v)
 					continue
 				}
 			}
@@ -270,6 +325,47 @@ func (x *external) receive(q *transit.Queue, stopping *atomic.Bool) {
 				x.ch.Error.Error("a message taken from the queue was not delivered", "task", x.o.task, "error", err)
 			}
 		}
+		if peek {
+			pushed, _, ok := x.host.Progress(x.o.task)
+			if !ok {
+				pushed = math.MaxUint64 // not handed over: it stays queued
+			}
+			x.pending = append(x.pending, peeked{d, pushed})
+		}
+	}
+}
+
+// peeked is a delivery left in the queue until the task has handled it:
+// until its mailbox has finished upTo items.
+type peeked struct {
+	d    transit.Delivery
+	upTo uint64
+}
+
+// settle takes off the queue what the task has handled (done items).
+func (x *external) settle(q *transit.Queue, done uint64) {
+	for len(x.pending) > 0 && x.pending[0].upTo <= done {
+		if err := q.Drop(x.pending[0].d); err != nil {
+			x.ch.Error.Error("taking a handled message off the queue", "task", x.o.task, "error", err)
+			return
+		}
+		x.pending = x.pending[1:]
+	}
+}
+
+// configure applies a config message from the daemon.
+func (x *external) configure(v any) {
+	spec, err := specFromMessage(v)
+	switch {
+	case err != nil:
+	case spec.Token != x.token || spec.Task.Name != x.o.task:
+		err = errors.New("config message without this process's token or for another task: refused")
+	default:
+		x.reportEvery.Store(int64(reportInterval(spec)))
+		err = x.apply(spec)
+	}
+	if err != nil {
+		x.ch.Error.Error("config from the daemon not applied", "task", x.o.task, "error", err)
 	}
 }
 

@@ -171,7 +171,13 @@ daemon: {sample_every: 0.1, failsafe_grace: 2}
 	if _, err := procStart(int(pid)); err == nil {
 		t.Fatalf("the failsafed process %v still runs", pid)
 	}
-	e.exit(d)
+	// The message it died on was never handled: at least once, the new
+	// process gets it again (and blocks on it). The daemon leaves it
+	// running on SIGTERM; the test's cleanup kills it.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d.wait(t); err != nil {
+		t.Fatalf("daemon exit: %v\n%s", err, d.output())
+	}
 }
 
 func TestSpinningTaskAlertsCPUThenOKReadWithMmctl(t *testing.T) {

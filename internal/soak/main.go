@@ -35,6 +35,10 @@ var tasks = []string{"A", "B", "F"}
 
 const saveEvery = 0.5 // seconds: the tasks' save_state
 
+// activeGap is the longest gap between two reports of a task that counts
+// as working time: traffic is 100 messages a second.
+const activeGap = 100 * time.Millisecond
+
 func config(flipped bool) string {
 	return fmt.Sprintf(`tasks: A: {kind: "Counter", intervals: save_state: %[1]v}
 tasks: B: {kind: "Counter", external: true, intervals: save_state: %[1]v}
@@ -59,7 +63,12 @@ type soak struct {
 	sent, sendFailed map[string]int
 	seen             map[string]map[int]int
 	// counts: per task, the time each state count was first reported.
-	counts     map[string]map[int]time.Time
+	// counts: per task, the task's active time when each state count was
+	// first reported. Active time runs only while the task reports (gaps
+	// over activeGap, when it was down, do not count): "state goes back at
+	// most one save interval" is about the time it was working.
+	counts     map[string]map[int]time.Duration
+	active     map[string]time.Duration
 	maxCount   map[string]int
 	lastReport map[string]time.Time
 	// worst state regression: how old the state a task went back to was.
@@ -73,6 +82,7 @@ type soak struct {
 func main() {
 	duration := flag.Duration("duration", 10*time.Minute, "how long the faults go on")
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed (printed, to replay a run)")
+	flag.BoolVar(&keep, "keep", false, "keep the run's directory (logs, state) for a look")
 	flag.Parse()
 	if err := run(*duration, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
@@ -89,7 +99,8 @@ func run(duration time.Duration, seed uint64) error {
 		bin: filepath.Join(root, "extprog"), rng: rand.New(rand.NewPCG(seed, seed)),
 		stopCollect: make(chan struct{}), next: map[string]int{},
 		sent: map[string]int{}, sendFailed: map[string]int{}, seen: map[string]map[int]int{},
-		counts: map[string]map[int]time.Time{}, maxCount: map[string]int{}, lastReport: map[string]time.Time{}}
+		counts: map[string]map[int]time.Duration{}, active: map[string]time.Duration{}, maxCount: map[string]int{},
+		lastReport: map[string]time.Time{}}
 	fmt.Printf("soak: seed %d, %v of faults, in %s\n", seed, duration, root)
 	defer s.cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -156,6 +167,11 @@ func run(duration time.Duration, seed uint64) error {
 	close(done)
 	wg.Wait()
 	fmt.Println("soak: faults over; waiting for every message sent to be handled")
+	// A task the kills drove into a crash loop is held, its messages
+	// waiting in its queue: release it, as an operator would.
+	for _, t := range tasks {
+		control.Request(s.tr, "MultiModule_control", map[string]any{"type": "clear", "task": t}, 5*time.Second)
+	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) && s.missing() > 0 {
 		time.Sleep(200 * time.Millisecond)
@@ -265,14 +281,17 @@ func (s *soak) collect(q *transit.Queue) {
 			}
 			s.seen[task][int(i)]++
 			if s.counts[task] == nil {
-				s.counts[task] = map[int]time.Time{}
+				s.counts[task] = map[int]time.Duration{}
+			}
+			if last := s.lastReport[task]; !last.IsZero() {
+				s.active[task] += min(now.Sub(last), activeGap)
 			}
 			count := int(c)
 			if count < s.maxCount[task] {
-				// The state went back: to a count first reached how long
-				// before the last report of the process that died?
+				// The state went back: to a count first reached how much
+				// working time before the last report?
 				if first, ok := s.counts[task][count]; ok {
-					if back := s.lastReport[task].Sub(first); back > s.worstBack {
+					if back := s.active[task] - first; back > s.worstBack {
 						s.worstBack, s.worstBackTask = back, task
 					}
 				}
@@ -283,7 +302,7 @@ func (s *soak) collect(q *transit.Queue) {
 				s.maxCount[task] = count
 			}
 			if _, ok := s.counts[task][count]; !ok {
-				s.counts[task][count] = now
+				s.counts[task][count] = s.active[task]
 			}
 			s.maxCount[task] = max(s.maxCount[task], count)
 			s.lastReport[task] = now
@@ -402,7 +421,7 @@ func (s *soak) verdict() error {
 	fmt.Printf("soak: sent %d (queue full: %d), handled %d, lost %d, handled twice %d\n", sent, sumMap(s.sendFailed), handled, lost, dups)
 	fmt.Printf("soak: kills of externals %d, of the daemon %d, flips %d, broken configs %d, queue fills %d\n",
 		s.kills, s.daemonKills, s.flips, s.broken, s.fills)
-	fmt.Printf("soak: worst state regression %v (task %s); daemon RSS %s MiB, fds %s\n",
+	fmt.Printf("soak: worst state regression %v of working time (task %s); daemon RSS %s MiB, fds %s\n",
 		s.worstBack.Round(time.Millisecond), s.worstBackTask, spread(s.rss), spread(s.fds))
 	if len(s.rss) > 4 && quarterMax(s.rss[len(s.rss)*3/4:]) > 2*quarterMax(s.rss[:len(s.rss)/4])+10 {
 		problems = append(problems, fmt.Errorf("the daemon's memory grew: %s MiB", spread(s.rss)))
@@ -440,6 +459,9 @@ func spread(v []float64) string {
 	return fmt.Sprintf("%.0f-%.0f", lo, hi)
 }
 
+// keep leaves the run's directory in place.
+var keep bool
+
 // cleanup kills whatever is left and removes the queues and files.
 func (s *soak) cleanup() {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
@@ -453,5 +475,7 @@ func (s *soak) cleanup() {
 	if s.tr != nil {
 		s.tr.RemoveAll()
 	}
-	os.RemoveAll(s.root)
+	if !keep {
+		os.RemoveAll(s.root)
+	}
 }
