@@ -282,6 +282,12 @@ func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 		case <-t.C:
 		}
 	}
+	// After a message, look again soon, less often the longer the queue
+	// stays empty, then only on a ring: a busy task does not wait for
+	// rings (a sender notices a new doorbell only within a second), an
+	// idle one costs nothing.
+	const firstLook, lastLook = 100 * time.Microsecond, 50 * time.Millisecond
+	look := firstLook
 	peek := true
 	for !stopping.Load() {
 		_, done, _ := x.host.Progress(x.o.task)
@@ -304,7 +310,12 @@ func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 		}
 		switch {
 		case errors.Is(err, transit.ErrEmpty):
-			wait(time.Hour)
+			if look > lastLook {
+				wait(time.Hour)
+			} else {
+				wait(look)
+				look *= 2
+			}
 			continue
 		case err != nil:
 			x.ch.Error.Error("receiving", "task", x.o.task, "error", err)
@@ -314,6 +325,7 @@ func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 			wait(100 * time.Millisecond)
 			continue
 		}
+		look = firstLook
 		for _, m := range d.Msgs {
 			if ctl, ok := m[runtime.ControlKey].(map[string]any); ok {
 				if v, ok := ctl[configKey]; ok {
