@@ -273,6 +273,7 @@ func TestInboundUnserveThenStopLosesNothing(t *testing.T) {
 		if err := env.Stop(ctx, "Cyc"); err != nil {
 			t.Fatal(err)
 		}
+		env.in.Release("Cyc", true) // what it handled leaves the queue
 		env.start(t, "Cyc", rec, nil, nil)
 		if err := env.in.ServeTask("Cyc"); err != nil {
 			t.Fatal(err)
