@@ -8,7 +8,7 @@ import (
 	"github.com/multimodule/multimodule/runtime"
 )
 
-type emitter struct{ msgs []runtime.Message }
+type emitter struct{}
 
 // Message emits n messages (through the Router) or, with direct, sends
 // them straight to Sink.
