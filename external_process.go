@@ -180,7 +180,7 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 	// What was handled leaves the queue; after an incomplete shutdown it
 	// stays there, to be handled again by the next process.
 	if err == nil {
-		x.settle(q, math.MaxUint64)
+		x.settle(q, math.MaxUint64-1) // all it was handed; not what it never got
 	}
 	tr.ClearDoorbell(o.task)
 	tr.Remove(bell.Name())

@@ -74,6 +74,10 @@ type route struct {
 	waiting atomic.Int32
 }
 
+// notHandedOver marks a peeked delivery the task never got: it is never
+// taken off the queue by this host.
+const notHandedOver = math.MaxUint64
+
 // pending is a peeked delivery and the mailbox count that covers it.
 type pending struct {
 	d    transit.Delivery
@@ -161,7 +165,7 @@ func (in *Inbound) Release(name string, handled bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.pending {
-		if !handled {
+		if !handled || p.upTo == notHandedOver {
 			break
 		}
 		if err := r.q.Drop(p.d); err != nil {
@@ -392,7 +396,7 @@ func (in *Inbound) deliver(name string, r *route, d transit.Delivery, peeked boo
 	if peeked {
 		pushed, _, ok := in.h.Progress(r.task)
 		if !ok {
-			pushed = math.MaxUint64 // not handed over: never settled here
+			pushed = notHandedOver
 		}
 		r.pending = append(r.pending, pending{d: d, upTo: pushed})
 		r.waiting.Store(int32(len(r.pending)))
