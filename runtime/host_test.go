@@ -357,6 +357,21 @@ func TestStateSurvivesRestartAndSavesPeriodically(t *testing.T) {
 	}
 }
 
+func TestFirstChangeAfterAStartIsSavedAtOnce(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	th.start(t, "C", counter{}, nil, map[string]time.Duration{SaveStateTimer: time.Hour})
+	th.Send("C", Message{})
+	testenv.WaitFor(t, 5*time.Second, "the first change saved", func() bool { return th.Status()[0].StateGeneration == 1 })
+	for range 3 {
+		th.Send("C", Message{})
+	}
+	testenv.WaitFor(t, 5*time.Second, "three more messages", func() bool { return th.Status()[0].MessagesIn == 4 })
+	if g := th.Status()[0].StateGeneration; g != 1 {
+		t.Fatalf("generation %d: later changes wait for the save interval", g)
+	}
+}
+
 // chain passes a message on to the next task; the last one records it.
 type chain struct{ next string }
 

@@ -60,6 +60,8 @@ type runner struct {
 
 	msgsIn, msgsOut, failures, sendFailures, stateGen atomic.Uint64
 	busyNanos                                         atomic.Int64
+	// saveFirst: no change saved since the task started (see loop).
+	saveFirst bool
 	// busySince is when the batch being handled began (unix ns), 0 when
 	// idle: a handler that runs long shows as busy while it runs.
 	busySince atomic.Int64
@@ -81,6 +83,7 @@ func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
 		return nil, fmt.Errorf("factory for %s returned nil", spec.Kind)
 	}
 	_, r.stateful = r.task.(Stateful)
+	r.saveFirst = r.stateful
 	if r.stateful {
 		if err := r.openState(); err != nil {
 			return nil, err
@@ -130,6 +133,14 @@ func (r *runner) loop() {
 			all += uint64(s.n)
 		}
 		r.msgsIn.Add(msgs)
+		if r.saveFirst && msgs > 0 {
+			// The first change after a start is saved at once: a process
+			// that dies within its first save interval then loses at most
+			// its own work, not its predecessor's unsaved tail as well.
+			gen := r.stateGen.Load()
+			r.saveState()
+			r.saveFirst = r.stateGen.Load() == gen
+		}
 		r.busyNanos.Add(int64(time.Since(t0)))
 		r.busySince.Store(0)
 		r.mbox.done.Add(all)
@@ -268,7 +279,7 @@ func (r *runner) applyConfig(c *configChange) error {
 		}
 		if r.saveTimer == nil {
 			r.addTimer(func() *recurTimer {
-				r.saveTimer = r.newTimer(SaveStateTimer, every, func(Context) { r.saveState() })
+				r.saveTimer = r.newTimer(SaveStateTimer, every, func(Context) { r.saveFirst = false; r.saveState() })
 				return r.saveTimer
 			})
 		} else {
