@@ -37,20 +37,32 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// The bare loop's system calls retry EINTR, as ours do: Go's runtime
+// signals its threads (preemption), which interrupts a blocked msgsnd.
 func sysMsgsnd(id int, buf []byte) error {
-	_, _, e := unix.Syscall6(unix.SYS_MSGSND, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), 0, 0, 0)
-	if e != 0 {
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_MSGSND, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), 0, 0, 0)
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
 		return e
 	}
-	return nil
 }
 
 func sysMsgrcv(id int, buf []byte) (int, error) {
-	n, _, e := unix.Syscall6(unix.SYS_MSGRCV, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), 0, 0, 0)
-	if e != 0 {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_MSGRCV, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), 0, 0, 0)
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		}
 		return 0, e
 	}
-	return int(n), nil
 }
 
 // bareSink receives n JSON messages with msgrcv and encoding/json, then
