@@ -114,7 +114,6 @@ func BenchmarkSampling100Externals(b *testing.B) {
 	if len(d.mon.tasks) != n {
 		b.Fatalf("sampled %d tasks, want %d", len(d.mon.tasks), n)
 	}
-	fmt.Fprintf(os.Stderr, "sampling %d externals once a second: %.2f%% of a core (bare /proc reads %.2f%%)\n", n, ours/float64(b.N), base/float64(b.N))
 }
 
 // procCPU is the CPU time a process has used (from /proc, in clock ticks
