@@ -266,8 +266,16 @@ func (d *daemon) stopExternal(_ context.Context, name string) error {
 	}
 	delete(d.externals, name)
 	os.Remove(pidPath(d.o.stateDir, name))
-	d.tr.Remove(name + ".doorbell") // left by a process that was killed
+	d.forgetDoorbell(name)
 	return nil
+}
+
+// forgetDoorbell removes the doorbell of task name's external process
+// once it is gone (one that was killed could not): senders stop ringing
+// it, and the next process makes its own.
+func (d *daemon) forgetDoorbell(name string) {
+	d.tr.ClearDoorbell(name)
+	d.tr.Remove(name + ".doorbell")
 }
 
 // checkExternals notices externals that died without being asked to:
@@ -279,6 +287,7 @@ func (d *daemon) checkExternals() {
 			delete(d.externals, name)
 			delete(d.observed, name)
 			os.Remove(pidPath(d.o.stateDir, name))
+			d.forgetDoorbell(name)
 			d.ch.Log.Info("failsafed external task has exited", "task", name, "pid", p.Pid)
 			crashed = true // cleared or changed meanwhile, it starts again now
 			continue
@@ -296,6 +305,7 @@ func (d *daemon) checkExternals() {
 		delete(d.externals, name)
 		delete(d.observed, name)
 		os.Remove(pidPath(d.o.stateDir, name))
+		d.forgetDoorbell(name)
 		st := d.tasks[name]
 		if st == nil {
 			continue
@@ -356,8 +366,8 @@ func (d *daemon) startInternal(specs []schema.TaskSpec) []error {
 			err = d.in.ServeTask(specs[i].Name)
 		}
 		if err == nil {
-			// The doorbell of an external process of this task that was
-			// killed: the daemon's own doorbell serves the task now.
+			// The daemon's own doorbell serves the task now (ServeTask):
+			// an external process's is no longer wanted.
 			d.tr.Remove(specs[i].Name + ".doorbell")
 		}
 		errs[i] = err

@@ -247,6 +247,9 @@ type Delivery struct {
 
 	// spill is the spill file a Peek read and left for Drop to remove.
 	spill string
+	// qid is the kernel queue a Peek read it from: one removed and
+	// created again has new messages only.
+	qid int
 }
 
 // Wake unblocks a receiver waiting on this queue: it sees Delivery.Wake
@@ -326,34 +329,54 @@ const msgCopy = 0o40000
 // (MSG_COPY needs CONFIG_CHECKPOINT_RESTORE). Only one receiver may peek
 // and drop a queue.
 func (q *Queue) Peek(i int) (Delivery, error) {
+	if !q.t.canPeek() {
+		return Delivery{}, ErrNoPeek
+	}
 	bp := q.getBuf()
 	buf := (*bp)[:cap(*bp)]
 	defer func() { q.putBuf(bp, buf) }()
+	dead := 0
 	for {
-		n, err := msgrcv(q.qid(), buf, int64(i), unix.IPC_NOWAIT|msgCopy)
+		id := q.qid()
+		n, err := msgrcv(id, buf, int64(i), unix.IPC_NOWAIT|msgCopy)
 		switch {
 		case err == nil:
-			return q.decodeAs(binary.NativeEndian.Uint64(buf), buf[typeSize:typeSize+n], true)
+			d, err := q.decodeAs(binary.NativeEndian.Uint64(buf), buf[typeSize:typeSize+n], true)
+			d.qid, d.Dead = id, d.Dead+dead
+			return d, err
 		case errors.Is(err, unix.ENOMSG):
-			return Delivery{}, ErrEmpty
-		case errors.Is(err, unix.ENOSYS):
-			return Delivery{}, ErrNoPeek
+			return Delivery{Dead: dead}, ErrEmpty
 		case errors.Is(err, unix.E2BIG):
 			if limit := kernelLimit("msgmax", 0); limit > len(buf)-typeSize {
 				buf = make([]byte, typeSize+limit)
 				continue
 			}
-			n, err := msgrcv(q.qid(), buf, int64(i), unix.IPC_NOWAIT|msgCopy|msgNoError)
-			if err != nil {
-				return Delivery{}, fmt.Errorf("transit: peek on %s: %w", q.name, err)
+			// Larger than any buffer the kernel will copy into. It can
+			// only be taken off (truncated) and dead-lettered, once it is
+			// the oldest: until the messages before it are dropped, there
+			// is nothing more to peek.
+			if i > 0 {
+				return Delivery{Dead: dead}, ErrEmpty
 			}
-			return Delivery{Dead: 1}, q.t.deadLetter(q.name, "message larger than msgmax: truncated", buf[typeSize:typeSize+n])
+			n, err := msgrcv(id, buf, 0, unix.IPC_NOWAIT|msgNoError)
+			if err != nil {
+				return Delivery{Dead: dead}, fmt.Errorf("transit: peek on %s: %w", q.name, err)
+			}
+			dead++
+			if err := q.t.deadLetter(q.name, "message larger than msgmax: truncated", buf[typeSize:typeSize+n]); err != nil {
+				return Delivery{Dead: dead}, err
+			}
 		case isGone(err):
 			if rerr := q.reopen(); rerr != nil {
-				return Delivery{}, rerr
+				return Delivery{Dead: dead}, rerr
+			}
+			// A new kernel queue: what was peeked went with the old one,
+			// and its Drops do nothing; index i means nothing here yet.
+			if i > 0 {
+				return Delivery{Dead: dead}, ErrEmpty
 			}
 		default:
-			return Delivery{}, fmt.Errorf("transit: peek on %s: %w", q.name, err)
+			return Delivery{Dead: dead}, fmt.Errorf("transit: peek on %s: %w", q.name, err)
 		}
 	}
 }
@@ -361,13 +384,19 @@ func (q *Queue) Peek(i int) (Delivery, error) {
 // Drop takes the oldest message off the queue, which the caller peeked
 // as d and has handled, and removes the spill file d was read from.
 func (q *Queue) Drop(d Delivery) error {
+	if d.qid != q.qid() {
+		// Its kernel queue was removed, and the message with it.
+		if d.spill != "" {
+			os.Remove(filepath.Join(q.t.spillDir(q.name), d.spill))
+		}
+		return nil
+	}
 	var buf [typeSize + 1]byte
-	_, err := msgrcv(q.qid(), buf[:], 0, unix.IPC_NOWAIT|msgNoError)
+	if _, err := msgrcv(d.qid, buf[:], 0, unix.IPC_NOWAIT|msgNoError); err != nil && !isGone(err) {
+		return fmt.Errorf("transit: drop on %s: %w", q.name, err)
+	}
 	if d.spill != "" {
 		os.Remove(filepath.Join(q.t.spillDir(q.name), d.spill))
-	}
-	if err != nil {
-		return fmt.Errorf("transit: drop on %s: %w", q.name, err)
 	}
 	return nil
 }

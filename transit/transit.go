@@ -107,6 +107,8 @@ type Options struct {
 // Transit is one process's access to the queues in a transit dir. It is
 // safe for concurrent use.
 type Transit struct {
+	peekOnce sync.Once
+	peekOK   bool
 	dir      string
 	opts     Options
 	uid      int
@@ -597,4 +599,36 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// canPeek reports whether this kernel copies a queued message at an index
+// and leaves it queued (MSG_COPY). Kernels without CONFIG_CHECKPOINT_RESTORE
+// refuse the flag; kernels before 3.8 ignore it and take the message,
+// which would lose one message in two: a probe queue tells, once.
+func (t *Transit) canPeek() bool {
+	t.peekOnce.Do(func() { t.peekOK = probePeek() })
+	return t.peekOK
+}
+
+func probePeek() bool {
+	id, err := msgget(0, unix.IPC_CREAT|0o600) // IPC_PRIVATE
+	if err != nil {
+		return false
+	}
+	defer msgrmid(id)
+	for _, c := range []byte{'a', 'b'} {
+		buf := make([]byte, typeSize+1)
+		binary.NativeEndian.PutUint64(buf, mtypeData)
+		buf[typeSize] = c
+		if msgsnd(id, buf, unix.IPC_NOWAIT) != nil {
+			return false
+		}
+	}
+	buf := make([]byte, typeSize+8)
+	n, err := msgrcv(id, buf, 1, unix.IPC_NOWAIT|msgCopy)
+	if err != nil || n != 1 || buf[typeSize] != 'b' {
+		return false
+	}
+	st, err := msgstat(id)
+	return err == nil && st.Qnum == 2
 }
