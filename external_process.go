@@ -342,6 +342,7 @@ func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 			if !ok {
 				pushed = math.MaxUint64 // not handed over: it stays queued
 			}
+			d.Msgs = nil // handed over; Drop needs only where it came from
 			x.pending = append(x.pending, peeked{d, pushed})
 		}
 	}
@@ -361,6 +362,7 @@ func (x *external) settle(q *transit.Queue, done uint64) {
 			x.ch.Error.Error("taking a handled message off the queue", "task", x.o.task, "error", err)
 			return
 		}
+		x.pending[0] = peeked{}
 		x.pending = x.pending[1:]
 	}
 }

@@ -398,6 +398,7 @@ func (in *Inbound) deliver(name string, r *route, d transit.Delivery, peeked boo
 		if !ok {
 			pushed = notHandedOver
 		}
+		d.Msgs = nil // handed over; Drop needs only where it came from
 		r.pending = append(r.pending, pending{d: d, upTo: pushed})
 		r.waiting.Store(int32(len(r.pending)))
 	}
