@@ -369,7 +369,7 @@ func (d *daemon) setDesired(loaded *schema.Config) {
 	if released {
 		d.saveHeld()
 	}
-	every := time.Duration(cfg.Daemon.SampleEvery * float64(time.Second))
+	every := seconds(cfg.Daemon.SampleEvery)
 	if every <= 0 {
 		every = time.Second
 	}
@@ -480,7 +480,7 @@ func backoff(r schema.Restart, failures int) time.Duration {
 	for i := 1; i < failures && s < maxDelay; i++ {
 		s *= 2
 	}
-	return time.Duration(min(s, maxDelay) * float64(time.Second))
+	return seconds(min(s, maxDelay))
 }
 
 func (d *daemon) scheduleRetry() {
@@ -498,10 +498,13 @@ func (d *daemon) scheduleRetry() {
 
 // --- reconcile.Target ---
 
+// seconds turns the config's seconds into a duration.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
 func intervals(t schema.TaskSpec) map[string]time.Duration {
 	iv := make(map[string]time.Duration, len(t.Intervals))
 	for k, sec := range t.Intervals {
-		iv[k] = time.Duration(sec * float64(time.Second))
+		iv[k] = seconds(sec)
 	}
 	return iv
 }

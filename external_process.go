@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -179,8 +178,8 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 	err = host.Shutdown(ctx)
 	// What was handled leaves the queue; after an incomplete shutdown it
 	// stays there, to be handled again by the next process.
-	if err == nil {
-		x.settle(q, math.MaxUint64-1) // all it was handed; not what it never got
+	if rerr := x.pending.Release(q, err == nil); rerr != nil {
+		x.ch.Error.Error("taking handled messages off the queue", "task", o.task, "error", rerr)
 	}
 	tr.ClearDoorbell(o.task)
 	tr.Remove(bell.Name())
@@ -203,14 +202,14 @@ type external struct {
 	// reportEvery is the time between two reports to the daemon.
 	reportEvery atomic.Int64
 	// pending are the deliveries handed to the task and still in its queue.
-	pending []peeked
+	pending runtime.Peeked
 }
 
 func reportInterval(spec externalSpec) time.Duration {
 	if spec.ReportEvery <= 0 {
 		return time.Second
 	}
-	return time.Duration(spec.ReportEvery * float64(time.Second))
+	return seconds(spec.ReportEvery)
 }
 
 // report sends the daemon the task's counters every reportEvery, which it
@@ -290,8 +289,11 @@ func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 	look := firstLook
 	peek := true
 	for !stopping.Load() {
-		_, done, _ := x.host.Progress(x.o.task)
-		x.settle(q, done)
+		if _, done, ok := x.host.Progress(x.o.task); ok {
+			if err := x.pending.Settle(q, done); err != nil {
+				x.ch.Error.Error("taking a handled message off the queue", "task", x.o.task, "error", err)
+			}
+		}
 		if depth, ok := x.host.Depth(x.o.task); ok && depth >= runtime.HighWater {
 			wait(5 * time.Millisecond)
 			continue
@@ -299,7 +301,7 @@ func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 		var d transit.Delivery
 		var err error
 		if peek {
-			d, err = q.Peek(len(x.pending))
+			d, err = q.Peek(x.pending.Len())
 			if errors.Is(err, transit.ErrNoPeek) {
 				peek = false
 				x.ch.Error.Error("a SIGKILL of this process loses the messages it has taken but not handled", "task", x.o.task, "error", err)
@@ -338,32 +340,8 @@ func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 			}
 		}
 		if peek {
-			pushed, _, ok := x.host.Progress(x.o.task)
-			if !ok {
-				pushed = math.MaxUint64 // not handed over: it stays queued
-			}
-			d.Msgs = nil // handed over; Drop needs only where it came from
-			x.pending = append(x.pending, peeked{d, pushed})
+			x.pending.Add(x.host, x.o.task, d)
 		}
-	}
-}
-
-// peeked is a delivery left in the queue until the task has handled it:
-// until its mailbox has finished upTo items.
-type peeked struct {
-	d    transit.Delivery
-	upTo uint64
-}
-
-// settle takes off the queue what the task has handled (done items).
-func (x *external) settle(q *transit.Queue, done uint64) {
-	for len(x.pending) > 0 && x.pending[0].upTo <= done {
-		if err := q.Drop(x.pending[0].d); err != nil {
-			x.ch.Error.Error("taking a handled message off the queue", "task", x.o.task, "error", err)
-			return
-		}
-		x.pending[0] = peeked{}
-		x.pending = x.pending[1:]
 	}
 }
 

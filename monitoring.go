@@ -397,7 +397,7 @@ type drainResult struct {
 }
 
 func (d *daemon) failsafeGrace() time.Duration {
-	return time.Duration(d.desired.Daemon.FailsafeGrace * float64(time.Second))
+	return seconds(d.desired.Daemon.FailsafeGrace)
 }
 
 // terminate sends p SIGTERM and, if it is still alive after grace,
@@ -431,7 +431,7 @@ func report(r map[string]any) (counters, bool) {
 	}
 	num := func(k string) uint64 { f, _ := r[k].(float64); return uint64(max(0, f)) }
 	busy, _ := r["busy_s"].(float64)
-	return counters{at: time.Unix(0, int64(at*1e9)), busy: time.Duration(busy * float64(time.Second)),
+	return counters{at: time.Unix(0, int64(at*1e9)), busy: seconds(busy),
 		in: num("messages_in"), out: num("messages_out"), failures: num("failures"), depth: num("depth")}, true
 }
 

@@ -3,7 +3,6 @@ package runtime
 import (
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -65,23 +64,11 @@ type route struct {
 	// Unserve returns, nothing more reaches the task from this queue.
 	mu   sync.Mutex
 	gone bool
-	// pending are the deliveries peeked from a task's queue and handed to
-	// it, oldest first: each stays in the queue until the task has handled
-	// it, so that a crash loses nothing (at least once).
-	pending []pending
-	// waiting mirrors len(pending) for the task's goroutine, which rings
+	// peeked are the task's deliveries still in its queue until handled.
+	peeked Peeked
+	// waiting mirrors peeked.Len() for the task's goroutine, which rings
 	// the drainer after each batch while there is something to settle.
 	waiting atomic.Int32
-}
-
-// notHandedOver marks a peeked delivery the task never got: it is never
-// taken off the queue by this host.
-const notHandedOver = math.MaxUint64
-
-// pending is a peeked delivery and the mailbox count that covers it.
-type pending struct {
-	d    transit.Delivery
-	upTo uint64
 }
 
 // NewInbound prepares to serve queues for h, with doorbell as the queue
@@ -141,7 +128,7 @@ func (in *Inbound) Unserve(name string) error {
 	if r != nil {
 		r.mu.Lock()
 		r.gone = true
-		if len(r.pending) > 0 {
+		if r.peeked.Len() > 0 {
 			in.mu.Lock()
 			in.released[name] = r
 			in.mu.Unlock()
@@ -164,44 +151,32 @@ func (in *Inbound) Release(name string, handled bool) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range r.pending {
-		if !handled || p.upTo == notHandedOver {
-			break
-		}
-		if err := r.q.Drop(p.d); err != nil {
-			in.onError(fmt.Errorf("queue %s: %w", name, err))
-			break
-		}
+	if err := r.peeked.Release(r.q, handled); err != nil {
+		in.onError(fmt.Errorf("queue %s: %w", name, err))
 	}
-	r.pending = nil
 	r.waiting.Store(0)
 }
 
 // settle takes off r's queue what its task has handled.
 func (in *Inbound) settle(name string, r *route) {
-	if len(r.pending) == 0 {
+	if r.peeked.Len() == 0 {
 		return
 	}
 	_, done, ok := in.h.Progress(r.task)
 	if !ok {
 		return
 	}
-	for len(r.pending) > 0 && r.pending[0].upTo <= done {
-		if err := r.q.Drop(r.pending[0].d); err != nil {
-			in.onError(fmt.Errorf("queue %s: %w", name, err))
-			return
-		}
-		r.pending[0] = pending{}
-		r.pending = r.pending[1:]
+	if err := r.peeked.Settle(r.q, done); err != nil {
+		in.onError(fmt.Errorf("queue %s: %w", name, err))
 	}
-	r.waiting.Store(int32(len(r.pending)))
+	r.waiting.Store(int32(r.peeked.Len()))
 }
 
 // take gets the next delivery of r's queue: peeked (left queued until
 // settled) for a task, taken for a handler or where the kernel cannot peek.
 func (in *Inbound) take(r *route) (transit.Delivery, bool, error) {
 	if r.task != "" && !in.noPeek.Load() {
-		d, err := r.q.Peek(len(r.pending))
+		d, err := r.q.Peek(r.peeked.Len())
 		if !errors.Is(err, transit.ErrNoPeek) {
 			return d, true, err
 		}
@@ -342,7 +317,7 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 	}
 	if r.task != "" {
 		in.settle(name, r)
-		if len(r.pending) > 0 {
+		if r.peeked.Len() > 0 {
 			throttled[name] = true // look again soon, to settle the rest
 		}
 		depth, ok := in.h.Depth(r.task)
@@ -394,12 +369,7 @@ func (in *Inbound) deliver(name string, r *route, d transit.Delivery, peeked boo
 		}
 	}
 	if peeked {
-		pushed, _, ok := in.h.Progress(r.task)
-		if !ok {
-			pushed = notHandedOver
-		}
-		d.Msgs = nil // handed over; Drop needs only where it came from
-		r.pending = append(r.pending, pending{d: d, upTo: pushed})
-		r.waiting.Store(int32(len(r.pending)))
+		r.peeked.Add(in.h, r.task, d)
+		r.waiting.Store(int32(r.peeked.Len()))
 	}
 }
