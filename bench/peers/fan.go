@@ -2,9 +2,11 @@ package peers
 
 import "sync/atomic"
 
-// fanLeft counts the fan-out messages not yet handled, across all
-// receivers of every framework (one workload runs at a time).
-var fanLeft atomic.Int64
+// fanCount counts the fan-out messages not yet handled, across all the
+// receivers of one runner.
+type fanCount struct{ left atomic.Int64 }
 
-// fanDone reports whether this was the last fan-out message.
-func fanDone() bool { return fanLeft.Add(-1) == 0 }
+func (f *fanCount) expect(n int) { f.left.Store(int64(n)) }
+
+// done reports whether this was the last fan-out message.
+func (f *fanCount) done() bool { return f.left.Add(-1) == 0 }

@@ -18,8 +18,9 @@ type MultiModule struct {
 	msgs []map[string]any
 	done chan struct{}
 	// fan is how many fan-out receivers exist (they are started once).
-	fan  int
-	sink *counter
+	fan     int
+	sink    *counter
+	fanLeft fanCount
 }
 
 func NewMultiModule() *MultiModule {
@@ -119,7 +120,7 @@ func (m *MultiModule) FanOut(n, actors int) {
 		}
 	}
 	m.fan = max(m.fan, actors)
-	fanLeft.Store(int64(n))
+	m.fanLeft.expect(n)
 	m.h.Send("Sender", mm.Message{"to": names, "n": n})
 	<-m.done
 }
@@ -135,7 +136,7 @@ func (m *MultiModule) Close() {
 type fanSink struct{ m *MultiModule }
 
 func (f *fanSink) Message(mm.Context, mm.Message) error {
-	if fanDone() {
+	if f.m.fanLeft.done() {
 		f.m.done <- struct{}{}
 	}
 	return nil

@@ -14,6 +14,7 @@ type ProtoActor struct {
 	done             chan struct{}
 	sink, ping, pong *actor.PID
 	fans             []*actor.PID
+	fanLeft          fanCount
 }
 
 type want struct{ n int }
@@ -76,12 +77,12 @@ func (p *ProtoActor) FanOut(n, actors int) {
 	root := p.sys.Root
 	for len(p.fans) < actors {
 		p.fans = append(p.fans, root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
-			if _, ok := c.Message().(map[string]any); ok && fanDone() {
+			if _, ok := c.Message().(map[string]any); ok && p.fanLeft.done() {
 				p.done <- struct{}{}
 			}
 		})))
 	}
-	fanLeft.Store(int64(n))
+	p.fanLeft.expect(n)
 	for i := range n {
 		root.Send(p.fans[i%actors], p.msgs[i&1023])
 	}
