@@ -144,7 +144,8 @@ func procRSS(b *testing.B, pid int) float64 {
 // daemon's resident memory, and the CPU the idle daemon uses to supervise,
 // sample and take the reports of 200 processes once a second. Baselines
 // from the same run: exec of the same binary 200 times (printing its
-// usage), and bare reads of the /proc files sampling needs for the same
+// usage), the memory of one external (the same binary hosting one task),
+// and bare reads of the /proc files sampling needs for the same
 // 200 processes once a second.
 func BenchmarkScale200Externals(b *testing.B) {
 	const n = 200
@@ -200,6 +201,7 @@ func BenchmarkScale200Externals(b *testing.B) {
 	time.Sleep(10 * time.Second)
 	idle := (procCPU(b, d.Process.Pid) - c0).Seconds() / 10
 	rssMiB := procRSS(b, d.Process.Pid) / (1 << 20)
+	extMiB := procRSS(b, pids[0]) / (1 << 20) // the same binary hosting one task
 	b.StopTimer()
 	// The bare floor: the /proc files sampling reads, once, for each.
 	c1 := cpuTime()
@@ -223,6 +225,7 @@ func BenchmarkScale200Externals(b *testing.B) {
 	b.ReportMetric(start.Seconds()*1000, "start-all-ms")
 	b.ReportMetric(bareStart.Seconds()*1000, "bare-exec-all-ms")
 	b.ReportMetric(rssMiB, "daemon-rss-MiB")
+	b.ReportMetric(extMiB, "one-external-rss-MiB")
 	b.ReportMetric(idle*100, "daemon-idle-%core")
 	b.ReportMetric(bare*100, "bare-proc-reads-%core@1Hz")
 }

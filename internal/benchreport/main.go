@@ -75,7 +75,7 @@ var figures = []figure{
 	{"Scale", "10,000 internal tasks: memory added", metric{"Scale10000Tasks", "rss-MiB"}, metric{"Scale10000Tasks", "bare-rss-MiB"}, false, "MiB", "same baseline"},
 	{"Scale", "10,000 internal tasks: idle CPU", metric{"Scale10000Tasks", "idle-%core"}, metric{"Scale10000Tasks", "bare-idle-%core"}, false, "% of a core", "the 1 s safety sweep of every queue; same baseline"},
 	{"Scale", "200 externals: start until all run", metric{"Scale200Externals", "start-all-ms"}, metric{"Scale200Externals", "bare-exec-all-ms"}, false, "ms", "baseline: 200 bare execs of the same binary"},
-	{"Scale", "200 externals: daemon memory", metric{"Scale200Externals", "daemon-rss-MiB"}, metric{}, false, "MiB", "resident memory of the daemon process"},
+	{"Scale", "200 externals: daemon memory", metric{"Scale200Externals", "daemon-rss-MiB"}, metric{"Scale200Externals", "one-external-rss-MiB"}, false, "MiB", "baseline: one external process (the same binary hosting one task)"},
 	{"Scale", "200 externals: daemon idle CPU (supervision, sampling, reports)", metric{"Scale200Externals", "daemon-idle-%core"}, metric{"Scale200Externals", "bare-proc-reads-%core@1Hz"}, false, "% of a core", "baseline: bare reads of the /proc files sampling needs, once a second"},
 	{"Peers", "One-to-one throughput vs protoactor-go", metric{"OneToOne/multimodule", "msgs/s"}, metric{"OneToOne/protoactor", "msgs/s"}, true, "msgs/s", "baseline: asynkron/protoactor-go, local actors, the same maps"},
 	{"Peers", "Ping-pong round trip vs protoactor-go", metric{"PingPong/multimodule", "ns/roundtrip"}, metric{"PingPong/protoactor", "ns/roundtrip"}, false, "ns", "same"},
