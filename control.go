@@ -198,7 +198,8 @@ func (d *daemon) status() map[string]any {
 		if observed && !obs.External {
 			t["where"] = "internal"
 		}
-		if p := d.externals[name]; p != nil && observed && obs.External {
+		p := d.externals[name]
+		if p != nil && observed && obs.External {
 			t["where"], t["pid"] = "external", float64(p.Pid)
 			t["uptime_s"] = now.Sub(p.started).Seconds()
 			isRunning = p.alive()
@@ -221,7 +222,7 @@ func (d *daemon) status() map[string]any {
 		switch {
 		case held:
 			t["status"] = "held"
-		case isRunning && d.externals[name] != nil && (d.externals[name].failsafed || d.externals[name].stopping):
+		case isRunning && p != nil && (p.failsafed || p.stopping):
 			t["status"] = "stopping"
 		case isRunning:
 			t["status"] = "running"
