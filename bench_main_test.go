@@ -13,6 +13,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/multimodule/multimodule/runtime/external"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/multimodule/multimodule/internal/testenv"
@@ -140,9 +142,9 @@ func BenchmarkSendToExternalTask(b *testing.B) {
 	dir := testenv.TransitDir(b)
 	tr, _ := transit.Open(transit.Options{Dir: dir, SendTimeout: time.Minute})
 	done, _ := tr.Queue("Done")
-	os.MkdirAll(externalDir(state), 0o700)
-	raw, _ := json.Marshal(externalSpec{Task: named("Absorber", schema.TaskSpec{Kind: "Absorber", Hash: "h"})})
-	os.WriteFile(specPath(state, "Absorber"), raw, 0o600)
+	os.MkdirAll(external.Dir(state), 0o700)
+	raw, _ := json.Marshal(external.Spec{Task: external.Named("Absorber", schema.TaskSpec{Kind: "Absorber", Hash: "h"})})
+	os.WriteFile(external.SpecPath(state, "Absorber"), raw, 0o600)
 	ext := exec.Command(bin, "-m", "Absorber", "-s", state, "-T", dir, "-p", "acme", "-o", "log:"+filepath.Join(state, "log"))
 	if err := ext.Start(); err != nil {
 		b.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/runtime/external"
+
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
@@ -50,10 +52,10 @@ func BenchmarkExternalSpawnToFirstMessage(b *testing.B) {
 	dir := testenv.TransitDir(b)
 	tr, _ := transit.Open(transit.Options{Dir: dir})
 	seen, _ := tr.Queue("Seen")
-	spec := externalSpec{Task: named("Counter", schema.TaskSpec{Kind: "Counter", Hash: "h"})}
-	os.MkdirAll(externalDir(state), 0o700)
+	spec := external.Spec{Task: external.Named("Counter", schema.TaskSpec{Kind: "Counter", Hash: "h"})}
+	os.MkdirAll(external.Dir(state), 0o700)
 	raw, _ := json.Marshal(spec)
-	os.WriteFile(specPath(state, "Counter"), raw, 0o600)
+	os.WriteFile(external.SpecPath(state, "Counter"), raw, 0o600)
 	var bare, ours []time.Duration
 	for i := range max(b.N, 20) {
 		t0 := time.Now()
@@ -83,7 +85,7 @@ func BenchmarkExternalSpawnToFirstMessage(b *testing.B) {
 // can show "Z" while another thread, woken in msgrcv, still takes a
 // message.
 func fullyExited(pid int) bool {
-	if _, err := procStart(pid); err == nil {
+	if _, err := external.StartTime(pid); err == nil {
 		return false
 	}
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/runtime/external"
+
 	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/transit"
@@ -53,7 +55,7 @@ func (e *extEnv) externalPids() []int {
 		b, _ := os.ReadFile(p)
 		if strings.Contains(string(b), e.state) && strings.Contains(string(b), "-m\x00") {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			if _, err := procStart(pid); err == nil {
+			if _, err := external.StartTime(pid); err == nil {
 				pids = append(pids, pid)
 			}
 		}
@@ -82,7 +84,7 @@ func (e *extEnv) status() map[string]any {
 	testenv.WaitFor(e.t, 10*time.Second, "the daemon's status", func() bool {
 		e.drain() // keep Seen from filling up while we wait
 		var err error
-		reply, err = control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "status"}, time.Second)
+		reply, err = control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "status"}, time.Second)
 		return err == nil
 	})
 	return reply["status"].(map[string]any)
@@ -189,13 +191,13 @@ func TestExternalTaskLifecycle(t *testing.T) {
 	newPid := int(e.last()["pid"].(float64))
 
 	// cleanly_exit with exit_externals leaves no process behind.
-	if _, err := control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second); err != nil {
+	if _, err := control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.wait(t); err != nil {
 		t.Fatalf("daemon exit: %v\n%s", err, d.output())
 	}
-	if _, err := procStart(newPid); err == nil || len(e.externalPids()) != 0 {
+	if _, err := external.StartTime(newPid); err == nil || len(e.externalPids()) != 0 {
 		t.Fatalf("external %d (or another) still running after exit_externals", newPid)
 	}
 }
@@ -269,7 +271,7 @@ func TestCrashLoopEndsHeld(t *testing.T) {
 	// mmctl clear gives it another chance: it crashes again (a new process,
 	// named in the new last error) and is held again.
 	before := e.task("C")["last_error"]
-	if _, err := control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "clear", "task": "C"}, 5*time.Second); err != nil {
+	if _, err := control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "C"}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 20*time.Second, "C retried and held again", func() bool {
@@ -282,7 +284,7 @@ func TestCrashLoopEndsHeld(t *testing.T) {
 		tk := e.task("C")
 		return tk["status"] == "running" && tk["where"] == "external"
 	})
-	control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
 	d.wait(t)
 }
 
@@ -302,7 +304,7 @@ func TestConfigChangeReachesARunningExternal(t *testing.T) {
 	if e.last()["pid"] != pid {
 		t.Fatal("the external was restarted for a config change: it should be reconfigured in place")
 	}
-	control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
 	d.wait(t)
 }
 

@@ -81,7 +81,7 @@ func startGitops(t *testing.T, files map[string]string) *gitopsDaemon {
 
 func (g *gitopsDaemon) status(t *testing.T) map[string]any {
 	t.Helper()
-	reply, err := control.Request(g.tr, DefaultControlQueue, map[string]any{"type": "status"}, 5*time.Second)
+	reply, err := control.Request(g.tr, control.DefaultQueue, map[string]any{"type": "status"}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,13 +231,13 @@ func TestFailingStartBacksOffThenHoldsUntilCleared(t *testing.T) {
 	}
 	// clear gives it another chance (it fails again, so it is held again
 	// after three more attempts, visibly counted from zero).
-	if _, err := control.Request(g.tr, DefaultControlQueue, map[string]any{"type": "clear", "task": "F"}, 5*time.Second); err != nil {
+	if _, err := control.Request(g.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "F"}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// A config change lets it start.
 	os.WriteFile(filepath.Join(g.cfg, "f.cue"), []byte(`tasks: F: {kind: "Failing", config: ok: true}`+"\n"), 0o600)
 	testenv.WaitFor(t, 10*time.Second, "F running", func() bool { return g.task(t, "F")["status"] == "running" })
-	if _, err := control.Request(g.tr, DefaultControlQueue, map[string]any{"type": "clear", "task": "F"}, 5*time.Second); err == nil ||
+	if _, err := control.Request(g.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "F"}, 5*time.Second); err == nil ||
 		!strings.Contains(err.Error(), "not held") {
 		t.Fatalf("clear of a running task: %v", err)
 	}

@@ -1,121 +1,25 @@
 package multimodule
 
 import (
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"syscall"
-	"time"
 
-	"github.com/multimodule/multimodule/runtime"
-	"github.com/multimodule/multimodule/transit"
+	"github.com/multimodule/multimodule/internal/daemon"
 )
-
-// ShutdownTimeout bounds the orderly shutdown: draining in-flight messages
-// (each task then gets runtime.SaveGrace more to save its state).
-const ShutdownTimeout = 10 * time.Second
-
-// DefaultControlQueue is the daemon's control queue unless -q says otherwise.
-const DefaultControlQueue = "MultiModule_control"
 
 // Main is the daemon's main: it parses the flags, loads the config
 // directory, runs every task and shuts down in order on SIGINT or SIGTERM
-// (or a cleanly_exit on the control queue). It does not return.
+// (or a cleanly_exit on the control queue). Started with -m TASK it is
+// that external task's process instead. It does not return.
 func Main() {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	os.Exit(run(os.Args[1:], sig, os.Stdout, os.Stderr))
 }
 
-// daemonOptions are the daemon's flags.
-type daemonOptions struct {
-	controlQueue string
-	namespaces   string
-	configDir    string
-	stateDir     string
-	level        string
-	oob          string
-	transitDir   string
-	task         string // -m: run as the external process of this task
-	metricsAddr  string
-}
-
-func defaultStateDir() string {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "multimodule")
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".local", "state", "multimodule")
-	}
-	return "state"
-}
-
-func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
-	o := &daemonOptions{}
-	fs := flag.NewFlagSet("multimodule", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	both := func(p *string, short, long, def, usage string) {
-		fs.StringVar(p, short, def, usage)
-		fs.StringVar(p, long, def, "same as -"+short)
-	}
-	both(&o.controlQueue, "q", "control-queue", DefaultControlQueue, "control `queue` (mmctl talks to it)")
-	both(&o.namespaces, "p", "namespaces", "", "task `namespaces` searched after builtin, in order (comma separated)")
-	both(&o.configDir, "c", "config", "", "config `dir` of CUE files (or one file)")
-	both(&o.stateDir, "s", "state-dir", defaultStateDir(), "state `dir` (one daemon per dir)")
-	both(&o.level, "d", "log-level", "info", "log `level`: debug, info, warn, error")
-	both(&o.oob, "o", "oob", "", "out-of-band channels, e.g. log:1,alert:2,error:/var/log/mm.err,debug:router (defaults "+runtime.DefaultOOB+")")
-	both(&o.transitDir, "T", "transit-dir", transit.DefaultDir(), "transit `dir` naming the System V queues (env "+transit.EnvDir+")")
-	both(&o.task, "m", "task", "", "run as the external process of this `task` (the daemon starts these itself)")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (host:port; off when empty)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s -c CONFIG_DIR [-q control_queue] [-p namespaces] [-s state_dir] [-d level] [-o oob] [-T transit_dir] [--metrics-addr host:port]\n", fs.Name())
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if o.configDir == "" && o.task == "" {
-		return nil, errors.New("no config: pass -c DIR")
-	}
-	if !transit.ValidName(o.controlQueue) {
-		return nil, fmt.Errorf("control queue %q is not a valid queue name", o.controlQueue)
-	}
-	return o, nil
-}
-
-// run is the daemon; it returns the exit code. Signals arrive on sig.
+// run is Main with its signals and output given, for tests.
 func run(args []string, sig <-chan os.Signal, stdout, stderr io.Writer) int {
-	o, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "multimodule: %v\n", err)
-		return 2
-	}
-	level, err := runtime.ParseLevel(o.level)
-	if err != nil {
-		fmt.Fprintf(stderr, "multimodule: %v\n", err)
-		return 2
-	}
-	if o.task != "" {
-		return runExternal(o, level, sig, stdout, stderr)
-	}
-	d, code, err := newDaemon(o, level, stdout, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "multimodule: %v", err)
-		if !strings.HasSuffix(err.Error(), "\n") {
-			fmt.Fprintln(stderr)
-		}
-		return code
-	}
-	return d.serve(sig)
+	return daemon.Run(daemon.Kinds{Registry: registry, Schema: NewSchema}, args, sig, stdout, stderr)
 }

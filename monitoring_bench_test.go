@@ -14,9 +14,6 @@ import (
 
 	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/internal/testenv"
-	"github.com/multimodule/multimodule/reconcile"
-	"github.com/multimodule/multimodule/runtime"
-	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -25,95 +22,6 @@ func cpuTime() time.Duration {
 	var ru unix.Rusage
 	unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// BenchmarkSampling100Externals times one sample of 100 external tasks
-// (idle Go processes, each with its queue) as the daemon takes it once a
-// sample interval: process CPU, memory, IO, fds and threads, queue fill,
-// levels. The figure is the share of one core that sampling once a second
-// costs. The baseline, in the same run, reads the same /proc files of the
-// same processes with os.ReadFile and nothing else.
-func BenchmarkSampling100Externals(b *testing.B) {
-	const n = 100
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	tr, err := transit.Open(transit.Options{Dir: testenv.TransitDir(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	host, err := runtime.NewHost(runtime.Options{StateDir: b.TempDir(), OOB: "log:2,debug:2"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := &schema.Config{Tasks: map[string]schema.TaskSpec{}, Daemon: schema.DaemonSpec{SampleEvery: 1}}
-	d := &daemon{host: host, tr: tr, ch: host.Channels(), mon: newTaskMonitor(), desired: cfg,
-		observed: map[string]reconcile.Observed{}, externals: map[string]*externalProc{}, tasks: map[string]*taskState{}}
-	var pids []int
-	for i := range n {
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), "MM_IDLE=1")
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		name := "T" + strconv.Itoa(i)
-		if _, err := tr.Queue(name); err != nil {
-			b.Fatal(err)
-		}
-		start, err := procStart(cmd.Process.Pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		pids = append(pids, cmd.Process.Pid)
-		cfg.Tasks[name] = schema.TaskSpec{Name: name, External: true}
-		d.tasks[name] = &taskState{}
-		d.observed[name] = reconcile.Observed{Name: name, External: true}
-		d.externals[name] = &externalProc{Pid: cmd.Process.Pid, Start: start}
-	}
-	d.sample() // the first sample opens the processes
-	files := []string{"stat", "statm", "status", "io"}
-	bare := func() {
-		for _, pid := range pids {
-			dir := "/proc/" + strconv.Itoa(pid)
-			for _, f := range files {
-				if _, err := os.ReadFile(filepath.Join(dir, f)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if _, err := os.ReadDir(dir + "/fd"); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	// CPU seconds per call, as a share of one core at one call a second.
-	// Calls are paced as the daemon's are (at least 100 ms apart, so that
-	// every call takes a CPU reading); only CPU time is counted.
-	share := func(f func()) float64 {
-		const rounds = 20
-		var used time.Duration
-		for range rounds {
-			next := time.Now().Add(100 * time.Millisecond)
-			c0 := cpuTime()
-			f()
-			used += cpuTime() - c0
-			time.Sleep(time.Until(next))
-		}
-		return used.Seconds() / rounds * 100
-	}
-	b.ResetTimer()
-	var ours, base float64
-	for range b.N {
-		ours += share(d.sample)
-		base += share(bare)
-	}
-	b.ReportMetric(ours/float64(b.N), "%core@1Hz")
-	b.ReportMetric(base/float64(b.N), "bare_%core@1Hz")
-	b.ReportMetric(0, "ns/op")
-	if len(d.mon.tasks) != n {
-		b.Fatalf("sampled %d tasks, want %d", len(d.mon.tasks), n)
-	}
 }
 
 // procCPU is the CPU time a process has used (from /proc, in clock ticks
@@ -181,7 +89,7 @@ func BenchmarkScale200Externals(b *testing.B) {
 		if time.Now().After(deadline) {
 			b.Fatalf("not all %d externals running: %d", n, len(pids))
 		}
-		reply, err := control.Request(tr, DefaultControlQueue, map[string]any{"type": "status"}, 5*time.Second)
+		reply, err := control.Request(tr, control.DefaultQueue, map[string]any{"type": "status"}, 5*time.Second)
 		if err != nil {
 			continue
 		}
@@ -213,7 +121,7 @@ func BenchmarkScale200Externals(b *testing.B) {
 	}
 	bare := (cpuTime() - c1).Seconds()
 
-	control.Request(tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
 	done := make(chan error, 1)
 	go func() { done <- d.Wait() }()
 	select {

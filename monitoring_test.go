@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/runtime/external"
+
 	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/runtime"
@@ -94,7 +96,7 @@ func (e *monEnv) sendTo(task string, m map[string]any) {
 
 func (e *monEnv) exit(d *proc) {
 	e.t.Helper()
-	control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
 	if err := d.wait(e.t); err != nil {
 		e.t.Fatalf("daemon exit: %v\n%s", err, d.output())
 	}
@@ -114,7 +116,7 @@ daemon: {sample_every: 0.1, failsafe_grace: 1}
 		t.Fatalf("alert %v", a)
 	}
 	testenv.WaitFor(t, 10*time.Second, "the leaking process gone", func() bool {
-		_, err := procStart(int(pid))
+		_, err := external.StartTime(int(pid))
 		return err != nil
 	})
 	held := func() {
@@ -138,7 +140,7 @@ daemon: {sample_every: 0.1, failsafe_grace: 1}
 	held()
 
 	// mmctl clear brings it back, in a new process.
-	if _, err := control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "clear", "task": "H"}, 5*time.Second); err != nil {
+	if _, err := control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "H"}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if again := e.runningPid("H"); again == pid {
@@ -159,16 +161,16 @@ daemon: {sample_every: 0.1, failsafe_grace: 2}
 	// does after the grace. It is cleared before that.
 	e.sendTo("H", map[string]any{"leak_mb": 300.0, "block_s": 60.0})
 	e.waitAlert("a memory failsafe alert", levelAlert("H", "memory", "failsafe"))
-	if _, err := control.Request(e.tr, DefaultControlQueue, map[string]any{"type": "clear", "task": "H"}, 5*time.Second); err != nil {
+	if _, err := control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "H"}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := procStart(int(pid)); err != nil {
+	if _, err := external.StartTime(int(pid)); err != nil {
 		t.Fatal("the process ended before the grace: the test shows nothing")
 	}
 	if again := e.runningPid("H"); again == pid {
 		t.Fatalf("same pid %v", again)
 	}
-	if _, err := procStart(int(pid)); err == nil {
+	if _, err := external.StartTime(int(pid)); err == nil {
 		t.Fatalf("the failsafed process %v still runs", pid)
 	}
 	// The message it died on was never handled: at least once, the new
@@ -233,7 +235,7 @@ daemon: sample_every: 0.1
 	}
 	// A record without the task's token is refused: the forged one, sent
 	// first on the same queue, never comes out.
-	e.sendTo(oobQueue(DefaultControlQueue), map[string]any{fromKey: "H", tokenKey: "guess", runtime.OOBMarker: true,
+	e.sendTo(control.OOBQueue(control.DefaultQueue), map[string]any{control.FromKey: "H", control.TokenKey: "guess", runtime.OOBMarker: true,
 		"channel": "alert", "msg": "forged"})
 	// What the task says on its own alert channel, in its own process,
 	// goes out on the daemon's alert channel.

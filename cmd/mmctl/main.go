@@ -25,6 +25,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -68,7 +69,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVarP(&g.transitDir, "transit-dir", "T", transit.DefaultDir(), "transit dir naming the queues (env "+transit.EnvDir+")")
-	pf.StringVarP(&g.controlQueue, "control-queue", "q", "MultiModule_control", "the daemon's control queue")
+	pf.StringVarP(&g.controlQueue, "control-queue", "q", control.DefaultQueue, "the daemon's control queue")
 	pf.DurationVar(&g.timeout, "reply-timeout", 5*time.Second, "how long to wait for the daemon's reply")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if g.timeout <= 0 {

@@ -57,3 +57,18 @@ func Request(tr *transit.Transit, queue string, op map[string]any, timeout time.
 		backoff = min(2*backoff, 20*time.Millisecond)
 	}
 }
+
+// DefaultQueue is the daemon's control queue unless -q says otherwise.
+const DefaultQueue = "MultiModule_control"
+
+// OOBQueue is where external processes send the daemon their out-of-band
+// records and reports: beside the control queue, never mixed with it.
+func OOBQueue(controlQueue string) string { return controlQueue + ".oob" }
+
+// Keys of what an external process sends to OOBQueue, signed with its
+// spec token.
+const (
+	FromKey   = "from_task"
+	TokenKey  = "token"
+	ReportKey = ".multimodule_report"
+)

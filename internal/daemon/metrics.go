@@ -1,4 +1,4 @@
-package multimodule
+package daemon
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package multimodule
+package daemon
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/multimodule/multimodule/internal/control"
 
 	"github.com/shirou/gopsutil/v4/mem"
 
@@ -537,13 +539,13 @@ func (t *tokens) refuse(log *slog.Logger, why, from string) {
 // marked with the signed from_task. Anything not signed with the task's
 // token is refused.
 func (d *daemon) handleOOB(m runtime.Message) {
-	from, _ := m[fromKey].(string)
-	token, _ := m[tokenKey].(string)
+	from, _ := m[control.FromKey].(string)
+	token, _ := m[control.TokenKey].(string)
 	if !d.tokens.valid(from, token) {
 		d.tokens.refuse(d.ch.Error, "no known task and token", from)
 		return
 	}
-	if r, ok := m[reportKey].(map[string]any); ok {
+	if r, ok := m[control.ReportKey].(map[string]any); ok {
 		if c, ok := report(r); ok {
 			d.mon.reports.put(from, c)
 		}
@@ -561,7 +563,7 @@ func (d *daemon) handleOOB(m runtime.Message) {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		switch k {
-		case runtime.OOBMarker, "source", "time", "severity", "msg", "channel", tokenKey:
+		case runtime.OOBMarker, "source", "time", "severity", "msg", "channel", control.TokenKey:
 		default:
 			keys = append(keys, k)
 		}

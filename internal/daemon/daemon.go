@@ -1,4 +1,4 @@
-package multimodule
+package daemon
 
 import (
 	"context"
@@ -10,8 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/control"
+
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/runtime/external"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/statestore"
 	"github.com/multimodule/multimodule/transit"
@@ -31,6 +34,7 @@ const ConfirmRemovalDelay = 200 * time.Millisecond
 // running serve: control requests, config changes and retries reach it as
 // messages on channels, one at a time.
 type daemon struct {
+	kinds      Kinds
 	o          *daemonOptions
 	namespaces []string
 	schema     *schema.Schema
@@ -49,7 +53,7 @@ type daemon struct {
 
 	loaded *schema.Config // the last config that loaded
 	// stateless are loaded's stateless tasks, which externals run too.
-	stateless []namedSpec
+	stateless []external.NamedSpec
 	desired   *schema.Config // loaded, with each external's hash covering its bundle
 	observed  map[string]reconcile.Observed
 	// externals are the external processes this daemon knows of.
@@ -71,7 +75,7 @@ type daemon struct {
 	mon         *taskMonitor
 	sampler     *time.Ticker
 	sampleEvery time.Duration
-	// tokens are the externals' secrets, by task (see externalSpec).
+	// tokens are the externals' secrets, by task (see external.Spec).
 	tokens *tokens
 	// draining are failsafed internal tasks still handing in what they
 	// took; drained says when one is done.
@@ -100,14 +104,14 @@ type taskState struct {
 	restarts []time.Time
 }
 
-func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*daemon, int, error) {
-	d := &daemon{o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
+func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*daemon, int, error) {
+	d := &daemon{kinds: k, o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
 		control: make(chan runtime.Message, 64), closing: make(chan struct{}), observed: map[string]reconcile.Observed{},
 		tasks: map[string]*taskState{}, externals: map[string]*externalProc{}, exited: make(chan struct{}, 1),
 		retry: stoppedTimer(), confirm: stoppedTimer(), mon: newTaskMonitor(),
 		tokens: &tokens{m: map[string]string{}}, draining: map[string]bool{}, drained: make(chan drainResult, 16)}
 	var err error
-	if d.schema, err = NewSchema(); err != nil {
+	if d.schema, err = k.Schema(); err != nil {
 		return nil, 1, err
 	}
 	cfg, err := d.load()
@@ -154,7 +158,7 @@ func newDaemon(o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*d
 	}); err != nil {
 		return fail(1, err)
 	}
-	if err := d.in.ServeFunc(oobQueue(o.controlQueue), d.handleOOB); err != nil {
+	if err := d.in.ServeFunc(control.OOBQueue(o.controlQueue), d.handleOOB); err != nil {
 		return fail(1, err)
 	}
 	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
@@ -193,7 +197,7 @@ func (d *daemon) checkKinds(cfg *schema.Config) error {
 		if t.Disabled {
 			continue
 		}
-		_, factory, err := registry.Resolve(t.Kind, d.namespaces)
+		_, factory, err := d.kinds.Registry.Resolve(t.Kind, d.namespaces)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("task %s: %w", name, err))
 			continue
@@ -269,7 +273,7 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 		d.in.Unserve(name)
 	}
 	d.in.Unserve(d.o.controlQueue)
-	d.in.Unserve(oobQueue(d.o.controlQueue))
+	d.in.Unserve(control.OOBQueue(d.o.controlQueue))
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if d.exitExternals {

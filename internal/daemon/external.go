@@ -1,4 +1,4 @@
-package multimodule
+package daemon
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/runtime/external"
 	"github.com/multimodule/multimodule/schema"
 )
 
@@ -46,32 +47,14 @@ type externalProc struct {
 const stableAfter = 10 * time.Second
 
 func pidPath(stateDir, task string) string {
-	return filepath.Join(externalDir(stateDir), task+".pid")
-}
-
-// procStart reads a process's start time; an error means it is gone.
-func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, errors.New("unreadable /proc stat")
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 || f[0] == "Z" { // a zombie has exited
-		return 0, errors.New("process has exited")
-	}
-	return strconv.ParseUint(f[19], 10, 64) // field 22 of stat
+	return filepath.Join(external.Dir(stateDir), task+".pid")
 }
 
 // alive: the process (pid and start time) has not fully exited. A zombie
 // thread-group leader whose other threads are still exiting counts as
 // alive: one of them may still hold the state file or take a message.
 func (p *externalProc) alive() bool {
-	st, err := procStart(p.Pid)
+	st, err := external.StartTime(p.Pid)
 	if err == nil {
 		return st == p.Start
 	}
@@ -87,15 +70,15 @@ func isStateful(factory runtime.Factory) bool {
 
 // statelessOf lists cfg's enabled stateless tasks, which every external
 // process runs too.
-func (d *daemon) statelessOf(cfg *schema.Config) []namedSpec {
-	var out []namedSpec
+func (d *daemon) statelessOf(cfg *schema.Config) []external.NamedSpec {
+	var out []external.NamedSpec
 	for _, n := range cfg.Names() {
 		t := cfg.Tasks[n]
 		if t.Disabled || t.External {
 			continue
 		}
-		if _, factory, err := registry.Resolve(t.Kind, d.namespaces); err == nil && !isStateful(factory) {
-			out = append(out, named(n, t))
+		if _, factory, err := d.kinds.Registry.Resolve(t.Kind, d.namespaces); err == nil && !isStateful(factory) {
+			out = append(out, external.Named(n, t))
 		}
 	}
 	return out
@@ -104,8 +87,8 @@ func (d *daemon) statelessOf(cfg *schema.Config) []namedSpec {
 // bundle is what the external process of task name runs: the task and
 // the stateless tasks, with a hash over all of them, so that a change to
 // any of them reaches the external.
-func bundle(cfg *schema.Config, name string, stateless []namedSpec) (externalSpec, string) {
-	spec := externalSpec{Task: named(name, cfg.Tasks[name]), Stateless: stateless, ReportEvery: cfg.Daemon.SampleEvery}
+func bundle(cfg *schema.Config, name string, stateless []external.NamedSpec) (external.Spec, string) {
+	spec := external.Spec{Task: external.Named(name, cfg.Tasks[name]), Stateless: stateless, ReportEvery: cfg.Daemon.SampleEvery}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%g\x00", cfg.Tasks[name].Hash, spec.ReportEvery)
 	for _, s := range stateless {
@@ -115,7 +98,7 @@ func bundle(cfg *schema.Config, name string, stateless []namedSpec) (externalSpe
 }
 
 // withBundles gives each external task the hash of its bundle.
-func withBundles(cfg *schema.Config, stateless []namedSpec) *schema.Config {
+func withBundles(cfg *schema.Config, stateless []external.NamedSpec) *schema.Config {
 	out := *cfg
 	out.Tasks = make(map[string]schema.TaskSpec, len(cfg.Tasks))
 	for n, t := range cfg.Tasks {
@@ -127,21 +110,11 @@ func withBundles(cfg *schema.Config, stateless []namedSpec) *schema.Config {
 	return &out
 }
 
-// readSpec reads the spec last handed to task's external process.
-func readSpec(stateDir, task string) (externalSpec, error) {
-	var spec externalSpec
-	b, err := os.ReadFile(specPath(stateDir, task))
-	if err == nil {
-		err = json.Unmarshal(b, &spec)
-	}
-	return spec, err
-}
-
 // writeSpec hands the external its bundle, atomically, keeping the token
 // of the spec it already has.
-func (d *daemon) writeSpec(name string) (externalSpec, error) {
+func (d *daemon) writeSpec(name string) (external.Spec, error) {
 	spec, _ := bundle(d.loaded, name, d.stateless)
-	if old, err := readSpec(d.o.stateDir, name); err == nil && old.Token != "" {
+	if old, err := external.ReadSpec(d.o.stateDir, name); err == nil && old.Token != "" {
 		spec.Token = old.Token
 	} else {
 		var r [16]byte
@@ -149,10 +122,10 @@ func (d *daemon) writeSpec(name string) (externalSpec, error) {
 		spec.Token = hex.EncodeToString(r[:])
 	}
 	d.tokens.set(name, spec.Token)
-	if err := os.MkdirAll(externalDir(d.o.stateDir), 0o700); err != nil {
+	if err := os.MkdirAll(external.Dir(d.o.stateDir), 0o700); err != nil {
 		return spec, err
 	}
-	return spec, writeJSONFile(specPath(d.o.stateDir, name), spec)
+	return spec, writeJSONFile(external.SpecPath(d.o.stateDir, name), spec)
 }
 
 // writeJSONFile writes v to path atomically, private.
@@ -177,7 +150,7 @@ func (d *daemon) spawnExternal(t schema.TaskSpec) error {
 	if err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(externalDir(d.o.stateDir), t.Name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	logf, err := os.OpenFile(filepath.Join(external.Dir(d.o.stateDir), t.Name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
@@ -197,7 +170,7 @@ func (d *daemon) spawnExternal(t schema.TaskSpec) error {
 		default:
 		}
 	}()
-	start, err := procStart(cmd.Process.Pid)
+	start, err := external.StartTime(cmd.Process.Pid)
 	if err != nil {
 		return fmt.Errorf("external %s exited at once: see %s.log", t.Name, t.Name)
 	}
@@ -216,7 +189,7 @@ func (d *daemon) recordExternal(name string, p *externalProc) error {
 
 // adoptExternals takes over the externals a previous daemon left running.
 func (d *daemon) adoptExternals() {
-	paths, _ := filepath.Glob(filepath.Join(externalDir(d.o.stateDir), "*.pid"))
+	paths, _ := filepath.Glob(filepath.Join(external.Dir(d.o.stateDir), "*.pid"))
 	sort.Strings(paths)
 	for _, path := range paths {
 		name := strings.TrimSuffix(filepath.Base(path), ".pid")
@@ -230,7 +203,7 @@ func (d *daemon) adoptExternals() {
 			continue
 		}
 		p.started = time.Now()
-		if spec, err := readSpec(d.o.stateDir, name); err == nil {
+		if spec, err := external.ReadSpec(d.o.stateDir, name); err == nil {
 			d.tokens.set(name, spec.Token)
 		}
 		d.externals[name] = &p
@@ -331,7 +304,7 @@ func (d *daemon) reconfigureExternal(t schema.TaskSpec) error {
 	if err != nil {
 		return err
 	}
-	msg, err := spec.asMessage()
+	msg, err := asMessage(spec)
 	if err != nil {
 		return err
 	}
@@ -351,7 +324,7 @@ func (d *daemon) startInternal(specs []schema.TaskSpec) []error {
 	var rs []runtime.TaskSpec
 	var idx []int
 	for i, t := range specs {
-		kind, factory, err := registry.Resolve(t.Kind, d.namespaces)
+		kind, factory, err := d.kinds.Registry.Resolve(t.Kind, d.namespaces)
 		if err != nil {
 			errs[i] = err
 			continue

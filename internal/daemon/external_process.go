@@ -1,4 +1,4 @@
-package multimodule
+package daemon
 
 import (
 	"context"
@@ -8,64 +8,23 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/control"
+
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/runtime/external"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
 
-// externalSpec is what the daemon hands an external process: its stateful
-// task and every stateless task it runs locally, as the daemon applied
-// them. It is written to STATE/external/TASK.json before the process
-// starts, and sent on the task's queue on every change, in order with the
-// task's messages.
-type externalSpec struct {
-	Task      namedSpec   `json:"task"`
-	Stateless []namedSpec `json:"stateless"`
-	// Token is a secret shared through the (private) spec file: a config
-	// message on the task's queue must carry it, so that whoever can write
-	// to the queue cannot reconfigure the process. It also signs what the
-	// process sends the daemon (reports and out-of-band records).
-	Token string `json:"token"`
-	// ReportEvery is the seconds between two reports of the task's
-	// counters to the daemon.
-	ReportEvery float64 `json:"report_every"`
-}
-
-// oobQueue is where external processes send the daemon their out-of-band
-// records and reports.
-func oobQueue(controlQueue string) string { return controlQueue + ".oob" }
-
-// Keys of what an external process sends to oobQueue.
-const (
-	fromKey   = "from_task"
-	tokenKey  = "token"
-	reportKey = ".multimodule_report"
-)
-
-type namedSpec struct {
-	Name string          `json:"name"`
-	Hash string          `json:"hash"`
-	Spec schema.TaskSpec `json:"spec"`
-}
-
-func named(name string, t schema.TaskSpec) namedSpec { return namedSpec{name, t.Hash, t} }
-
-// configKey marks a message carrying a new externalSpec.
+// configKey marks a message carrying a new external.Spec.
 const configKey = "config"
 
-func externalDir(stateDir string) string { return filepath.Join(stateDir, "external") }
-
-func specPath(stateDir, task string) string {
-	return filepath.Join(externalDir(stateDir), task+".json")
-}
-
-func (e externalSpec) asMessage() (map[string]any, error) {
+func asMessage(e external.Spec) (map[string]any, error) {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return nil, err
@@ -77,8 +36,8 @@ func (e externalSpec) asMessage() (map[string]any, error) {
 	return map[string]any{runtime.ControlKey: map[string]any{configKey: m}}, nil
 }
 
-func specFromMessage(v any) (externalSpec, error) {
-	var e externalSpec
+func specFromMessage(v any) (external.Spec, error) {
+	var e external.Spec
 	b, err := json.Marshal(v)
 	if err == nil {
 		err = json.Unmarshal(b, &e)
@@ -89,24 +48,24 @@ func specFromMessage(v any) (externalSpec, error) {
 // runExternal is the process of one external task (-m TASK): it hosts the
 // task and the stateless tasks, takes the task's messages from its queue,
 // and on SIGTERM or SIGINT stops taking them, drains, saves and exits.
-func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdout, stderr io.Writer) int {
+func runExternal(k Kinds, o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "multimodule -m %s: %v\n", o.task, err)
 		return code
 	}
-	b, err := os.ReadFile(specPath(o.stateDir, o.task))
+	b, err := os.ReadFile(external.SpecPath(o.stateDir, o.task))
 	if err != nil {
 		return fail(1, fmt.Errorf("no spec from the daemon: %w", err))
 	}
-	var spec externalSpec
+	var spec external.Spec
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return fail(1, fmt.Errorf("spec %s: %w", specPath(o.stateDir, o.task), err))
+		return fail(1, fmt.Errorf("spec %s: %w", external.SpecPath(o.stateDir, o.task), err))
 	}
 	tr, err := transit.Open(transit.Options{Dir: o.transitDir})
 	if err != nil {
 		return fail(1, err)
 	}
-	toDaemon, err := tr.Queue(oobQueue(o.controlQueue))
+	toDaemon, err := tr.Queue(control.OOBQueue(o.controlQueue))
 	if err != nil {
 		return fail(1, err)
 	}
@@ -115,7 +74,7 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 	// a failure, sends do not wait at all for a second.
 	var failedAt atomic.Int64
 	sendDaemon := func(m runtime.Message) error {
-		m[fromKey], m[tokenKey] = o.task, spec.Token
+		m[control.FromKey], m[control.TokenKey] = o.task, spec.Token
 		wait := 20 * time.Millisecond
 		if time.Since(time.Unix(0, failedAt.Load())) < time.Second {
 			wait = 0
@@ -132,12 +91,12 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 		return fail(2, err)
 	}
 	defer host.Close()
-	x := &external{o: o, host: host, ch: host.Channels(), namespaces: strings.Split(o.namespaces, ","),
+	x := &childProcess{kinds: k, o: o, host: host, ch: host.Channels(), namespaces: strings.Split(o.namespaces, ","),
 		running: map[string]string{}, token: spec.Token}
 	x.reportEvery.Store(int64(reportInterval(spec)))
 	// Record ourselves: a daemon that died between starting us and
 	// recording us must still find and adopt us.
-	if start, err := procStart(os.Getpid()); err == nil {
+	if start, err := external.StartTime(os.Getpid()); err == nil {
 		writeJSONFile(pidPath(o.stateDir, o.task), externalProc{Pid: os.Getpid(), Start: start, Hash: spec.Task.Hash, Kind: spec.Task.Spec.Kind})
 	}
 	if err := x.apply(spec); err != nil {
@@ -192,7 +151,8 @@ func runExternal(o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdou
 
 // external is the state of an external process (owned by its receive
 // goroutine after start).
-type external struct {
+type childProcess struct {
+	kinds      Kinds
 	o          *daemonOptions
 	host       *runtime.Host
 	ch         *runtime.Channels
@@ -205,7 +165,7 @@ type external struct {
 	pending runtime.Peeked
 }
 
-func reportInterval(spec externalSpec) time.Duration {
+func reportInterval(spec external.Spec) time.Duration {
 	if spec.ReportEvery <= 0 {
 		return time.Second
 	}
@@ -216,7 +176,7 @@ func reportInterval(spec externalSpec) time.Duration {
 // turns into the task's rates and levels. An idle task reports less: once
 // its counters stop changing, two more reports (the daemon needs two
 // samples to see the rates back at zero), then one in ten.
-func (x *external) report(send func(runtime.Message) error, stop <-chan struct{}) {
+func (x *childProcess) report(send func(runtime.Message) error, stop <-chan struct{}) {
 	var last runtime.TaskStatus
 	quiet := 0
 	for {
@@ -239,7 +199,7 @@ func (x *external) report(send func(runtime.Message) error, stop <-chan struct{}
 			if quiet > 2 && quiet%10 != 0 {
 				continue
 			}
-			send(runtime.Message{reportKey: map[string]any{"at": float64(time.Now().UnixNano()) / 1e9, "busy_s": s.Busy.Seconds(),
+			send(runtime.Message{control.ReportKey: map[string]any{"at": float64(time.Now().UnixNano()) / 1e9, "busy_s": s.Busy.Seconds(),
 				"messages_in": float64(s.MessagesIn), "messages_out": float64(s.MessagesOut),
 				"failures": float64(s.Failures), "depth": float64(s.Depth)}})
 		}
@@ -253,7 +213,7 @@ func (x *external) report(send func(runtime.Message) error, stop <-chan struct{}
 // for a ring on bell (or a safety tick), leaves messages in the queue
 // while the task is at the high-water mark, and returns when stopping is
 // set (a Wake of bell makes a waiting receive return).
-func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
+func (x *childProcess) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 	rang := make(chan struct{}, 1)
 	ring := func() {
 		select {
@@ -346,7 +306,7 @@ func (x *external) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 }
 
 // configure applies a config message from the daemon.
-func (x *external) configure(v any) {
+func (x *childProcess) configure(v any) {
 	spec, err := specFromMessage(v)
 	switch {
 	case err != nil:
@@ -362,9 +322,9 @@ func (x *external) configure(v any) {
 }
 
 // apply makes the process run exactly what spec says.
-func (x *external) apply(spec externalSpec) error {
+func (x *childProcess) apply(spec external.Spec) error {
 	want := map[string]schema.TaskSpec{}
-	for _, ns := range append([]namedSpec{spec.Task}, spec.Stateless...) {
+	for _, ns := range append([]external.NamedSpec{spec.Task}, spec.Stateless...) {
 		ns.Spec.Name, ns.Spec.Hash = ns.Name, ns.Hash
 		want[ns.Name] = ns.Spec
 	}
@@ -395,7 +355,7 @@ func (x *external) apply(spec externalSpec) error {
 			}
 			x.running[name] = t.Hash
 		default:
-			kind, factory, err := registry.Resolve(t.Kind, x.namespaces)
+			kind, factory, err := x.kinds.Registry.Resolve(t.Kind, x.namespaces)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("task %s: %w", name, err))
 				continue
