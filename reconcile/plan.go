@@ -1,5 +1,7 @@
-// Package reconcile turns the desired tasks (a loaded config) and the
-// observed ones (what runs) into a plan of typed actions, and applies it.
+// Package reconcile is the controller: it turns the desired tasks (a
+// loaded config) and the observed ones (what runs) into a plan of typed
+// actions, and carries them out through a Target with per-task retries,
+// backoff and holds.
 //
 // Reconciling is level-based and keyed by task name: the plan depends only
 // on the two states, never on how they came about, so applying the same
@@ -7,7 +9,6 @@
 package reconcile
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -24,16 +25,6 @@ type Observed struct {
 	Hash string
 	// External is where it runs.
 	External bool
-}
-
-// Target is what a plan acts on: the daemon.
-type Target interface {
-	// StartTasks starts tasks together (so they can reach each other while
-	// starting); one error or nil per spec.
-	StartTasks(specs []schema.TaskSpec) []error
-	StopTask(ctx context.Context, name string) error
-	ReconfigureTask(ctx context.Context, spec schema.TaskSpec) error
-	MigrateTask(ctx context.Context, spec schema.TaskSpec) error
 }
 
 // Action is one step of a plan.
@@ -142,48 +133,6 @@ func Plan(desired map[string]schema.TaskSpec, observed map[string]Observed) []Ac
 type Result struct {
 	Action Action
 	Err    error
-}
-
-// Apply carries out a plan in order: stops, restarts, migrations,
-// reconfigures, then all starts together. Every action is attempted; each result says how it
-// went.
-func Apply(ctx context.Context, t Target, plan []Action) []Result {
-	var results []Result
-	var starts []Start
-	for _, a := range plan {
-		var err error
-		switch a := a.(type) {
-		case Stop:
-			err = t.StopTask(ctx, a.Name)
-		case Restart:
-			err = t.StopTask(ctx, a.Spec.Name)
-			if err == nil {
-				err = t.StartTasks([]schema.TaskSpec{a.Spec})[0]
-			}
-		case Reconfigure:
-			err = t.ReconfigureTask(ctx, a.Spec)
-		case Migrate:
-			err = t.MigrateTask(ctx, a.Spec)
-		case Start:
-			starts = append(starts, a)
-			continue
-		case Held:
-			continue // shown, not applied
-		default:
-			err = fmt.Errorf("reconcile: unknown action %T", a)
-		}
-		results = append(results, Result{a, err})
-	}
-	if len(starts) > 0 {
-		specs := make([]schema.TaskSpec, len(starts))
-		for i, s := range starts {
-			specs[i] = s.Spec
-		}
-		for i, err := range t.StartTasks(specs) {
-			results = append(results, Result{starts[i], err})
-		}
-	}
-	return results
 }
 
 // Errors joins the failures of a plan's results, each naming its action.

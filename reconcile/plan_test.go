@@ -1,8 +1,6 @@
 package reconcile
 
 import (
-	"context"
-	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -68,61 +66,5 @@ func TestPlan(t *testing.T) {
 				t.Fatalf("plan\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
-	}
-}
-
-// recordingTarget notes the calls a plan makes, in order.
-type recordingTarget struct {
-	calls []string
-	fail  map[string]error
-}
-
-func (r *recordingTarget) StartTasks(specs []schema.TaskSpec) []error {
-	errs := make([]error, len(specs))
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Name
-		errs[i] = r.fail["start "+s.Name]
-	}
-	r.calls = append(r.calls, "start "+strings.Join(names, ","))
-	return errs
-}
-
-func (r *recordingTarget) StopTask(_ context.Context, name string) error {
-	r.calls = append(r.calls, "stop "+name)
-	return r.fail["stop "+name]
-}
-
-func (r *recordingTarget) MigrateTask(_ context.Context, s schema.TaskSpec) error {
-	r.calls = append(r.calls, "migrate "+s.Name)
-	return r.fail["migrate "+s.Name]
-}
-
-func (r *recordingTarget) ReconfigureTask(_ context.Context, s schema.TaskSpec) error {
-	r.calls = append(r.calls, "reconfigure "+s.Name)
-	return r.fail["reconfigure "+s.Name]
-}
-
-func TestApplyOrderAndErrors(t *testing.T) {
-	t.Parallel()
-	boom := errors.New("boom")
-	tgt := &recordingTarget{fail: map[string]error{"start B": boom, "stop R": boom}}
-	plan := []Action{
-		Stop{Name: "S", Reason: "removed from the config"},
-		Restart{Spec: spec("R", "R", "h"), Reason: "kind changed"},
-		Migrate{Spec: spec("M", "M", "h", external), From: "internal"},
-		Reconfigure{Spec: spec("C", "C", "h")},
-		Start{Spec: spec("A", "A", "h")},
-		Start{Spec: spec("B", "B", "h")},
-	}
-	results := Apply(context.Background(), tgt, plan)
-	want := []string{"stop S", "stop R", "migrate M", "reconfigure C", "start A,B"}
-	if !reflect.DeepEqual(tgt.calls, want) {
-		t.Fatalf("calls %v, want %v (a restart whose stop failed must not start)", tgt.calls, want)
-	}
-	err := Errors(results)
-	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "-/+ restart R (kind changed): boom") ||
-		!strings.Contains(err.Error(), "+ start B (internal): boom") || len(results) != 6 {
-		t.Fatalf("results %v, error %v", results, err)
 	}
 }
