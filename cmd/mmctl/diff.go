@@ -36,12 +36,9 @@ func (o *diffOptions) run() error {
 	if err != nil {
 		return exitError{code: 2, err: err}
 	}
-	plan := reconcile.Plan(cfg.Tasks, observed)
+	plan := reconcile.Diff(cfg.Tasks, observed, held)
 	changes := 0
 	for _, a := range plan {
-		if reason, ok := held[a.Task()]; ok {
-			a = reconcile.Held{Name: a.Task(), Reason: reason}
-		}
 		fmt.Fprintln(o.stdout, a.String())
 		changes++
 	}
@@ -78,8 +75,9 @@ func (o *diffOptions) observed() (map[string]reconcile.Observed, map[string]stri
 			observed[name] = reconcile.Observed{Name: name, Kind: kind, Hash: hash, External: ext}
 		}
 		if t["status"] == "held" {
-			reason, _ := t["last_error"].(string)
-			held[name] = "retries exhausted: " + reason
+			why, _ := t["held_reason"].(string)
+			msg, _ := t["hold_message"].(string)
+			held[name] = reconcile.Hold{Why: why, Message: msg}.Label()
 		}
 	}
 	return observed, held, nil

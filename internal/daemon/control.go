@@ -3,11 +3,11 @@ package daemon
 import (
 	"fmt"
 	"os"
-	"sort"
 	"time"
 
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -79,13 +79,13 @@ func (d *daemon) reply(to string, msg map[string]any) {
 		}
 		return
 	}
-	defer d.tr.Forget(to) // reply queues are used once
+	defer d.tasks.tr.Forget(to) // reply queues are used once
 	var err error
-	if d.tr.Served(to) || to == d.o.controlQueue+".doorbell" {
+	if d.tasks.tr.Served(to) || to == d.o.controlQueue+".doorbell" {
 		err = fmt.Errorf("reply_to %s is a served queue: refused", to)
 	} else {
 		var q *transit.Queue
-		if q, err = d.tr.Lookup(to); err == nil {
+		if q, err = d.tasks.tr.Lookup(to); err == nil {
 			err = q.SendWithin(msg, 200*time.Millisecond)
 		}
 	}
@@ -99,27 +99,18 @@ func (d *daemon) reply(to string, msg map[string]any) {
 func (d *daemon) reconcileNow(dry bool) ([]any, error) {
 	out := []any{}
 	if dry {
-		cfg, err := d.load()
+		cfg, err := load(d.schema, d.o.configDir, d.tasks.resolve)
 		if err != nil {
-			return nil, fmt.Errorf("config does not load:\n%v", err)
+			return nil, fmt.Errorf("config does not load:\n%v", schema.Format(err))
 		}
-		saved := d.desired
-		d.desired = cfg
-		_, shown, _ := d.plan(false)
-		d.desired = saved
-		for _, a := range shown {
+		for _, a := range d.ctl.PlanFor(cfg) {
 			out = append(out, map[string]any{"task": a.Task(), "action": a.String()})
 		}
 		return out, nil
 	}
-	results, err := d.reload(true, false)
+	results, err := d.reload(reconcile.Forced)
 	if err != nil {
 		return nil, err
-	}
-	if d.confirmHash != "" { // an operator asked: do not wait to confirm
-		d.confirmHash = ""
-		d.confirm.Stop()
-		results = append(results, d.reconcile(false)...)
 	}
 	for _, r := range results {
 		e := map[string]any{"task": r.Action.Task(), "action": r.Action.String()}
@@ -134,95 +125,51 @@ func (d *daemon) reconcileNow(dry bool) ([]any, error) {
 // clear gives a held task another chance.
 func (d *daemon) clear(op map[string]any) error {
 	task, _ := op["task"].(string)
-	st := d.tasks[task]
-	if st == nil {
-		return fmt.Errorf("no task %q", task)
-	}
-	if !st.held {
-		return fmt.Errorf("task %s is not held", task)
-	}
-	st.held, st.failures, st.nextTry, st.lastErr = false, 0, time.Time{}, ""
-	d.saveHeld()
-	d.ch.Log.Info("task cleared: retrying", "task", task)
-	d.reconcile(false)
-	return nil
+	_, err := d.ctl.Clear(task)
+	return err
 }
 
-// condition is one of a task's conditions, as Kubernetes reports them.
-func condition(typ string, status bool, reason, message string) map[string]any {
-	s := "False"
-	if status {
-		s = "True"
-	}
-	c := map[string]any{"type": typ, "status": s}
-	if reason != "" {
-		c["reason"] = reason
-	}
-	if message != "" {
-		c["message"] = message
-	}
-	return c
-}
-
-// status is what `mmctl status` shows: every task that runs or is
-// wanted, with its conditions.
+// status is what `mmctl status` shows: every task that is wanted, runs
+// or is held, with its conditions.
 func (d *daemon) status() map[string]any {
 	now := time.Now()
 	running := map[string]runtime.TaskStatus{}
-	for _, s := range d.host.Status() {
+	for _, s := range d.tasks.host.Status() {
 		running[s.Name] = s
 	}
-	names := map[string]bool{}
-	for n := range running {
-		names[n] = true
-	}
-	for n := range d.desired.Tasks {
-		names[n] = true
-	}
-	sorted := make([]string, 0, len(names))
-	for n := range names {
-		sorted = append(sorted, n)
-	}
-	sort.Strings(sorted)
-
 	tasks := []any{}
-	for _, name := range sorted {
-		spec, wanted := d.desired.Tasks[name]
+	for _, ts := range d.ctl.Tasks() {
+		name := ts.Name
+		spec, wanted, obs := ts.Spec, ts.Wanted, ts.Running
 		s, isRunning := running[name]
-		obs, observed := d.observed[name]
-		st := d.tasks[name]
 		t := map[string]any{"name": name, "where": "internal"}
 		if wanted && spec.External {
 			t["where"] = "external"
 		}
-		if observed && !obs.External {
+		if obs != nil && !obs.External {
 			t["where"] = "internal"
 		}
-		p := d.externals[name]
-		if p != nil && observed && obs.External {
+		if p, ok := d.tasks.ext.lookup(name); ok && obs != nil && obs.External {
 			t["where"], t["pid"] = "external", float64(p.Pid)
 			t["uptime_s"] = now.Sub(p.started).Seconds()
-			isRunning = p.alive()
+			isRunning = p.Alive()
 		}
 		if wanted {
 			t["spec_kind"], t["spec_hash"], t["external"], t["disabled"] = spec.Kind, spec.Hash, spec.External, spec.Disabled
 		}
-		if observed {
+		if obs != nil {
 			t["applied_hash"], t["applied_kind"], t["applied_external"] = obs.Hash, obs.Kind, obs.External
 		}
-		if st != nil {
-			t["generation"], t["observed_generation"] = float64(st.generation), float64(st.observedGeneration)
-			t["failures_in_a_row"] = float64(st.failures)
-			if st.lastErr != "" {
-				t["last_error"] = st.lastErr
-			}
+		t["generation"], t["observed_generation"] = float64(ts.Generation), float64(ts.ObservedGeneration)
+		t["failures_in_a_row"] = float64(ts.Failures)
+		if ts.LastError != "" {
+			t["last_error"] = ts.LastError
 		}
-		upToDate := isRunning && observed && wanted && obs.Hash == spec.Hash
-		held := st != nil && st.held
 		switch {
-		case held:
+		case ts.Hold != nil:
 			t["status"] = "held"
-		case isRunning && p != nil && (p.failsafed || p.stopping):
+			t["held_reason"], t["hold_message"] = ts.Hold.Why, ts.Hold.Message
+		case isRunning && ts.Stopping:
 			t["status"] = "stopping"
 		case isRunning:
 			t["status"] = "running"
@@ -231,26 +178,9 @@ func (d *daemon) status() map[string]any {
 		default:
 			t["status"] = "stopped"
 		}
-		var conds []any
-		switch {
-		case wanted && spec.Disabled && !isRunning:
-			conds = append(conds, condition("Ready", true, "Disabled", "stopped as the config says; state kept"))
-		case upToDate:
-			conds = append(conds, condition("Ready", true, "Applied", ""))
-		default:
-			conds = append(conds, condition("Ready", false, "", ""))
-		}
-		pending := wanted && !spec.Disabled && !upToDate || !wanted && isRunning
-		switch {
-		case held:
-			conds = append(conds, condition("Reconciling", false, "", ""),
-				condition("Stalled", true, st.holdWhy, st.lastErr))
-		case pending && st != nil && st.lastErr != "":
-			conds = append(conds, condition("Reconciling", true, "Retrying",
-				fmt.Sprintf("attempt %d failed: %s; next at %s", st.failures, st.lastErr, st.nextTry.Format(time.RFC3339))),
-				condition("Stalled", false, "", ""))
-		default:
-			conds = append(conds, condition("Reconciling", pending, "", ""), condition("Stalled", false, "", ""))
+		conds := []any{}
+		for _, c := range ts.Conditions(isRunning) {
+			conds = append(conds, condition(c))
 		}
 		t["conditions"] = conds
 		if isRunning && t["where"] == "internal" {
@@ -269,7 +199,7 @@ func (d *daemon) status() map[string]any {
 			}
 		}
 		if isRunning {
-			if q, err := d.tr.Lookup(name); err == nil {
+			if q, err := d.tasks.tr.Lookup(name); err == nil {
 				if qs, err := q.Stats(); err == nil {
 					t["queue"] = map[string]any{"messages": float64(qs.Messages), "bytes": float64(qs.Bytes),
 						"capacity": float64(qs.Capacity), "fill": qs.Fill}
@@ -283,9 +213,9 @@ func (d *daemon) status() map[string]any {
 		"daemon": map[string]any{
 			"pid": float64(os.Getpid()), "started": d.started.UTC().Format(time.RFC3339),
 			"uptime_s": now.Sub(d.started).Seconds(), "config_dir": d.o.configDir,
-			"config_hash": d.desired.SourceHash, "config_error": d.configErr,
-			"state_dir": d.o.stateDir, "transit_dir": d.tr.Dir(), "control_queue": d.o.controlQueue,
-			"dead_letters": float64(d.in.DeadLetters()),
+			"config_hash": d.ctl.Desired().SourceHash, "config_error": d.configErr,
+			"state_dir": d.o.stateDir, "transit_dir": d.tasks.tr.Dir(), "control_queue": d.o.controlQueue,
+			"dead_letters": float64(d.tasks.in.DeadLetters()),
 			"metrics":      metrics,
 			"levels":       levels,
 		},
@@ -293,4 +223,18 @@ func (d *daemon) status() map[string]any {
 	}
 }
 
-var _ reconcile.Target = (*daemon)(nil)
+// condition is one of a task's conditions as status shows it.
+func condition(c reconcile.Condition) map[string]any {
+	s := "False"
+	if c.Status {
+		s = "True"
+	}
+	m := map[string]any{"type": c.Type, "status": s}
+	if c.Reason != "" {
+		m["reason"] = c.Reason
+	}
+	if c.Message != "" {
+		m["message"] = c.Message
+	}
+	return m
+}

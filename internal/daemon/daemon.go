@@ -7,14 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
-
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
-	"github.com/multimodule/multimodule/runtime/external"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/statestore"
 	"github.com/multimodule/multimodule/transit"
@@ -24,180 +23,133 @@ import (
 // processes it adopted (not its children) are alive.
 const externalPoll = 500 * time.Millisecond
 
-// ConfirmRemovalDelay is how long the daemon waits before a task whose
-// definition vanished from the config dir is stopped: the directory is
-// loaded again then, and only if it still lacks the task is it stopped
-// (an editor may be between deleting and rewriting a file).
-const ConfirmRemovalDelay = 200 * time.Millisecond
-
-// daemon is one running multimodule. Its state is owned by the goroutine
-// running serve: control requests, config changes and retries reach it as
-// messages on channels, one at a time.
+// daemon is one running multimodule: the wiring of its parts and the
+// owner goroutine (serve). The controller, the monitor's state and the
+// config error belong to that goroutine; everything else reaches it as a
+// message on a channel.
 type daemon struct {
-	kinds      Kinds
-	o          *daemonOptions
-	namespaces []string
-	schema     *schema.Schema
-	lock       *statestore.DirLock
-	tr         *transit.Transit
-	host       *runtime.Host
-	in         *runtime.Inbound
-	ch         *runtime.Channels
-	watcher    *reconcile.Watcher
-	started    time.Time
+	o       *daemonOptions
+	schema  *schema.Schema
+	ch      *runtime.Channels
+	lock    *statestore.DirLock
+	tasks   *hosting
+	ctl     *reconcile.Controller
+	watcher *reconcile.Watcher
+	mon     *monitoring
+	started time.Time
 
+	// control carries the control queue's requests to the owner; closing
+	// is closed when the owner stops taking them, so that the inbound
+	// never blocks handing one over.
 	control chan runtime.Message
-	// closing is closed when the daemon stops taking control requests, so
-	// the inbound never blocks handing one over.
 	closing chan struct{}
-
-	loaded *schema.Config // the last config that loaded
-	// stateless are loaded's stateless tasks, which externals run too.
-	stateless []external.NamedSpec
-	desired   *schema.Config // loaded, with each external's hash covering its bundle
-	observed  map[string]reconcile.Observed
-	// externals are the external processes this daemon knows of.
-	externals map[string]*externalProc
-	// exitExternals: the shutdown stops the externals too.
-	exitExternals bool
-	// exited is signalled when an external this daemon started exits.
-	exited chan struct{}
-	tasks  map[string]*taskState
 	// configErr is the last config load problem, for status; the tasks run
 	// on the last good config meanwhile.
 	configErr string
-
-	retry   *time.Timer
-	confirm *time.Timer
-	// confirmHash is the content hash whose removals wait for confirmation.
-	confirmHash string
-
-	mon         *taskMonitor
-	sampler     *time.Ticker
-	sampleEvery time.Duration
-	// tokens are the externals' secrets, by task (see external.Spec).
-	tokens *tokens
-	// draining are failsafed internal tasks still handing in what they
-	// took; drained says when one is done.
-	draining map[string]bool
-	drained  chan drainResult
+	// exitExternals: the shutdown stops the externals too.
+	exitExternals bool
 	// stopMetrics stops the Prometheus endpoint (--metrics-addr).
 	stopMetrics func()
 }
 
-// taskState is the reconcile bookkeeping of one task name.
-type taskState struct {
-	// generation counts the changes of the task's desired spec;
-	// observedGeneration is the generation the running task has applied.
-	generation, observedGeneration int64
-	specHash                       string
-
-	failures int
-	nextTry  time.Time
-	lastErr  string
-	held     bool
-	// holdWhy is holdRetries or holdFailsafe.
-	holdWhy   string
-	heldSince time.Time
-	// restarts are the times the task's process was restarted after a
-	// crash, within restartWindow.
-	restarts []time.Time
-}
-
-func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (*daemon, int, error) {
-	d := &daemon{kinds: k, o: o, namespaces: strings.Split(o.namespaces, ","), started: time.Now(),
-		control: make(chan runtime.Message, 64), closing: make(chan struct{}), observed: map[string]reconcile.Observed{},
-		tasks: map[string]*taskState{}, externals: map[string]*externalProc{}, exited: make(chan struct{}, 1),
-		retry: stoppedTimer(), confirm: stoppedTimer(), mon: newTaskMonitor(),
-		tokens: &tokens{m: map[string]string{}}, draining: map[string]bool{}, drained: make(chan drainResult, 16)}
-	var err error
+func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (d *daemon, code int, err error) {
+	d = &daemon{o: o, started: time.Now(), control: make(chan runtime.Message, 64), closing: make(chan struct{})}
 	if d.schema, err = k.Schema(); err != nil {
 		return nil, 1, err
 	}
-	cfg, err := d.load()
+	resolve := resolver(k.Registry, strings.Split(o.namespaces, ","))
+	cfg, err := load(d.schema, o.configDir, resolve)
 	if err != nil {
 		return nil, 1, fmt.Errorf("config %s:\n%s", o.configDir, schema.Format(err))
 	}
-	if d.lock, err = statestore.LockDir(o.stateDir); err != nil {
+	lock, err := statestore.LockDir(o.stateDir)
+	if err != nil {
 		return nil, 1, err
 	}
-	fail := func(code int, err error) (*daemon, int, error) {
-		if d.stopMetrics != nil {
-			d.stopMetrics()
+	d.lock = lock
+	// What was set up is undone when a later step fails.
+	cleanups := []func(){func() { lock.Unlock() }}
+	defer func() {
+		if err != nil {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+			}
 		}
-		d.lock.Unlock()
-		return nil, code, err
+	}()
+	tr, err := transit.Open(transit.Options{Dir: o.transitDir})
+	if err != nil {
+		return nil, 1, err
 	}
-	if d.tr, err = transit.Open(transit.Options{Dir: o.transitDir}); err != nil {
-		return fail(1, err)
-	}
-	d.host, err = runtime.NewHost(runtime.Options{
-		StateDir: o.stateDir, OOB: o.oob, Level: level, Stdout: stdout, Stderr: stderr, Remote: d.tr,
+	host, err := runtime.NewHost(runtime.Options{
+		StateDir: o.stateDir, OOB: o.oob, Level: level, Stdout: stdout, Stderr: stderr, Remote: tr,
 	})
 	if err != nil {
-		return fail(2, err)
+		return nil, 2, err
 	}
-	d.ch = d.host.Channels()
+	cleanups = append(cleanups, func() { host.Close() })
+	d.ch = host.Channels()
+	d.mon = newMonitoring(d.ch)
 	if o.metricsAddr != "" {
-		if d.stopMetrics, err = d.serveMetrics(o.metricsAddr); err != nil {
-			return fail(1, err)
+		if d.stopMetrics, err = d.mon.serveMetrics(o.metricsAddr); err != nil {
+			return nil, 1, err
 		}
+		cleanups = append(cleanups, d.stopMetrics)
 	}
-	d.in, err = runtime.NewInbound(d.host, d.tr, o.controlQueue+".doorbell", func(err error) {
+	in, err := runtime.NewInbound(host, tr, o.controlQueue+".doorbell", func(err error) {
 		d.ch.Error.Error("inbound", "error", err)
 	})
 	if err != nil {
-		return fail(1, err)
+		return nil, 1, err
 	}
-	if err := d.in.ServeFunc(o.controlQueue, func(m runtime.Message) {
+	if err := in.ServeFunc(o.controlQueue, func(m runtime.Message) {
 		select {
 		case d.control <- m:
 		case <-d.closing:
 			d.ch.Log.Info("control request dropped: the daemon is shutting down", "request", m)
 		}
 	}); err != nil {
-		return fail(1, err)
+		return nil, 1, err
 	}
-	if err := d.in.ServeFunc(control.OOBQueue(o.controlQueue), d.handleOOB); err != nil {
-		return fail(1, err)
+	d.tasks = newHosting(o, host, in, tr, resolve)
+	if err := in.ServeFunc(control.OOBQueue(o.controlQueue), d.mon.oobHandler(d.tasks.ext)); err != nil {
+		return nil, 1, err
 	}
 	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
 		OnError: func(err error) { d.ch.Error.Error("watching the config dir", "error", err) },
 	})
 	if err != nil {
-		return fail(1, fmt.Errorf("watching %s: %w", o.configDir, err))
+		return nil, 1, fmt.Errorf("watching %s: %w", o.configDir, err)
 	}
-	d.adoptExternals()
-	d.setDesired(cfg)
-	d.loadHeld()
-	d.reconcile(false)
+	d.ctl = reconcile.NewController(d.tasks, reconcile.SystemClock{},
+		reconcile.Loggers{Log: d.ch.Log, Error: d.ch.Error, Alert: d.ch.Alert},
+		reconcile.HoldFile(filepath.Join(o.stateDir, "held.json")), reconcile.Timing{})
+	for _, obs := range d.tasks.adopt() {
+		d.ch.Log.Info("adopted a running external task", "task", obs.Name)
+		d.ctl.Adopt(obs)
+	}
+	d.apply(cfg, reconcile.Watched)
 	return d, 0, nil
 }
 
-func stoppedTimer() *time.Timer {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
+// resolver resolves a config's kind names in the daemon's namespaces.
+func resolver(reg *runtime.Registry, namespaces []string) func(kind string) (string, runtime.Factory, error) {
+	return func(kind string) (string, runtime.Factory, error) { return reg.Resolve(kind, namespaces) }
 }
 
-// load reads and checks the config dir, kinds included.
-func (d *daemon) load() (*schema.Config, error) {
-	cfg, err := d.schema.Load(d.o.configDir)
+// load reads and checks the config dir, kinds included: every enabled
+// task's kind must resolve, and only stateful kinds may be external.
+func load(s *schema.Schema, dir string, resolve func(string) (string, runtime.Factory, error)) (*schema.Config, error) {
+	cfg, err := s.Load(dir)
 	if err != nil {
 		return nil, err
 	}
-	return cfg, d.checkKinds(cfg)
-}
-
-// checkKinds resolves every enabled task's kind, reporting all failures.
-func (d *daemon) checkKinds(cfg *schema.Config) error {
 	var errs []error
 	for _, name := range cfg.Names() {
 		t := cfg.Tasks[name]
 		if t.Disabled {
 			continue
 		}
-		_, factory, err := d.kinds.Registry.Resolve(t.Kind, d.namespaces)
+		_, factory, err := resolve(t.Kind)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("task %s: %w", name, err))
 			continue
@@ -206,124 +158,29 @@ func (d *daemon) checkKinds(cfg *schema.Config) error {
 			errs = append(errs, fmt.Errorf("task %s: external: true needs a stateful task; kind %s is stateless (it runs in every process anyway)", name, t.Kind))
 		}
 	}
-	return errors.Join(errs...)
+	return cfg, errors.Join(errs...)
 }
 
-// serve runs until a signal or a cleanly_exit, then shuts down in order.
-func (d *daemon) serve(sig <-chan os.Signal) int {
-	ctx, stopWatch := context.WithCancel(context.Background())
-	watchDone := make(chan struct{})
-	go func() { d.watcher.Run(ctx); close(watchDone) }()
-	d.in.Start()
-	// Externals this daemon started are reaped by it, and their exits
-	// reach it at once (d.exited); the poll is for adopted ones.
-	watchExternals := time.NewTicker(externalPoll)
-	defer watchExternals.Stop()
-	d.sampler = time.NewTicker(d.sampleEvery)
-	defer d.sampler.Stop()
-	d.ch.Log.Info("multimodule running", "tasks", len(d.observed), "config", d.o.configDir,
-		"state_dir", d.o.stateDir, "transit_dir", d.tr.Dir(), "control_queue", d.o.controlQueue, "pid", os.Getpid())
-	reason := ""
-	for reason == "" {
-		select {
-		case s := <-sig:
-			reason = "signal " + s.String()
-		case m := <-d.control:
-			if d.handleControl(m) {
-				reason = "cleanly_exit"
-			}
-		case <-d.watcher.Changes():
-			d.reload(false, false)
-		case <-d.confirm.C:
-			d.reload(false, true)
-		case <-d.retry.C:
-			d.reconcile(false)
-		case <-watchExternals.C:
-			d.checkExternals()
-		case <-d.exited:
-			d.checkExternals()
-		case <-d.sampler.C:
-			d.sample()
-		case r := <-d.drained:
-			delete(d.draining, r.task)
-			d.in.Release(r.task, r.err == nil)
-			if r.err != nil {
-				d.ch.Error.Error("failsafe: the task did not finish what it had taken", "task", r.task, "error", r.err)
-			}
-			d.reconcile(false)
-		}
-	}
-	stopWatch()
-	<-watchDone
-	return d.shutdown(reason, sig)
+// isStateful reports whether a kind's tasks are Stateful.
+func isStateful(factory runtime.Factory) bool {
+	_, ok := factory().(runtime.Stateful)
+	return ok
 }
 
-// shutdown: stop taking messages from outside (they wait in their
-// queues), then drain and save every task, then release the state dir.
-func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
-	d.ch.Log.Info("shutting down", "reason", reason)
-	close(d.closing)
-	defer d.lock.Unlock()
-	defer d.host.Close()
-	if d.stopMetrics != nil {
-		defer d.stopMetrics() // before the channels it logs to close
-	}
-	d.in.Stop()
-	for name := range d.observed {
-		d.in.Unserve(name)
-	}
-	d.in.Unserve(d.o.controlQueue)
-	d.in.Unserve(control.OOBQueue(d.o.controlQueue))
-	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-	defer cancel()
-	if d.exitExternals {
-		for name := range d.externals {
-			if err := d.stopExternal(ctx, name); err != nil {
-				d.ch.Error.Error("stopping an external task", "task", name, "error", err)
-			}
-		}
-	} else if len(d.externals) > 0 {
-		d.ch.Log.Info("external tasks keep running", "count", len(d.externals))
-	}
-	// Failsafed tasks still handing in what they took finish first.
-	for len(d.draining) > 0 {
-		select {
-		case r := <-d.drained:
-			delete(d.draining, r.task)
-			d.in.Release(r.task, r.err == nil)
-		case <-ctx.Done():
-			d.ch.Error.Error("failsafed tasks did not finish what they had taken", "tasks", len(d.draining))
-			clear(d.draining)
-		}
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.host.Shutdown(ctx) }()
-	var err error
-	select {
-	case err = <-done:
-	case s := <-sig:
-		d.ch.Error.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
-		return 130
-	}
-	// What the tasks handled leaves their queues; after an incomplete
-	// shutdown it stays, to be handled again (at least once).
-	for name := range d.observed {
-		d.in.Release(name, err == nil)
-	}
-	if err != nil {
-		d.ch.Error.Error("shutdown incomplete", "error", err)
-		return 1
-	}
-	d.ch.Log.Info("stopped cleanly")
-	return 0
+// apply hands a loaded config to the controller and the parts that follow
+// it (the stateless tasks every external runs, the monitor's limits).
+func (d *daemon) apply(cfg *schema.Config, kind reconcile.LoadKind) []reconcile.Result {
+	d.tasks.setStateless(cfg)
+	d.mon.configure(cfg)
+	results := d.ctl.Load(cfg, kind)
+	d.tasks.pushBundles()
+	return results
 }
 
-// reload loads the config dir and, if it loads, makes it the desired
-// state and reconciles. A dir that does not load changes nothing that
-// runs. Removals wait for a confirming reload (confirming says this is
-// one).
-func (d *daemon) reload(force, confirming bool) ([]reconcile.Result, error) {
-	cfg, err := d.load()
+// reload loads the config dir and, if it loads, applies it. A dir that
+// does not load changes nothing that runs.
+func (d *daemon) reload(kind reconcile.LoadKind) ([]reconcile.Result, error) {
+	cfg, err := load(d.schema, d.o.configDir, d.tasks.resolve)
 	if err != nil {
 		d.configErr = strings.TrimSpace(schema.Format(err))
 		d.ch.Error.Error("config not applied: the running tasks are unchanged", "error", d.configErr)
@@ -333,263 +190,157 @@ func (d *daemon) reload(force, confirming bool) ([]reconcile.Result, error) {
 		d.ch.Log.Info("config loads again", "config", d.o.configDir)
 	}
 	d.configErr = ""
-	if !force && !confirming && d.desired != nil && cfg.SourceHash == d.desired.SourceHash {
-		return nil, nil
-	}
-	d.setDesired(cfg)
-	if confirming && cfg.SourceHash == d.confirmHash {
-		d.confirmHash = ""
-		return d.reconcile(false), nil
-	}
-	return d.reconcile(true), nil
+	return d.apply(cfg, kind), nil
 }
 
-// setDesired records cfg and bumps the generation of every task whose
-// spec changed. A changed spec also gives a failing or held task a fresh
-// start.
-func (d *daemon) setDesired(loaded *schema.Config) {
-	d.loaded = loaded
-	d.stateless = d.statelessOf(loaded)
-	cfg := withBundles(loaded, d.stateless)
-	d.desired = cfg
-	released := false
-	for name, spec := range cfg.Tasks {
-		st := d.tasks[name]
-		if st == nil {
-			st = &taskState{}
-			d.tasks[name] = st
-		}
-		if st.specHash != spec.Hash {
-			st.specHash = spec.Hash
-			st.generation++
-			d.checkLimits(name, spec)
-			if st.held {
-				d.ch.Log.Info("held task released: its config changed", "task", name)
-				released = true
+// serve runs the owner goroutine until a signal or a cleanly_exit, then
+// shuts down in order.
+func (d *daemon) serve(sig <-chan os.Signal) int {
+	ctx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() { d.watcher.Run(ctx); close(watchDone) }()
+	d.tasks.in.Start()
+	// Externals this daemon started are reaped by it, and their exits
+	// reach it at once (exited); the poll is for adopted ones.
+	poll := time.NewTicker(externalPoll)
+	defer poll.Stop()
+	sampler := time.NewTicker(d.mon.every)
+	defer sampler.Stop()
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
+	d.ch.Log.Info("multimodule running", "tasks", len(d.ctl.Observed()), "config", d.o.configDir,
+		"state_dir", d.o.stateDir, "transit_dir", d.tasks.tr.Dir(), "control_queue", d.o.controlQueue, "pid", os.Getpid())
+	reason := ""
+	for reason == "" {
+		d.rearm(wake)
+		select {
+		case s := <-sig:
+			reason = "signal " + s.String()
+		case m := <-d.control:
+			if d.handleControl(m) {
+				reason = "cleanly_exit"
 			}
-			st.failures, st.held, st.nextTry, st.lastErr = 0, false, time.Time{}, ""
+		case <-d.watcher.Changes():
+			d.reload(reconcile.Watched)
+		case <-wake.C:
+			if confirm, _ := d.ctl.Tick(); confirm {
+				d.reload(reconcile.Confirming)
+			}
+		case r := <-d.tasks.stopped:
+			d.tasks.inflight--
+			d.ctl.Stopped(r.task, r.err)
+			d.tasks.pushBundles()
+		case <-poll.C:
+			d.checkExternals()
+		case <-d.tasks.ext.exited:
+			d.checkExternals()
+		case <-sampler.C:
+			d.sample()
+			if d.mon.every != d.mon.sampledEvery {
+				sampler.Reset(d.mon.every)
+				d.mon.sampledEvery = d.mon.every
+			}
 		}
 	}
-	if released {
-		d.saveHeld()
+	stopWatch()
+	<-watchDone
+	return d.shutdown(reason, sig)
+}
+
+// rearm sets the wake timer for the controller's next due work.
+func (d *daemon) rearm(t *time.Timer) {
+	t.Stop()
+	select {
+	case <-t.C:
+	default:
 	}
-	every := seconds(cfg.Daemon.SampleEvery)
-	if every <= 0 {
-		every = time.Second
-	}
-	if every != d.sampleEvery {
-		d.sampleEvery = every
-		if d.sampler != nil {
-			d.sampler.Reset(every)
-		}
+	if next := d.ctl.NextWake(); !next.IsZero() {
+		t.Reset(max(0, time.Until(next)))
 	}
 }
 
-// plan is what reconciling now would do: the plain plan, with the actions
-// of held tasks shown as held, and (when deferRemovals) the stops of
-// removed tasks left for the confirming reload.
-func (d *daemon) plan(deferRemovals bool) (apply []reconcile.Action, shown []reconcile.Action, removalsWaiting bool) {
-	now := time.Now()
-	for _, a := range reconcile.Plan(d.desired.Tasks, d.observed) {
-		name := a.Task()
-		if stop, ok := a.(reconcile.Stop); ok && deferRemovals && d.desired.Tasks[name].Name == "" {
-			removalsWaiting = true
-			shown = append(shown, stop)
-			continue
-		}
-		if p := d.externals[name]; d.draining[name] || p != nil && p.failsafed {
-			shown = append(shown, a)
-			continue // a failsafed task still finishing what it took
-		}
-		if st := d.tasks[name]; st != nil {
-			if st.held {
-				reason := "retries exhausted: " + st.lastErr
-				if st.holdWhy == holdFailsafe {
-					reason = st.lastErr
-				}
-				shown = append(shown, reconcile.Held{Name: name, Reason: reason})
-				continue
-			}
-			if now.Before(st.nextTry) {
-				shown = append(shown, a)
-				continue // its backoff has not run out
-			}
-		}
-		apply = append(apply, a)
-		shown = append(shown, a)
+// checkExternals reports the external processes that died unasked to the
+// controller, which restarts them with backoff (or holds a crash loop).
+func (d *daemon) checkExternals() {
+	for _, x := range d.tasks.ext.dead() {
+		d.ch.Log.Info("external process exited unexpectedly", "task", x.task, "pid", x.pid)
+		d.ctl.Exited(x.task, fmt.Errorf("external process %d exited", x.pid))
 	}
-	return apply, shown, removalsWaiting
 }
 
-// reconcile applies the plan now, with per-task backoff on failure.
-func (d *daemon) reconcile(deferRemovals bool) []reconcile.Result {
-	apply, _, waiting := d.plan(deferRemovals)
-	if waiting {
-		d.confirmHash = d.desired.SourceHash
-		d.confirm.Reset(ConfirmRemovalDelay)
+// ShutdownTimeout bounds the orderly shutdown: draining in-flight messages
+// (each task then gets runtime.SaveGrace more to save its state).
+const ShutdownTimeout = 10 * time.Second
+
+// shutdown, in this order: stop taking messages from outside (they wait
+// in their queues); stop the externals if asked; let the stops under way
+// finish; drain and save every internal task; take what was handled off
+// the queues; release the state dir. All of it within ShutdownTimeout; a
+// second signal exits at once.
+func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
+	d.ch.Log.Info("shutting down", "reason", reason)
+	close(d.closing)
+	defer d.lock.Unlock()
+	defer d.tasks.host.Close()
+	if d.stopMetrics != nil {
+		defer d.stopMetrics() // before the channels it logs to close
 	}
+	in := d.tasks.in
+	in.Stop()
+	observed := d.ctl.Observed()
+	for name, o := range observed {
+		if !o.External {
+			in.Unserve(name)
+		}
+	}
+	in.Unserve(d.o.controlQueue)
+	in.Unserve(control.OOBQueue(d.o.controlQueue))
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	results := reconcile.Apply(ctx, d, apply)
-	for _, r := range results {
-		name := r.Action.Task()
-		st := d.tasks[name]
-		if r.Err == nil {
-			d.ch.Log.Info("reconcile", "action", r.Action.String())
-			if st != nil {
-				st.observedGeneration = st.generation
-				// An external that started may still crash: its failures
-				// are forgiven once it has run for a while (checkExternals).
-				if !d.observed[name].External {
-					st.failures, st.lastErr, st.nextTry = 0, "", time.Time{}
-				}
+	if d.exitExternals {
+		for _, o := range observed {
+			if o.External {
+				d.tasks.Stop(o, false)
 			}
-			continue
 		}
-		if st == nil { // a task being removed
-			d.ch.Error.Error("reconcile", "action", r.Action.String(), "error", r.Err)
-			continue
-		}
-		d.noteFailure(name, st, fmt.Errorf("%s: %w", r.Action, r.Err))
+	} else if n := d.tasks.ext.count(); n > 0 {
+		d.ch.Log.Info("external tasks keep running", "count", n)
 	}
-	d.scheduleRetry()
-	return results
-}
-
-// noteFailure counts a failure of a task's change (or a crash of its
-// external process) and sets its next try with backoff, or holds it.
-func (d *daemon) noteFailure(name string, st *taskState, err error) {
-	st.failures++
-	st.lastErr = err.Error()
-	rs := d.desired.Tasks[name].Restart
-	delay := backoff(rs, st.failures)
-	st.nextTry = time.Now().Add(delay)
-	if rs.HoldAfter > 0 && st.failures >= rs.HoldAfter {
-		d.hold(name, st, holdRetries, err.Error())
-		return
-	}
-	d.ch.Error.Error("reconcile", "task", name, "error", err, "failures", st.failures, "retry_in", delay)
-}
-
-// backoff doubles from restart.initial up to restart.max seconds.
-func backoff(r schema.Restart, failures int) time.Duration {
-	initial, maxDelay := r.Initial, r.Max
-	if initial <= 0 {
-		initial = 1
-	}
-	if maxDelay < initial {
-		maxDelay = initial
-	}
-	s := initial
-	for i := 1; i < failures && s < maxDelay; i++ {
-		s *= 2
-	}
-	return seconds(min(s, maxDelay))
-}
-
-func (d *daemon) scheduleRetry() {
-	var next time.Time
-	for _, st := range d.tasks {
-		if !st.held && !st.nextTry.IsZero() && (next.IsZero() || st.nextTry.Before(next)) {
-			next = st.nextTry
+	for d.tasks.inflight > 0 {
+		select {
+		case r := <-d.tasks.stopped:
+			d.tasks.inflight--
+			if r.err != nil {
+				d.ch.Error.Error("stopping a task", "task", r.task, "error", r.err)
+			}
+		case s := <-sig:
+			d.ch.Error.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
+			return 130
+		case <-ctx.Done():
+			d.ch.Error.Error("tasks still stopping when the shutdown timed out", "tasks", d.tasks.inflight)
+			d.tasks.inflight = 0
 		}
 	}
-	d.retry.Stop()
-	if !next.IsZero() {
-		d.retry.Reset(time.Until(next))
-	}
-}
-
-// --- reconcile.Target ---
-
-// seconds turns the config's seconds into a duration.
-func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-
-func intervals(t schema.TaskSpec) map[string]time.Duration {
-	iv := make(map[string]time.Duration, len(t.Intervals))
-	for k, sec := range t.Intervals {
-		iv[k] = seconds(sec)
-	}
-	return iv
-}
-
-func (d *daemon) StartTasks(specs []schema.TaskSpec) []error {
-	errs := make([]error, len(specs))
-	var internal []schema.TaskSpec
-	var idx []int
-	for i, t := range specs {
-		if t.External {
-			errs[i] = d.spawnExternal(t)
-			continue
-		}
-		internal = append(internal, t)
-		idx = append(idx, i)
-	}
-	for j, err := range d.startInternal(internal) {
-		errs[idx[j]] = err
-	}
-	for i, t := range specs {
-		if errs[i] == nil {
-			d.observed[t.Name] = reconcile.Observed{Name: t.Name, Kind: t.Kind, Hash: t.Hash, External: t.External}
-		}
-	}
-	return errs
-}
-
-func (d *daemon) StopTask(ctx context.Context, name string) error {
+	done := make(chan error, 1)
+	go func() { done <- d.tasks.host.Shutdown(ctx) }()
 	var err error
-	if d.observed[name].External {
-		err = d.stopExternal(ctx, name)
-	} else {
-		err = d.stopInternal(ctx, name)
+	select {
+	case err = <-done:
+	case s := <-sig:
+		d.ch.Error.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
+		return 130
 	}
-	if err != nil {
-		return err
-	}
-	delete(d.observed, name)
-	if _, wanted := d.desired.Tasks[name]; !wanted {
-		delete(d.tasks, name)
-		d.tokens.set(name, "")
-	}
-	return nil
-}
-
-// MigrateTask moves a task between the daemon and its own process. The old
-// host stops taking messages (they wait in the queue), handles what it
-// has taken and saves; only then does the new host load the state and
-// take over the same queue: nothing is lost, repeated or reordered.
-func (d *daemon) MigrateTask(ctx context.Context, t schema.TaskSpec) error {
-	var err error
-	if t.External {
-		if err = d.stopInternal(ctx, t.Name); err == nil {
-			delete(d.observed, t.Name)
-			err = d.spawnExternal(t)
-		}
-	} else {
-		if err = d.stopExternal(ctx, t.Name); err == nil {
-			delete(d.observed, t.Name)
-			err = d.startInternal([]schema.TaskSpec{t})[0]
+	// What the tasks handled leaves their queues; after an incomplete
+	// shutdown it stays, to be handled again (at least once).
+	for name, o := range observed {
+		if !o.External {
+			in.Release(name, err == nil)
 		}
 	}
 	if err != nil {
-		return err
+		d.ch.Error.Error("shutdown incomplete", "error", err)
+		return 1
 	}
-	d.observed[t.Name] = reconcile.Observed{Name: t.Name, Kind: t.Kind, Hash: t.Hash, External: t.External}
-	return nil
-}
-
-func (d *daemon) ReconfigureTask(ctx context.Context, t schema.TaskSpec) error {
-	var err error
-	if t.External {
-		err = d.reconfigureExternal(t)
-	} else {
-		err = d.host.Reconfigure(ctx, t.Name, t.Config, intervals(t))
-	}
-	if err != nil {
-		return err
-	}
-	o := d.observed[t.Name]
-	o.Hash = t.Hash
-	d.observed[t.Name] = o
-	return nil
+	d.ch.Log.Info("stopped cleanly")
+	return 0
 }

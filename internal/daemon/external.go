@@ -1,19 +1,18 @@
 package daemon
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/runtime/external"
 	"github.com/multimodule/multimodule/schema"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // An external task runs in its own process, started from this binary with
@@ -31,101 +31,85 @@ import (
 
 // externalProc is a running external process as the daemon knows it.
 type externalProc struct {
-	Pid   int    `json:"pid"`
-	Start uint64 `json:"start"` // clock ticks since boot, from /proc
-	Hash  string `json:"hash"`  // the spec bundle it was given
-	Kind  string `json:"kind"`  // the kind as the config named it
+	external.Identity
+	Hash string `json:"hash"` // the task's spec hash
+	Kind string `json:"kind"` // the kind as the config named it
+	// Bundle is the hash of the stateless tasks it was last handed.
+	Bundle string `json:"bundle"`
+	Token  string `json:"-"`
 
-	started  time.Time
+	started time.Time
+	// stopping: a stop is under way; its exit is not a crash.
 	stopping bool
-	// failsafed: a failsafe is ending it; its exit is not a crash.
-	failsafed bool
 }
 
-// stableAfter is how long an external must run before a crash no longer
-// counts towards a crash loop.
-const stableAfter = 10 * time.Second
+// externalStopWait is how long an external may take to drain and save
+// after SIGTERM (its own shutdown bound, its save grace, and a margin)
+// before it is killed.
+const externalStopWait = ShutdownTimeout + runtime.SaveGrace + 5*time.Second
+
+// externals are the external processes of one daemon. Its methods are safe
+// for concurrent use: stops run beside the owner goroutine.
+type externals struct {
+	o  *daemonOptions
+	tr *transit.Transit
+	ch *runtime.Channels
+
+	mu    sync.Mutex
+	procs map[string]*externalProc
+	// stateless and bundle: the stateless tasks every external may run,
+	// and their hash.
+	stateless   []external.NamedSpec
+	bundle      string
+	reportEvery float64
+	// exited is signalled when an external this daemon started exits.
+	exited chan struct{}
+}
+
+func newExternals(o *daemonOptions, tr *transit.Transit, ch *runtime.Channels) *externals {
+	return &externals{o: o, tr: tr, ch: ch, procs: map[string]*externalProc{}, exited: make(chan struct{}, 1)}
+}
 
 func pidPath(stateDir, task string) string {
 	return filepath.Join(external.Dir(stateDir), task+".pid")
 }
 
-// alive: the process (pid and start time) has not fully exited. A zombie
-// thread-group leader whose other threads are still exiting counts as
-// alive: one of them may still hold the state file or take a message.
-func (p *externalProc) alive() bool {
-	st, err := external.StartTime(p.Pid)
-	if err == nil {
-		return st == p.Start
-	}
-	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(p.Pid) + "/task/*")
-	return len(tasks) > 1
-}
-
-// isStateful reports whether a kind's tasks are Stateful.
-func isStateful(factory runtime.Factory) bool {
-	_, ok := factory().(runtime.Stateful)
-	return ok
-}
-
-// statelessOf lists cfg's enabled stateless tasks, which every external
-// process runs too.
-func (d *daemon) statelessOf(cfg *schema.Config) []external.NamedSpec {
-	var out []external.NamedSpec
+// setStateless records cfg's enabled stateless tasks: each external
+// process may run them to handle its own messages to them.
+func (x *externals) setStateless(cfg *schema.Config, resolve func(string) (string, runtime.Factory, error)) {
+	var list []external.NamedSpec
+	h := sha256.New()
+	fmt.Fprintf(h, "%g\x00", cfg.Daemon.SampleEvery)
 	for _, n := range cfg.Names() {
 		t := cfg.Tasks[n]
 		if t.Disabled || t.External {
 			continue
 		}
-		if _, factory, err := d.kinds.Registry.Resolve(t.Kind, d.namespaces); err == nil && !isStateful(factory) {
-			out = append(out, external.Named(n, t))
+		if _, factory, err := resolve(t.Kind); err == nil && !isStateful(factory) {
+			list = append(list, external.Named(n, t))
+			h.Write([]byte(n + "\x00" + t.Hash + "\x00"))
 		}
 	}
-	return out
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.stateless, x.bundle, x.reportEvery = list, hex.EncodeToString(h.Sum(nil)[:8]), cfg.Daemon.SampleEvery
 }
 
-// bundle is what the external process of task name runs: the task and
-// the stateless tasks, with a hash over all of them, so that a change to
-// any of them reaches the external.
-func bundle(cfg *schema.Config, name string, stateless []external.NamedSpec) (external.Spec, string) {
-	spec := external.Spec{Task: external.Named(name, cfg.Tasks[name]), Stateless: stateless, ReportEvery: cfg.Daemon.SampleEvery}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%g\x00", cfg.Tasks[name].Hash, spec.ReportEvery)
-	for _, s := range stateless {
-		h.Write([]byte(s.Name + "\x00" + s.Hash))
-	}
-	return spec, "x" + hex.EncodeToString(h.Sum(nil)[:8])
-}
-
-// withBundles gives each external task the hash of its bundle.
-func withBundles(cfg *schema.Config, stateless []external.NamedSpec) *schema.Config {
-	out := *cfg
-	out.Tasks = make(map[string]schema.TaskSpec, len(cfg.Tasks))
-	for n, t := range cfg.Tasks {
-		if t.External && !t.Disabled {
-			_, t.Hash = bundle(cfg, n, stateless)
-		}
-		out.Tasks[n] = t
-	}
-	return &out
-}
-
-// writeSpec hands the external its bundle, atomically, keeping the token
-// of the spec it already has.
-func (d *daemon) writeSpec(name string) (external.Spec, error) {
-	spec, _ := bundle(d.loaded, name, d.stateless)
-	if old, err := external.ReadSpec(d.o.stateDir, name); err == nil && old.Token != "" {
+// specFor is what task t's process runs, with the token it already has
+// (or a new one).
+func (x *externals) specFor(t schema.TaskSpec) (external.Spec, string) {
+	x.mu.Lock()
+	spec := external.Spec{Task: external.Named(t.Name, t), Stateless: x.stateless, ReportEvery: x.reportEvery}
+	bundle := x.bundle
+	x.mu.Unlock()
+	if old, err := external.ReadSpec(x.o.stateDir, t.Name); err == nil && old.Token != "" {
 		spec.Token = old.Token
 	} else {
 		var r [16]byte
 		rand.Read(r[:])
 		spec.Token = hex.EncodeToString(r[:])
 	}
-	d.tokens.set(name, spec.Token)
-	if err := os.MkdirAll(external.Dir(d.o.stateDir), 0o700); err != nil {
-		return spec, err
-	}
-	return spec, writeJSONFile(external.SpecPath(d.o.stateDir, name), spec)
+	return spec, bundle
 }
 
 // writeJSONFile writes v to path atomically, private.
@@ -141,22 +125,27 @@ func writeJSONFile(path string, v any) error {
 	return os.Rename(tmp, path)
 }
 
-// spawnExternal starts the external process of t.
-func (d *daemon) spawnExternal(t schema.TaskSpec) error {
-	if _, err := d.writeSpec(t.Name); err != nil {
+// spawn starts the external process of t.
+func (x *externals) spawn(t schema.TaskSpec) error {
+	spec, bundle := x.specFor(t)
+	if err := os.MkdirAll(external.Dir(x.o.stateDir), 0o700); err != nil {
+		return err
+	}
+	if err := writeJSONFile(external.SpecPath(x.o.stateDir, t.Name), spec); err != nil {
 		return fmt.Errorf("handing the spec over: %w", err)
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(external.Dir(d.o.stateDir), t.Name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	logf, err := os.OpenFile(filepath.Join(external.Dir(x.o.stateDir), t.Name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(exe, "-m", t.Name, "-c", d.o.configDir, "-s", d.o.stateDir, "-T", d.o.transitDir,
-		"-q", d.o.controlQueue, "-p", d.o.namespaces, "-d", d.o.level, "-o", d.o.oob)
+	o := x.o
+	cmd := exec.Command(exe, "-m", t.Name, "-c", o.configDir, "-s", o.stateDir, "-T", o.transitDir,
+		"-q", o.controlQueue, "-p", o.namespaces, "-d", o.level, "-o", o.oob)
 	cmd.Stdout, cmd.Stderr = logf, logf // stdin stays /dev/null
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -164,9 +153,9 @@ func (d *daemon) spawnExternal(t schema.TaskSpec) error {
 	}
 	go func() { // reap it if it exits while we are its parent, and say how
 		err := cmd.Wait()
-		d.ch.Log.Info("external process exited", "task", t.Name, "pid", cmd.Process.Pid, "status", fmt.Sprint(err))
+		x.ch.Log.Info("external process exited", "task", t.Name, "pid", cmd.Process.Pid, "status", fmt.Sprint(err))
 		select {
-		case d.exited <- struct{}{}: // look now rather than at the next poll
+		case x.exited <- struct{}{}: // look now rather than at the next poll
 		default:
 		}
 	}()
@@ -174,23 +163,23 @@ func (d *daemon) spawnExternal(t schema.TaskSpec) error {
 	if err != nil {
 		return fmt.Errorf("external %s exited at once: see %s.log", t.Name, t.Name)
 	}
-	p := &externalProc{Pid: cmd.Process.Pid, Start: start, Hash: t.Hash, Kind: t.Kind, started: time.Now()}
-	if err := d.recordExternal(t.Name, p); err != nil {
+	p := &externalProc{Identity: external.Identity{Pid: cmd.Process.Pid, Start: start}, Hash: t.Hash, Kind: t.Kind,
+		Bundle: bundle, Token: spec.Token, started: time.Now()}
+	if err := writeJSONFile(pidPath(o.stateDir, t.Name), p); err != nil {
 		return err
 	}
-	d.externals[t.Name] = p
-	d.ch.Log.Info("external task started", "task", t.Name, "pid", p.Pid)
+	x.mu.Lock()
+	x.procs[t.Name] = p
+	x.mu.Unlock()
+	x.ch.Log.Info("external task started", "task", t.Name, "pid", p.Pid)
 	return nil
 }
 
-func (d *daemon) recordExternal(name string, p *externalProc) error {
-	return writeJSONFile(pidPath(d.o.stateDir, name), p)
-}
-
-// adoptExternals takes over the externals a previous daemon left running.
-func (d *daemon) adoptExternals() {
-	paths, _ := filepath.Glob(filepath.Join(external.Dir(d.o.stateDir), "*.pid"))
+// adopt takes over the externals a previous daemon left running.
+func (x *externals) adopt() []reconcile.Observed {
+	paths, _ := filepath.Glob(filepath.Join(external.Dir(x.o.stateDir), "*.pid"))
 	sort.Strings(paths)
+	var out []reconcile.Observed
 	for _, path := range paths {
 		name := strings.TrimSuffix(filepath.Base(path), ".pid")
 		var p externalProc
@@ -198,166 +187,175 @@ func (d *daemon) adoptExternals() {
 		if err == nil {
 			err = json.Unmarshal(b, &p)
 		}
-		if err != nil || !p.alive() {
+		if err != nil || !p.Alive() {
 			os.Remove(path)
 			continue
 		}
 		p.started = time.Now()
-		if spec, err := external.ReadSpec(d.o.stateDir, name); err == nil {
-			d.tokens.set(name, spec.Token)
+		if spec, err := external.ReadSpec(x.o.stateDir, name); err == nil {
+			p.Token = spec.Token
 		}
-		d.externals[name] = &p
-		d.observed[name] = reconcile.Observed{Name: name, Kind: p.Kind, Hash: p.Hash, External: true}
-		d.ch.Log.Info("adopted a running external task", "task", name, "pid", p.Pid)
+		x.mu.Lock()
+		x.procs[name] = &p
+		x.mu.Unlock()
+		out = append(out, reconcile.Observed{Name: name, Kind: p.Kind, Hash: p.Hash, External: true})
 	}
+	return out
 }
 
-// externalStopWait is how long an external may take to drain and save
-// after SIGTERM: its own shutdown bound, its save grace, and a margin.
-const externalStopWait = ShutdownTimeout + runtime.SaveGrace + 5*time.Second
-
-// stopExternal asks an external to drain, save and exit (SIGTERM) and
-// waits for it. One that does not exit in time is left running (killing
-// it would lose what it has taken and roll its state back): the error
-// says so, and the change is retried.
-func (d *daemon) stopExternal(_ context.Context, name string) error {
-	p := d.externals[name]
-	if p == nil {
-		return nil
-	}
-	p.stopping = true
-	if p.alive() {
-		syscall.Kill(p.Pid, syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(externalStopWait)
-	for p.alive() {
-		if time.Now().After(deadline) {
-			p.stopping = false
-			return fmt.Errorf("external %s (pid %d) has not exited %v after SIGTERM: left running", name, p.Pid, externalStopWait)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	delete(d.externals, name)
-	os.Remove(pidPath(d.o.stateDir, name))
-	d.forgetDoorbell(name)
-	return nil
-}
-
-// forgetDoorbell removes the doorbell of task name's external process
-// once it is gone (one that was killed could not): senders stop ringing
-// it, and the next process makes its own.
-func (d *daemon) forgetDoorbell(name string) {
-	d.tr.ClearDoorbell(name)
-	d.tr.Remove(name + ".doorbell")
-}
-
-// checkExternals notices externals that died without being asked to:
-// each is restarted with backoff, and a crash loop ends held.
-func (d *daemon) checkExternals() {
-	crashed := false
-	for name, p := range d.externals {
-		if p.failsafed && !p.alive() {
-			delete(d.externals, name)
-			delete(d.observed, name)
-			os.Remove(pidPath(d.o.stateDir, name))
-			d.forgetDoorbell(name)
-			d.ch.Log.Info("failsafed external task has exited", "task", name, "pid", p.Pid)
-			crashed = true // cleared or changed meanwhile, it starts again now
-			continue
-		}
-		if p.stopping || p.failsafed {
-			continue
-		}
-		if p.alive() {
-			if st := d.tasks[name]; st != nil && st.failures > 0 && time.Since(p.started) > stableAfter {
-				st.failures, st.lastErr, st.nextTry = 0, "", time.Time{}
-			}
-			continue
-		}
-		crashed = true
-		delete(d.externals, name)
-		delete(d.observed, name)
-		os.Remove(pidPath(d.o.stateDir, name))
-		d.forgetDoorbell(name)
-		st := d.tasks[name]
-		if st == nil {
-			continue
-		}
-		if time.Since(p.started) > stableAfter {
-			st.failures = 0 // it ran well: this is not a loop
-		}
-		st.restarts = append(st.restarts, time.Now())
-		d.noteFailure(name, st, fmt.Errorf("external process %d exited unexpectedly", p.Pid))
-		if st.failures == 1 && !st.held {
-			st.nextTry = time.Now() // the first crash is restarted at once
-		}
-	}
-	if crashed {
-		d.reconcile(false)
-	}
-}
-
-// reconfigureExternal hands a changed bundle to a running external: on
-// disk for its next start, and on its queue, in order with its messages.
-func (d *daemon) reconfigureExternal(t schema.TaskSpec) error {
-	spec, err := d.writeSpec(t.Name)
-	if err != nil {
+// reconfigure hands a changed spec to a running external: on disk for its
+// next start, and on its queue, in order with its messages.
+func (x *externals) reconfigure(t schema.TaskSpec) error {
+	spec, bundle := x.specFor(t)
+	if err := writeJSONFile(external.SpecPath(x.o.stateDir, t.Name), spec); err != nil {
 		return err
 	}
 	msg, err := asMessage(spec)
 	if err != nil {
 		return err
 	}
-	if err := d.tr.Send(t.Name, msg); err != nil {
+	if err := x.tr.Send(t.Name, msg); err != nil {
 		return err
 	}
-	if p := d.externals[t.Name]; p != nil {
-		p.Hash = t.Hash
-		d.recordExternal(t.Name, p)
+	x.mu.Lock()
+	p := x.procs[t.Name]
+	if p != nil {
+		p.Hash, p.Bundle = t.Hash, bundle
+	}
+	x.mu.Unlock()
+	if p != nil {
+		writeJSONFile(pidPath(x.o.stateDir, t.Name), p)
 	}
 	return nil
 }
 
-// startInternal starts tasks in the daemon and serves their queues.
-func (d *daemon) startInternal(specs []schema.TaskSpec) []error {
-	errs := make([]error, len(specs))
-	var rs []runtime.TaskSpec
-	var idx []int
-	for i, t := range specs {
-		kind, factory, err := d.kinds.Registry.Resolve(t.Kind, d.namespaces)
-		if err != nil {
-			errs[i] = err
-			continue
+// pushBundles hands the current stateless tasks to every running external
+// that has older ones.
+func (x *externals) pushBundles() {
+	x.mu.Lock()
+	var stale []schema.TaskSpec
+	for name, p := range x.procs {
+		if !p.stopping && p.Bundle != x.bundle {
+			spec, err := external.ReadSpec(x.o.stateDir, name)
+			if err == nil {
+				t := spec.Task.Spec
+				t.Name, t.Hash = name, spec.Task.Hash
+				stale = append(stale, t)
+			}
 		}
-		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config,
-			Intervals: intervals(t), CatchUp: true})
-		idx = append(idx, i)
 	}
-	for j, err := range d.host.StartAll(rs) {
-		i := idx[j]
-		if err == nil {
-			err = d.in.ServeTask(specs[i].Name)
+	x.mu.Unlock()
+	for _, t := range stale {
+		if err := x.reconfigure(t); err != nil {
+			x.ch.Error.Error("handing an external the changed stateless tasks", "task", t.Name, "error", err)
 		}
-		if err == nil {
-			// The daemon's own doorbell serves the task now (ServeTask):
-			// an external process's is no longer wanted.
-			d.tr.Remove(specs[i].Name + ".doorbell")
-		}
-		errs[i] = err
 	}
-	return errs
 }
 
-// stopInternal stops taking a task's messages, drains and saves it; what
-// it handled then leaves its queue.
-func (d *daemon) stopInternal(ctx context.Context, name string) error {
-	if err := d.in.Unserve(name); err != nil {
-		return err
+// stop asks an external to drain, save and exit (SIGTERM), beside the
+// caller: after grace it is killed with its whole process group (what it
+// took stays in its queue, to be handled again; its state goes back at
+// most to its last save). done is called with the outcome.
+func (x *externals) stop(name string, grace time.Duration, done func(error)) {
+	x.mu.Lock()
+	p := x.procs[name]
+	if p != nil {
+		p.stopping = true
 	}
-	err := d.host.Stop(ctx, name)
-	if errors.Is(err, runtime.ErrNoSuchQueue) {
-		err = nil
+	x.mu.Unlock()
+	if p == nil {
+		go done(nil)
+		return
 	}
-	d.in.Release(name, err == nil)
-	return err
+	go func() {
+		err := terminate(p.Identity, grace)
+		x.forget(name)
+		done(err)
+	}()
+}
+
+// terminate sends id SIGTERM and, if it is still alive after grace,
+// SIGKILL to its process group (its session: children included).
+func terminate(id external.Identity, grace time.Duration) error {
+	if !id.Alive() {
+		return nil
+	}
+	syscall.Kill(id.Pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for id.Alive() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !id.Alive() {
+		return nil
+	}
+	syscall.Kill(-id.Pid, syscall.SIGKILL)
+	syscall.Kill(id.Pid, syscall.SIGKILL)
+	for i := 0; id.Alive() && i < 500; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("external process %d did not exit within %v of SIGTERM: killed", id.Pid, grace)
+}
+
+// forget drops a process that has exited: its pid file, and its doorbell
+// (one that was killed could not remove it), so that senders stop ringing
+// it and the next process makes its own.
+func (x *externals) forget(name string) {
+	x.mu.Lock()
+	delete(x.procs, name)
+	x.mu.Unlock()
+	os.Remove(pidPath(x.o.stateDir, name))
+	x.tr.ClearDoorbell(name)
+	x.tr.Remove(name + ".doorbell")
+}
+
+// deadProc is an external that died unasked.
+type deadProc struct {
+	task string
+	pid  int
+}
+
+// dead finds the externals that died without being asked to and forgets
+// them.
+func (x *externals) dead() []deadProc {
+	x.mu.Lock()
+	var out []deadProc
+	for name, p := range x.procs {
+		if !p.stopping && !p.Alive() {
+			out = append(out, deadProc{name, p.Pid})
+		}
+	}
+	x.mu.Unlock()
+	for _, d := range out {
+		x.forget(d.task)
+	}
+	return out
+}
+
+// lookup returns what is known of task's process.
+func (x *externals) lookup(task string) (externalProc, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	p := x.procs[task]
+	if p == nil {
+		return externalProc{}, false
+	}
+	return *p, true
+}
+
+func (x *externals) count() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.procs)
+}
+
+// validToken reports whether token is task's process's secret.
+func (x *externals) validToken(task, token string) bool {
+	x.mu.Lock()
+	p := x.procs[task]
+	want := ""
+	if p != nil {
+		want = p.Token
+	}
+	x.mu.Unlock()
+	return want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1
 }

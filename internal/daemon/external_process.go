@@ -97,7 +97,7 @@ func runExternal(k Kinds, o *daemonOptions, level slog.Level, sig <-chan os.Sign
 	// Record ourselves: a daemon that died between starting us and
 	// recording us must still find and adopt us.
 	if start, err := external.StartTime(os.Getpid()); err == nil {
-		writeJSONFile(pidPath(o.stateDir, o.task), externalProc{Pid: os.Getpid(), Start: start, Hash: spec.Task.Hash, Kind: spec.Task.Spec.Kind})
+		writeJSONFile(pidPath(o.stateDir, o.task), externalProc{Identity: external.Identity{Pid: os.Getpid(), Start: start}, Hash: spec.Task.Hash, Kind: spec.Task.Spec.Kind})
 	}
 	if err := x.apply(spec); err != nil {
 		return fail(1, err)

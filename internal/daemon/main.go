@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
 
@@ -19,10 +18,6 @@ import (
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
-
-// ShutdownTimeout bounds the orderly shutdown: draining in-flight messages
-// (each task then gets runtime.SaveGrace more to save its state).
-const ShutdownTimeout = 10 * time.Second
 
 // Kinds is what the daemon runs: the task kinds of this binary and the
 // config schema that knows the built-in ones.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -16,7 +17,7 @@ import (
 
 // promCollector serves the latest sample of every task to Prometheus.
 type promCollector struct {
-	mon *taskMonitor
+	mon *monitoring
 	// task and daemon hold one gauge per metric, by metric name.
 	task, daemon map[string]*prometheus.Desc
 	level, held  *prometheus.Desc
@@ -26,7 +27,7 @@ type promCollector struct {
 	sampled      *prometheus.Desc
 }
 
-func newPromCollector(mon *taskMonitor) *promCollector {
+func newPromCollector(mon *monitoring) *promCollector {
 	c := &promCollector{mon: mon, task: map[string]*prometheus.Desc{}, daemon: map[string]*prometheus.Desc{},
 		level: prometheus.NewDesc("multimodule_task_level",
 			"the task's level for a metric: 0 ok, 1 warn, 2 severe, 3 failsafe", []string{"task", "metric"}, nil),
@@ -86,27 +87,27 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 
 // serveMetrics serves /metrics on addr in the Prometheus format; the
 // returned func stops it.
-func (d *daemon) serveMetrics(addr string) (stop func(), err error) {
+func (m *monitoring) serveMetrics(addr string) (stop func(), err error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newPromCollector(d.mon), collectors.NewGoCollector(),
+	reg.MustRegister(newPromCollector(m), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics address: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{d}}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{m.ch.Error}}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.ch.Error.Error("serving metrics", "error", err)
+			m.ch.Error.Error("serving metrics", "error", err)
 		}
 	}()
-	d.ch.Log.Info("metrics served", "address", "http://"+ln.Addr().String()+"/metrics")
+	m.ch.Log.Info("metrics served", "address", "http://"+ln.Addr().String()+"/metrics")
 	return func() { srv.Close() }, nil
 }
 
 // slogPrinter reports the metrics handler's errors on the error channel.
-type slogPrinter struct{ d *daemon }
+type slogPrinter struct{ log *slog.Logger }
 
-func (p slogPrinter) Println(v ...any) { p.d.ch.Error.Error("metrics", "error", fmt.Sprint(v...)) }
+func (p slogPrinter) Println(v ...any) { p.log.Error("metrics", "error", fmt.Sprint(v...)) }

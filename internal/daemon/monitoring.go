@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"math"
@@ -10,10 +9,10 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
+	"github.com/multimodule/multimodule/reconcile"
 
 	"github.com/shirou/gopsutil/v4/mem"
 
@@ -22,14 +21,12 @@ import (
 	"github.com/multimodule/multimodule/schema"
 )
 
-// restartWindow is how far back the restarts metric counts.
-const restartWindow = 10 * time.Minute
-
 // taskMonitor is what the daemon knows of each task's use of the box. It
 // is owned by the daemon's goroutine; Prometheus reads the snapshot it
 // publishes after every sample, and the inbound hands it the externals'
 // reports through reports.
-type taskMonitor struct {
+type monitoring struct {
+	ch    *runtime.Channels
 	procs *monitor.ProcSampler
 	// box is the box's memory in bytes (0 if unknown), for memory limits
 	// given as a fraction.
@@ -39,6 +36,14 @@ type taskMonitor struct {
 	self     *taskWatch
 	snap     atomic.Pointer[snapshot]
 	reports  reports
+	// every is the sample interval the config asks for; sampledEvery the
+	// one the sampler runs at.
+	every, sampledEvery time.Duration
+	// config is the config the limits come from; checked the spec hashes
+	// whose limits were checked for order.
+	config  *schema.Config
+	checked map[string]string
+	refused refusals
 }
 
 // reports are the latest counters each external process sent.
@@ -102,12 +107,13 @@ type taskSnap struct {
 	totals      counters
 }
 
-func newTaskMonitor() *taskMonitor {
+func newMonitoring(ch *runtime.Channels) *monitoring {
 	box := 0.0
 	if vm, err := mem.VirtualMemory(); err == nil {
 		box = float64(vm.Total)
 	}
-	m := &taskMonitor{procs: monitor.NewProcSampler(), box: box, defaults: monitor.Defaults(box),
+	m := &monitoring{ch: ch, every: time.Second, sampledEvery: time.Second, config: &schema.Config{},
+		checked: map[string]string{}, procs: monitor.NewProcSampler(), box: box, defaults: monitor.Defaults(box),
 		tasks: map[string]*taskWatch{}, self: newTaskWatch("daemon", os.Getpid(), time.Now()), reports: reports{m: map[string]counters{}}}
 	m.snap.Store(&snapshot{})
 	return m
@@ -175,7 +181,7 @@ func (w *taskWatch) count(c counters, withBusy bool) {
 
 // thresholds are a task's limits for metric: the task's own, level by
 // level, over the daemon's, over the defaults.
-func (m *taskMonitor) thresholds(spec schema.TaskSpec, daemon schema.DaemonSpec, metric string) monitor.Thresholds {
+func (m *monitoring) thresholds(spec schema.TaskSpec, daemon schema.DaemonSpec, metric string) monitor.Thresholds {
 	th, ok := m.defaults[metric]
 	if !ok {
 		th = monitor.Unset
@@ -198,12 +204,27 @@ func (m *taskMonitor) thresholds(spec schema.TaskSpec, daemon schema.DaemonSpec,
 	return th
 }
 
+// configure takes the limits and sample interval of a loaded config.
+func (m *monitoring) configure(cfg *schema.Config) {
+	m.config = cfg
+	m.every = seconds(cfg.Daemon.SampleEvery)
+	if m.every <= 0 {
+		m.every = time.Second
+	}
+	for name, spec := range cfg.Tasks {
+		if m.checked[name] != spec.Hash {
+			m.checked[name] = spec.Hash
+			m.checkLimits(name, spec, cfg.Daemon)
+		}
+	}
+}
+
 // checkLimits warns of a task's limits out of order once merged (a warn
 // above the failsafe, say). They still work, the gravest level reached
 // wins, but the failsafe then acts with no warning first.
-func (d *daemon) checkLimits(name string, spec schema.TaskSpec) {
+func (m *monitoring) checkLimits(name string, spec schema.TaskSpec, daemon schema.DaemonSpec) {
 	for _, mt := range monitor.Metrics {
-		th := d.mon.thresholds(spec, d.desired.Daemon, mt.Name)
+		th := m.thresholds(spec, daemon, mt.Name)
 		below := math.Inf(-1)
 		for l := monitor.Warn; l <= monitor.Failsafe; l++ {
 			v := th.Of(l)
@@ -211,7 +232,7 @@ func (d *daemon) checkLimits(name string, spec schema.TaskSpec) {
 				continue
 			}
 			if v < below {
-				d.ch.Error.Error("limits out of order (the defaults and daemon: limits included): a graver level is reached first",
+				m.ch.Error.Error("limits out of order (the defaults and daemon: limits included): a graver level is reached first",
 					"task", name, "metric", mt.Name, "warn", th.Of(monitor.Warn), "severe", th.Of(monitor.Severe), "failsafe", th.Of(monitor.Failsafe))
 				break
 			}
@@ -230,7 +251,7 @@ type judgement struct {
 // judge turns the values of w that this sample measured into levels and
 // returns the changes. Values not measured anew (skip) are not judged
 // again: one reading is never confirmed by itself.
-func (m *taskMonitor) judge(name string, w *taskWatch, th func(metric string) monitor.Thresholds, skip map[string]bool) []judgement {
+func (m *monitoring) judge(name string, w *taskWatch, th func(metric string) monitor.Thresholds, skip map[string]bool) []judgement {
 	var out []judgement
 	for _, mt := range monitor.Metrics {
 		v, ok := w.values[mt.Name]
@@ -260,13 +281,21 @@ func (d *daemon) sample() {
 	m := d.mon
 	now := time.Now()
 	running := map[string]runtime.TaskStatus{}
-	for _, s := range d.host.Status() {
+	for _, s := range d.tasks.host.Status() {
 		running[s.Name] = s
 	}
+	states := map[string]reconcile.TaskState{}
+	for _, ts := range d.ctl.Tasks() {
+		states[ts.Name] = ts
+	}
+	observed := d.ctl.Observed()
 	var changes []judgement
-	for name, obs := range d.observed {
+	for name, obs := range observed {
+		if states[name].Stopping {
+			continue // judged no more: it is on its way out
+		}
 		where, pid, started := "internal", os.Getpid(), running[name].Started
-		if p := d.externals[name]; obs.External && p != nil {
+		if p, ok := d.tasks.ext.lookup(name); obs.External && ok {
 			where, pid, started = "external", p.Pid, p.started
 		}
 		w := m.tasks[name]
@@ -295,24 +324,22 @@ func (d *daemon) sample() {
 			w.count(counters{at: now, busy: s.Busy, in: s.MessagesIn, out: s.MessagesOut, failures: s.Failures,
 				depth: s.Depth}, true)
 		}
-		if q, err := d.tr.Lookup(name); err == nil {
+		if q, err := d.tasks.tr.Lookup(name); err == nil {
 			if qs, err := q.Stats(); err == nil {
 				w.values[monitor.QueueFill] = qs.Fill
 			}
 		}
-		if st := d.tasks[name]; st != nil {
-			w.values[monitor.Restarts] = float64(st.recentRestarts(now))
-		}
-		spec := d.desired.Tasks[name]
+		w.values[monitor.Restarts] = float64(states[name].Restarts)
+		spec := m.config.Tasks[name]
 		changes = append(changes, m.judge(name, w, func(metric string) monitor.Thresholds {
-			return m.thresholds(spec, d.desired.Daemon, metric)
+			return m.thresholds(spec, m.config.Daemon, metric)
 		}, skip)...)
 	}
 	for name, w := range m.tasks {
-		if _, ok := d.observed[name]; ok {
+		if _, ok := observed[name]; ok && !states[name].Stopping {
 			continue
 		}
-		if st := d.tasks[name]; st != nil && (st.held || d.draining[name]) {
+		if st, ok := states[name]; ok && (st.Hold != nil || st.Stopping) {
 			continue // its levels stand until it runs again
 		}
 		// Stopped for good: what it had raised is over.
@@ -328,18 +355,18 @@ func (d *daemon) sample() {
 	m.procs.Sweep()
 	sort.Slice(changes, func(i, j int) bool { return changes[i].task < changes[j].task })
 	for _, c := range changes {
-		d.alertLevel(c)
+		m.alertLevel(c)
 	}
 	for _, c := range changes {
 		if c.level == monitor.Failsafe {
 			d.failsafe(c)
 		}
 	}
-	d.publish(now)
+	m.publish(now, states)
 }
 
 // alertLevel reports a level change on the alert channel.
-func (d *daemon) alertLevel(c judgement) {
+func (m *monitoring) alertLevel(c judgement) {
 	lvl := slog.LevelWarn
 	switch c.level {
 	case monitor.OK:
@@ -358,61 +385,16 @@ func (d *daemon) alertLevel(c judgement) {
 	if !math.IsNaN(c.limit) { // none when the task stopped
 		args = append(args, "threshold", c.limit)
 	}
-	d.ch.Alert.Log(context.Background(), lvl, msg, args...)
+	m.ch.Alert.Log(context.Background(), lvl, msg, args...)
 }
 
-// failsafe stops a task that went past a failsafe level and holds it: an
-// external process is sent SIGTERM, then SIGKILL after the grace period;
-// an internal task stops taking messages (they stay in its queue), drains
-// what it took and saves.
+// failsafe holds a task that went past a failsafe level and has the
+// controller stop it (an external process gets SIGTERM, then SIGKILL
+// after the failsafe grace; an internal task stops taking messages, which
+// stay in its queue, and drains what it took).
 func (d *daemon) failsafe(c judgement) {
-	st := d.tasks[c.task]
-	obs, ok := d.observed[c.task]
-	if st == nil || !ok || st.held {
-		return
-	}
 	reason := fmt.Sprintf("failsafe: %s %s reached %s", c.metric, formatValue(c.metric, c.value), formatValue(c.metric, c.limit))
-	d.hold(c.task, st, holdFailsafe, reason)
-	if obs.External {
-		if p := d.externals[c.task]; p != nil && !p.failsafed {
-			p.failsafed = true
-			go terminate(p, d.failsafeGrace())
-		}
-		return
-	}
-	if err := d.in.Unserve(c.task); err != nil {
-		d.ch.Error.Error("failsafe: unserving", "task", c.task, "error", err)
-	}
-	delete(d.observed, c.task)
-	d.draining[c.task] = true
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-		defer cancel()
-		d.drained <- drainResult{c.task, d.host.Stop(ctx, c.task)}
-	}()
-}
-
-// drainResult is the end of a failsafed internal task's drain.
-type drainResult struct {
-	task string
-	err  error
-}
-
-func (d *daemon) failsafeGrace() time.Duration {
-	return seconds(d.desired.Daemon.FailsafeGrace)
-}
-
-// terminate sends p SIGTERM and, if it is still alive after grace,
-// SIGKILL.
-func terminate(p *externalProc, grace time.Duration) {
-	syscall.Kill(p.Pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for p.alive() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if p.alive() {
-		syscall.Kill(p.Pid, syscall.SIGKILL)
-	}
+	d.ctl.Failsafe(c.task, reason)
 }
 
 func formatValue(metric string, v float64) string {
@@ -438,17 +420,16 @@ func report(r map[string]any) (counters, bool) {
 }
 
 // publish makes this sample what Prometheus reads.
-func (d *daemon) publish(at time.Time) {
-	m := d.mon
+func (m *monitoring) publish(at time.Time, states map[string]reconcile.TaskState) {
 	snap := &snapshot{at: at, daemon: m.self.snap("")}
-	for name, st := range d.tasks {
+	for name, st := range states {
 		ts := taskSnap{name: name}
 		if w := m.tasks[name]; w != nil {
 			ts = w.snap(name)
 		}
-		_, ts.running = d.observed[name]
-		if st.held {
-			ts.held = st.holdWhy
+		ts.running = st.Running != nil && !st.Stopping
+		if st.Hold != nil {
+			ts.held = st.Hold.Why
 		}
 		if ts.running || ts.held != "" {
 			snap.tasks = append(snap.tasks, ts)
@@ -485,45 +466,15 @@ func (w *taskWatch) status() (metrics, levels map[string]any) {
 	return metrics, levels
 }
 
-// recentRestarts counts the restarts in the window, forgetting older ones.
-func (st *taskState) recentRestarts(now time.Time) int {
-	i := 0
-	for i < len(st.restarts) && now.Sub(st.restarts[i]) > restartWindow {
-		i++
-	}
-	st.restarts = st.restarts[i:]
-	return len(st.restarts)
-}
-
-// tokens are the secrets of the external processes, by task. The daemon
-// sets them; the inbound checks what externals send against them.
-type tokens struct {
-	mu sync.Mutex
-	m  map[string]string
-	// refusedAt is when a refusal was last logged (unix ns), refused how
-	// many were refused since: a flood of forgeries is one line a minute.
+// refusals counts the messages refused on the out-of-band queue.
+// refusedAt is when a refusal was last logged (unix ns), refused how many
+// were refused since: a flood of forgeries is one line a minute.
+type refusals struct {
 	refusedAt, refused atomic.Int64
 }
 
-func (t *tokens) set(task, token string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if token == "" {
-		delete(t.m, task)
-		return
-	}
-	t.m[task] = token
-}
-
-func (t *tokens) valid(task, token string) bool {
-	t.mu.Lock()
-	want, ok := t.m[task]
-	t.mu.Unlock()
-	return ok && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1
-}
-
 // refuse logs a refused message, at most once a minute.
-func (t *tokens) refuse(log *slog.Logger, why, from string) {
+func (t *refusals) refuse(log *slog.Logger, why, from string) {
 	n := t.refused.Add(1)
 	now := time.Now().UnixNano()
 	if last := t.refusedAt.Load(); now-last < int64(time.Minute) || !t.refusedAt.CompareAndSwap(last, now) {
@@ -538,21 +489,25 @@ func (t *tokens) refuse(log *slog.Logger, why, from string) {
 // record, which goes out on the daemon's own channel of that name,
 // marked with the signed from_task. Anything not signed with the task's
 // token is refused.
-func (d *daemon) handleOOB(m runtime.Message) {
+func (mon *monitoring) oobHandler(ext *externals) func(runtime.Message) {
+	return func(m runtime.Message) { mon.handleOOB(ext, m) }
+}
+
+func (mon *monitoring) handleOOB(ext *externals, m runtime.Message) {
 	from, _ := m[control.FromKey].(string)
 	token, _ := m[control.TokenKey].(string)
-	if !d.tokens.valid(from, token) {
-		d.tokens.refuse(d.ch.Error, "no known task and token", from)
+	if !ext.validToken(from, token) {
+		mon.refused.refuse(mon.ch.Error, "no known task and token", from)
 		return
 	}
 	if r, ok := m[control.ReportKey].(map[string]any); ok {
 		if c, ok := report(r); ok {
-			d.mon.reports.put(from, c)
+			mon.reports.put(from, c)
 		}
 		return
 	}
 	if m[runtime.OOBMarker] != true {
-		d.tokens.refuse(d.ch.Error, "neither a report nor a record", from)
+		mon.refused.refuse(mon.ch.Error, "neither a report nor a record", from)
 		return
 	}
 	var lvl slog.Level
@@ -573,14 +528,14 @@ func (d *daemon) handleOOB(m runtime.Message) {
 	for _, k := range keys {
 		args = append(args, k, m[k])
 	}
-	logger := d.ch.Log
+	logger := mon.ch.Log
 	switch m["channel"] {
 	case runtime.ChanAlert:
-		logger = d.ch.Alert
+		logger = mon.ch.Alert
 	case runtime.ChanError:
-		logger = d.ch.Error
+		logger = mon.ch.Error
 	case runtime.ChanDebug:
-		logger = d.ch.Debug
+		logger = mon.ch.Debug
 	}
 	logger.Log(context.Background(), lvl, msg, args...)
 }

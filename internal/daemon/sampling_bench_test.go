@@ -55,8 +55,11 @@ func BenchmarkSampling100Externals(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg := &schema.Config{Tasks: map[string]schema.TaskSpec{}, Daemon: schema.DaemonSpec{SampleEvery: 1}}
-	d := &daemon{host: host, tr: tr, ch: host.Channels(), mon: newTaskMonitor(), desired: cfg,
-		observed: map[string]reconcile.Observed{}, externals: map[string]*externalProc{}, tasks: map[string]*taskState{}}
+	ch := host.Channels()
+	d := &daemon{ch: ch, mon: newMonitoring(ch), tasks: newHosting(&daemonOptions{stateDir: b.TempDir()}, host, nil, tr, nil)}
+	d.mon.configure(cfg)
+	d.ctl = reconcile.NewController(d.tasks, reconcile.SystemClock{}, reconcile.Loggers{Log: ch.Log, Error: ch.Error, Alert: ch.Alert},
+		reconcile.HoldFile(b.TempDir()+"/held.json"), reconcile.Timing{})
 	var pids []int
 	for i := range n {
 		cmd := exec.Command(exe)
@@ -75,9 +78,8 @@ func BenchmarkSampling100Externals(b *testing.B) {
 		}
 		pids = append(pids, cmd.Process.Pid)
 		cfg.Tasks[name] = schema.TaskSpec{Name: name, External: true}
-		d.tasks[name] = &taskState{}
-		d.observed[name] = reconcile.Observed{Name: name, External: true}
-		d.externals[name] = &externalProc{Pid: cmd.Process.Pid, Start: start}
+		d.ctl.Adopt(reconcile.Observed{Name: name, External: true})
+		d.tasks.ext.procs[name] = &externalProc{Identity: external.Identity{Pid: cmd.Process.Pid, Start: start}}
 	}
 	d.sample() // the first sample opens the processes
 	files := []string{"stat", "statm", "status", "io"}

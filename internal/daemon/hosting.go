@@ -1,0 +1,152 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/multimodule/multimodule/reconcile"
+	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/schema"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// hosting runs tasks where their specs say: internal ones in the daemon's
+// host, external ones in processes of their own. It is the controller's
+// Target, called on the owner goroutine; stops run beside it and report
+// on stopped.
+type hosting struct {
+	host    *runtime.Host
+	in      *runtime.Inbound
+	tr      *transit.Transit
+	ext     *externals
+	resolve func(kind string) (string, runtime.Factory, error)
+	// stopped carries the end of each Stop to the owner; inflight counts
+	// the stops under way (owner only).
+	stopped  chan stopResult
+	inflight int
+	// failsafeGrace is how long a failsafed external gets after SIGTERM.
+	failsafeGrace time.Duration
+}
+
+// stopResult is the end of a Stop.
+type stopResult struct {
+	task string
+	err  error
+}
+
+func newHosting(o *daemonOptions, host *runtime.Host, in *runtime.Inbound, tr *transit.Transit,
+	resolve func(string) (string, runtime.Factory, error)) *hosting {
+	return &hosting{host: host, in: in, tr: tr, resolve: resolve, ext: newExternals(o, tr, host.Channels()),
+		stopped: make(chan stopResult, 16)}
+}
+
+var _ reconcile.Target = (*hosting)(nil)
+
+// setStateless records cfg's stateless tasks, which every external
+// process may run locally, and the failsafe grace.
+func (h *hosting) setStateless(cfg *schema.Config) {
+	h.ext.setStateless(cfg, h.resolve)
+	h.failsafeGrace = seconds(cfg.Daemon.FailsafeGrace)
+}
+
+// pushBundles hands every running external the stateless tasks as they
+// are now, if they changed since it last got them.
+func (h *hosting) pushBundles() { h.ext.pushBundles() }
+
+// adopt takes over the externals a previous daemon left running.
+func (h *hosting) adopt() []reconcile.Observed { return h.ext.adopt() }
+
+// seconds turns the config's seconds into a duration.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+func intervals(t schema.TaskSpec) map[string]time.Duration {
+	iv := make(map[string]time.Duration, len(t.Intervals))
+	for k, sec := range t.Intervals {
+		iv[k] = seconds(sec)
+	}
+	return iv
+}
+
+// Start starts internal tasks together in the host and serves their
+// queues, and spawns the external ones.
+func (h *hosting) Start(specs []schema.TaskSpec) []error {
+	errs := make([]error, len(specs))
+	var rs []runtime.TaskSpec
+	var idx []int
+	for i, t := range specs {
+		if t.External {
+			errs[i] = h.ext.spawn(t)
+			continue
+		}
+		kind, factory, err := h.resolve(t.Kind)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config,
+			Intervals: intervals(t), CatchUp: true})
+		idx = append(idx, i)
+	}
+	for j, err := range h.host.StartAll(rs) {
+		name := rs[j].Name
+		if err == nil {
+			if err = h.in.ServeTask(name); err != nil {
+				// Not served, it must not run either: a retry would find
+				// it running and fail for good.
+				ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+				if serr := h.host.Stop(ctx, name); serr != nil {
+					err = errors.Join(err, fmt.Errorf("undoing the start: %w", serr))
+				}
+				cancel()
+			}
+		}
+		if err == nil {
+			// The daemon's own doorbell serves the task now: an external
+			// process's is no longer wanted.
+			h.tr.Remove(name + ".doorbell")
+		}
+		errs[idx[j]] = err
+	}
+	return errs
+}
+
+// Reconfigure hands a running task its changed spec.
+func (h *hosting) Reconfigure(t schema.TaskSpec) error {
+	if t.External {
+		return h.ext.reconfigure(t)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	return h.host.Reconfigure(ctx, t.Name, t.Config, intervals(t))
+}
+
+// Stop stops taking a task's messages at once (they wait in its queue)
+// and, beside the owner, drains and saves it (internal) or asks its
+// process to exit (external); the end comes on stopped.
+func (h *hosting) Stop(o reconcile.Observed, failsafe bool) {
+	h.inflight++
+	if o.External {
+		grace := externalStopWait
+		if failsafe {
+			grace = h.failsafeGrace
+		}
+		h.ext.stop(o.Name, grace, func(err error) { h.stopped <- stopResult{o.Name, err} })
+		return
+	}
+	if err := h.in.Unserve(o.Name); err != nil {
+		h.host.Channels().Error.Error("unserving a task's queue", "task", o.Name, "error", err)
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+		defer cancel()
+		err := h.host.Stop(ctx, o.Name)
+		if errors.Is(err, runtime.ErrNoSuchQueue) {
+			err = nil
+		}
+		// What it handled leaves its queue; what it did not stays there.
+		h.in.Release(o.Name, err == nil)
+		h.stopped <- stopResult{o.Name, err}
+	}()
+}
