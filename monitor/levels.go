@@ -1,5 +1,9 @@
 // Package monitor judges what tasks use: it samples processes, turns
 // samples into levels against thresholds, and exposes both to Prometheus.
+// It takes plain readings (Reading) from whoever runs the tasks and knows
+// nothing of the daemon: a Tracker, owned by one goroutine, follows each
+// task across restarts and returns the level changes (Judgement), which
+// the caller alerts on and acts upon.
 //
 // A level changes only when Confirm consecutive samples agree, so a spike
 // is caught within a couple of samples and one odd sample never flaps an

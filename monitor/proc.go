@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shirou/gopsutil/v4/mem"
 	"github.com/shirou/gopsutil/v4/process"
 )
 
@@ -108,4 +109,13 @@ func (s *ProcSampler) Sweep() {
 		}
 		e.marked = false
 	}
+}
+
+// BoxMemory is the machine's memory in bytes, 0 if unknown.
+func BoxMemory() float64 {
+	vm, err := mem.VirtualMemory()
+	if err != nil {
+		return 0
+	}
+	return float64(vm.Total)
 }

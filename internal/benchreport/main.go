@@ -38,7 +38,7 @@ var runs = []run{
 	{"./reconcile/", "LoadAndPlan1000", "3x", 3, ""},
 	{".", "ExternalSpawnToFirstMessage|ExternalKillToRecovered", "1x", 3, ""},
 	{"./statestore/", "StateSave", "1000x", 3, ""},
-	{"./internal/daemon/", "Sampling100Externals", "1x", 3, ""},
+	{"./monitor/", "Sampling100Externals", "1x", 3, ""},
 	{"./runtime/", "Scale10000Tasks", "1x", 3, ""},
 	{".", "Scale200Externals", "1x", 3, ""},
 	{".", ".", "1000000x", 3, "bench/peers"},

@@ -191,11 +191,12 @@ func (d *daemon) status() map[string]any {
 			t["mailbox_depth"], t["busy_s"] = float64(s.Depth), s.Busy.Seconds()
 			t["state_generation"] = float64(s.StateGeneration)
 		}
-		if w := d.mon.tasks[name]; w != nil && isRunning {
-			t["metrics"], t["levels"] = w.status()
-			if t["where"] == "external" && !w.last.at.IsZero() { // as its process last reported
-				t["messages_in"], t["messages_out"] = float64(w.last.in), float64(w.last.out)
-				t["failures"], t["mailbox_depth"] = float64(w.last.failures), float64(w.last.depth)
+		if isRunning && d.mon.tracker.Tracked(name) {
+			metrics, levels := d.mon.tracker.Status(name)
+			t["metrics"], t["levels"] = anyMap(metrics), anyMap(levels)
+			if c, ok := d.mon.tracker.Totals(name); ok && t["where"] == "external" { // as its process last reported
+				t["messages_in"], t["messages_out"] = float64(c.In), float64(c.Out)
+				t["failures"], t["mailbox_depth"] = float64(c.Failures), float64(c.Depth)
 			}
 		}
 		if isRunning {
@@ -208,7 +209,7 @@ func (d *daemon) status() map[string]any {
 		}
 		tasks = append(tasks, t)
 	}
-	metrics, levels := d.mon.self.status()
+	metrics, levels := anyMap(d.mon.tracker.DaemonValues()), map[string]any{}
 	return map[string]any{
 		"daemon": map[string]any{
 			"pid": float64(os.Getpid()), "started": d.started.UTC().Format(time.RFC3339),
@@ -237,4 +238,12 @@ func condition(c reconcile.Condition) map[string]any {
 		m["message"] = c.Message
 	}
 	return m
+}
+
+func anyMap[V any](m map[string]V) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }

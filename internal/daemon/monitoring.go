@@ -2,9 +2,7 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"sort"
 	"sync"
@@ -12,199 +10,38 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
-	"github.com/multimodule/multimodule/reconcile"
-
-	"github.com/shirou/gopsutil/v4/mem"
 
 	"github.com/multimodule/multimodule/monitor"
 	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/schema"
 )
 
-// taskMonitor is what the daemon knows of each task's use of the box. It
-// is owned by the daemon's goroutine; Prometheus reads the snapshot it
-// publishes after every sample, and the inbound hands it the externals'
-// reports through reports.
+// taskMonitor is the daemon's side of monitoring: the tracker that judges
+// (owned by the daemon's goroutine), the process sampler, and the
+// externals' latest counter reports, which the inbound hands over.
 type monitoring struct {
-	ch    *runtime.Channels
-	procs *monitor.ProcSampler
-	// box is the box's memory in bytes (0 if unknown), for memory limits
-	// given as a fraction.
-	box      float64
-	defaults map[string]monitor.Thresholds
-	tasks    map[string]*taskWatch
-	self     *taskWatch
-	snap     atomic.Pointer[snapshot]
-	reports  reports
-	// every is the sample interval the config asks for; sampledEvery the
-	// one the sampler runs at.
-	every, sampledEvery time.Duration
+	ch      *runtime.Channels
+	tracker *monitor.Tracker
+	procs   *monitor.ProcSampler
+	reports reports
+	refused refusals
 	// config is the config the limits come from; checked the spec hashes
 	// whose limits were checked for order.
 	config  *schema.Config
 	checked map[string]string
-	refused refusals
-}
-
-// reports are the latest counters each external process sent.
-type reports struct {
-	mu sync.Mutex
-	m  map[string]counters
-}
-
-func (r *reports) put(task string, c counters) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if c.at.After(r.m[task].at) {
-		r.m[task] = c
-	}
-}
-
-func (r *reports) get(task string) counters {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.m[task]
-}
-
-func (r *reports) forget(task string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.m, task)
-}
-
-// taskWatch follows one task, across restarts of its process.
-type taskWatch struct {
-	where   string
-	pid     int
-	started time.Time // of the process or the internal task
-	values  map[string]float64
-	watches map[string]*monitor.Watch
-	// prev and last are the handler's counters at the two latest readings
-	// (an external's come in its reports).
-	prev, last counters
-}
-
-// counters are a task's running totals at one moment.
-type counters struct {
-	at                       time.Time
-	busy                     time.Duration
-	in, out, failures, depth uint64
-}
-
-// snapshot is one sample of every task, for Prometheus.
-type snapshot struct {
-	at     time.Time
-	tasks  []taskSnap
-	daemon taskSnap
-}
-
-type taskSnap struct {
-	name, where string
-	running     bool
-	held        string // why, if held
-	values      map[string]float64
-	levels      map[string]monitor.Level
-	totals      counters
+	// every is the sample interval the config asks for; sampledEvery the
+	// one the sampler runs at.
+	every, sampledEvery time.Duration
 }
 
 func newMonitoring(ch *runtime.Channels) *monitoring {
-	box := 0.0
-	if vm, err := mem.VirtualMemory(); err == nil {
-		box = float64(vm.Total)
-	}
-	m := &monitoring{ch: ch, every: time.Second, sampledEvery: time.Second, config: &schema.Config{},
-		checked: map[string]string{}, procs: monitor.NewProcSampler(), box: box, defaults: monitor.Defaults(box),
-		tasks: map[string]*taskWatch{}, self: newTaskWatch("daemon", os.Getpid(), time.Now()), reports: reports{m: map[string]counters{}}}
-	m.snap.Store(&snapshot{})
-	return m
+	return &monitoring{ch: ch, tracker: monitor.NewTracker(monitor.BoxMemory()), procs: monitor.NewProcSampler(),
+		reports: reports{m: map[string]monitor.Counters{}}, config: &schema.Config{}, checked: map[string]string{},
+		every: time.Second, sampledEvery: time.Second}
 }
 
-func newTaskWatch(where string, pid int, started time.Time) *taskWatch {
-	return &taskWatch{where: where, pid: pid, started: started, values: map[string]float64{}, watches: map[string]*monitor.Watch{}}
-}
-
-// end forgets the levels of what ran (all but restarts, which span runs,
-// unless all is set) and returns the alerts that say they are over.
-func (w *taskWatch) end(name string, all bool) []judgement {
-	var ended []judgement
-	for metric, wt := range w.watches {
-		if metric == monitor.Restarts && !all {
-			continue
-		}
-		if wt.Level() != monitor.OK {
-			ended = append(ended, judgement{task: name, metric: metric, value: w.values[metric],
-				limit: math.NaN(), level: monitor.OK, from: wt.Level()})
-		}
-		delete(w.watches, metric)
-	}
-	return ended
-}
-
-// restarted: the task runs in a new process, or was started again. What
-// the previous run raised is over; the new one is judged afresh.
-func (w *taskWatch) restarted(name, where string, pid int, started time.Time) []judgement {
-	ended := w.end(name, false)
-	w.where, w.pid, w.started = where, pid, started
-	w.prev, w.last = counters{}, counters{}
-	clear(w.values)
-	return ended
-}
-
-// reportMetrics come from the counters of the task's handler.
-var reportMetrics = []string{monitor.MessagesIn, monitor.MessagesOut, monitor.Failures, monitor.Mailbox}
-
-// count takes a new reading of the handler's counters and turns the
-// change since the previous one into rates.
-func (w *taskWatch) count(c counters, withBusy bool) {
-	w.prev, w.last = w.last, c
-	w.values[monitor.Mailbox] = float64(c.depth)
-	if w.prev.at.IsZero() {
-		return
-	}
-	dt := c.at.Sub(w.prev.at).Seconds()
-	if dt <= 0 {
-		return
-	}
-	rate := func(now, before uint64) float64 {
-		if now < before { // the counters started over
-			return 0
-		}
-		return float64(now-before) / dt
-	}
-	w.values[monitor.MessagesIn] = rate(c.in, w.prev.in)
-	w.values[monitor.MessagesOut] = rate(c.out, w.prev.out)
-	w.values[monitor.Failures] = rate(c.failures, w.prev.failures)
-	if withBusy {
-		w.values[monitor.CPU] = max(0, (c.busy-w.prev.busy).Seconds()/dt)
-	}
-}
-
-// thresholds are a task's limits for metric: the task's own, level by
-// level, over the daemon's, over the defaults.
-func (m *monitoring) thresholds(spec schema.TaskSpec, daemon schema.DaemonSpec, metric string) monitor.Thresholds {
-	th, ok := m.defaults[metric]
-	if !ok {
-		th = monitor.Unset
-	}
-	for _, l := range []schema.Levels{daemon.Limits[metric], spec.Limits[metric]} {
-		for i, t := range []*schema.Threshold{l.Warn, l.Severe, l.Failsafe} {
-			if t == nil {
-				continue
-			}
-			v := t.Value
-			if metric == monitor.Memory && t.Size == "" {
-				v *= m.box // a fraction of the box
-				if m.box <= 0 {
-					v = math.NaN() // unknown: not judged rather than 0
-				}
-			}
-			th[i] = v
-		}
-	}
-	return th
-}
-
-// configure takes the limits and sample interval of a loaded config.
+// configure takes the limits and sample interval of a loaded config, and
+// reports limits out of order once for each spec.
 func (m *monitoring) configure(cfg *schema.Config) {
 	m.config = cfg
 	m.every = seconds(cfg.Daemon.SampleEvery)
@@ -214,256 +51,133 @@ func (m *monitoring) configure(cfg *schema.Config) {
 	for name, spec := range cfg.Tasks {
 		if m.checked[name] != spec.Hash {
 			m.checked[name] = spec.Hash
-			m.checkLimits(name, spec, cfg.Daemon)
+			m.checkLimits(name, spec)
 		}
 	}
 }
 
-// checkLimits warns of a task's limits out of order once merged (a warn
+// reports are the latest counters each external process sent.
+type reports struct {
+	mu sync.Mutex
+	m  map[string]monitor.Counters
+}
+
+func (r *reports) put(task string, c monitor.Counters) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.At.After(r.m[task].At) {
+		r.m[task] = c
+	}
+}
+
+func (r *reports) get(task string) (monitor.Counters, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.m[task]
+	return c, ok
+}
+
+// retain forgets the reports of the tasks keep refuses.
+func (r *reports) retain(keep func(task string) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for task := range r.m {
+		if !keep(task) {
+			delete(r.m, task)
+		}
+	}
+}
+
+// checkLimits reports a task's limits out of order once merged (a warn
 // above the failsafe, say). They still work, the gravest level reached
 // wins, but the failsafe then acts with no warning first.
-func (m *monitoring) checkLimits(name string, spec schema.TaskSpec, daemon schema.DaemonSpec) {
-	for _, mt := range monitor.Metrics {
-		th := m.thresholds(spec, daemon, mt.Name)
-		below := math.Inf(-1)
-		for l := monitor.Warn; l <= monitor.Failsafe; l++ {
-			v := th.Of(l)
-			if math.IsNaN(v) {
-				continue
-			}
-			if v < below {
-				m.ch.Error.Error("limits out of order (the defaults and daemon: limits included): a graver level is reached first",
-					"task", name, "metric", mt.Name, "warn", th.Of(monitor.Warn), "severe", th.Of(monitor.Severe), "failsafe", th.Of(monitor.Failsafe))
-				break
-			}
-			below = v
-		}
+func (m *monitoring) checkLimits(name string, spec schema.TaskSpec) {
+	for _, e := range m.tracker.Limits(m.config.Daemon.Limits, spec.Limits).Check() {
+		m.ch.Error.Error("limits out of order (the defaults and daemon: limits included): a graver level is reached first",
+			"task", name, "metric", e.Metric, "warn", e.Thresholds.Of(monitor.Warn),
+			"severe", e.Thresholds.Of(monitor.Severe), "failsafe", e.Thresholds.Of(monitor.Failsafe))
 	}
-}
-
-// judgement is one metric of one task whose level changed.
-type judgement struct {
-	task, metric string
-	value, limit float64
-	level, from  monitor.Level
-}
-
-// judge turns the values of w that this sample measured into levels and
-// returns the changes. Values not measured anew (skip) are not judged
-// again: one reading is never confirmed by itself.
-func (m *monitoring) judge(name string, w *taskWatch, th func(metric string) monitor.Thresholds, skip map[string]bool) []judgement {
-	var out []judgement
-	for _, mt := range monitor.Metrics {
-		v, ok := w.values[mt.Name]
-		if !ok || skip[mt.Name] {
-			continue
-		}
-		t := th(mt.Name)
-		wt := w.watches[mt.Name]
-		if wt == nil {
-			wt = &monitor.Watch{}
-			w.watches[mt.Name] = wt
-		}
-		if changed, from := wt.Observe(t.Judge(v)); changed {
-			limit := t.Of(wt.Level())
-			if wt.Level() == monitor.OK {
-				limit = t.Of(from) // the limit it is back under
-			}
-			out = append(out, judgement{task: name, metric: mt.Name, value: v, limit: limit, level: wt.Level(), from: from})
-		}
-	}
-	return out
 }
 
 // sample measures every running task and the daemon, raises an alert on
 // every level that changed, and failsafes what went too far.
 func (d *daemon) sample() {
-	m := d.mon
 	now := time.Now()
+	self, rs := d.readings(now)
+	changes := d.mon.tracker.Observe(now, self, rs)
+	d.mon.reports.retain(d.mon.tracker.Tracked)
+	for _, c := range changes {
+		lvl, msg, args := c.Alert()
+		d.ch.Alert.Log(context.Background(), lvl, msg, args...)
+	}
+	for _, c := range changes {
+		if c.Level == monitor.Failsafe {
+			d.failsafe(c)
+		}
+	}
+}
+
+// readings gathers what the daemon knows of its tasks for the monitor:
+// one reading per running task (its process sampled if external, its
+// handler's counters, queue fill, restarts and limits), one per task that
+// does not run but keeps its levels (held, or stopping after a failsafe),
+// and the daemon's own process sample. It is the only place monitoring
+// reads the daemon's state.
+func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor.Reading) {
+	m := d.mon
 	running := map[string]runtime.TaskStatus{}
 	for _, s := range d.tasks.host.Status() {
 		running[s.Name] = s
 	}
-	states := map[string]reconcile.TaskState{}
-	for _, ts := range d.ctl.Tasks() {
-		states[ts.Name] = ts
-	}
-	observed := d.ctl.Observed()
-	var changes []judgement
-	for name, obs := range observed {
-		if states[name].Stopping {
-			continue // judged no more: it is on its way out
+	states := d.ctl.Tasks()
+	rs = make([]monitor.Reading, 0, len(states))
+	for _, st := range states {
+		name := st.Name
+		held := ""
+		if st.Hold != nil {
+			held = st.Hold.Why
 		}
-		where, pid, started := "internal", os.Getpid(), running[name].Started
-		if p, ok := d.tasks.ext.lookup(name); obs.External && ok {
-			where, pid, started = "external", p.Pid, p.started
-		}
-		w := m.tasks[name]
-		if w == nil {
-			w = newTaskWatch(where, pid, started)
-			m.tasks[name] = w
-		} else if w.where != where || w.pid != pid || !w.started.Equal(started) {
-			changes = append(changes, w.restarted(name, where, pid, started)...)
-		}
-		skip := map[string]bool{}
-		if where == "external" {
-			ps, err := m.procs.Sample(pid)
-			if err != nil {
-				continue // it exited; checkExternals deals with that
+		if st.Running == nil || st.Stopping {
+			if held != "" || st.Stopping {
+				rs = append(rs, monitor.Reading{Task: name, Held: held}) // its levels stand until it runs again
 			}
-			ps.Values(w.values)
-			skip[monitor.CPU] = !ps.HasCPU
-			if r := m.reports.get(name); r.at.After(w.last.at) {
-				w.count(r, false)
-			} else {
-				for _, k := range reportMetrics {
-					skip[k] = true
-				}
+			continue
+		}
+		r := monitor.Reading{Task: name, Where: monitor.Internal, Pid: os.Getpid(), Started: running[name].Started,
+			Running: true, Held: held, Restarts: st.Restarts,
+			Limits: m.tracker.Limits(m.config.Daemon.Limits, m.config.Tasks[name].Limits)}
+		if p, ok := d.tasks.ext.lookup(name); st.Running.External && ok {
+			r.Where, r.Pid, r.Started = monitor.External, p.Pid, p.started
+			if ps, err := m.procs.Sample(p.Pid); err == nil { // else it exited; checkExternals deals with that
+				r.Proc = &ps
+			}
+			if c, ok := m.reports.get(name); ok {
+				r.Counters = &c
 			}
 		} else if s, ok := running[name]; ok {
-			w.count(counters{at: now, busy: s.Busy, in: s.MessagesIn, out: s.MessagesOut, failures: s.Failures,
-				depth: s.Depth}, true)
+			r.Counters = &monitor.Counters{At: now, Busy: s.Busy, In: s.MessagesIn, Out: s.MessagesOut,
+				Failures: s.Failures, Depth: s.Depth}
 		}
 		if q, err := d.tasks.tr.Lookup(name); err == nil {
 			if qs, err := q.Stats(); err == nil {
-				w.values[monitor.QueueFill] = qs.Fill
+				r.QueueFill, r.HasQueue = qs.Fill, true
 			}
 		}
-		w.values[monitor.Restarts] = float64(states[name].Restarts)
-		spec := m.config.Tasks[name]
-		changes = append(changes, m.judge(name, w, func(metric string) monitor.Thresholds {
-			return m.thresholds(spec, m.config.Daemon, metric)
-		}, skip)...)
+		rs = append(rs, r)
 	}
-	for name, w := range m.tasks {
-		if _, ok := observed[name]; ok && !states[name].Stopping {
-			continue
-		}
-		if st, ok := states[name]; ok && (st.Hold != nil || st.Stopping) {
-			continue // its levels stand until it runs again
-		}
-		// Stopped for good: what it had raised is over.
-		changes = append(changes, w.end(name, true)...)
-		delete(m.tasks, name)
-		m.reports.forget(name)
-	}
-	// The daemon itself is measured and shown, not judged: it hosts every
-	// internal task, so per-task limits do not fit it.
 	if ps, err := m.procs.Sample(os.Getpid()); err == nil {
-		ps.Values(m.self.values)
+		self = &ps
 	}
 	m.procs.Sweep()
-	sort.Slice(changes, func(i, j int) bool { return changes[i].task < changes[j].task })
-	for _, c := range changes {
-		m.alertLevel(c)
-	}
-	for _, c := range changes {
-		if c.level == monitor.Failsafe {
-			d.failsafe(c)
-		}
-	}
-	m.publish(now, states)
-}
-
-// alertLevel reports a level change on the alert channel.
-func (m *monitoring) alertLevel(c judgement) {
-	lvl := slog.LevelWarn
-	switch c.level {
-	case monitor.OK:
-		lvl = slog.LevelInfo
-	case monitor.Severe, monitor.Failsafe:
-		lvl = slog.LevelError
-	}
-	msg := fmt.Sprintf("%s %s is %s", c.task, c.metric, c.level)
-	switch {
-	case c.level == monitor.OK && math.IsNaN(c.limit):
-		msg = fmt.Sprintf("%s %s is over: the task stopped", c.task, c.metric)
-	case c.level == monitor.OK:
-		msg = fmt.Sprintf("%s %s is back to ok", c.task, c.metric)
-	}
-	args := []any{"task", c.task, "metric", c.metric, "value", c.value, "level", c.level.String(), "previous", c.from.String()}
-	if !math.IsNaN(c.limit) { // none when the task stopped
-		args = append(args, "threshold", c.limit)
-	}
-	m.ch.Alert.Log(context.Background(), lvl, msg, args...)
+	return self, rs
 }
 
 // failsafe holds a task that went past a failsafe level and has the
-// controller stop it (an external process gets SIGTERM, then SIGKILL
-// after the failsafe grace; an internal task stops taking messages, which
-// stay in its queue, and drains what it took).
-func (d *daemon) failsafe(c judgement) {
-	reason := fmt.Sprintf("failsafe: %s %s reached %s", c.metric, formatValue(c.metric, c.value), formatValue(c.metric, c.limit))
-	d.ctl.Failsafe(c.task, reason)
-}
-
-func formatValue(metric string, v float64) string {
-	switch metric {
-	case monitor.Memory, monitor.ReadBytes, monitor.WriteBytes:
-		return fmt.Sprintf("%.1fMiB", v/(1<<20))
-	}
-	return fmt.Sprintf("%.3g", v)
-}
-
-// report reads an external process's report of its handler counters,
-// timed by the sender: two reports that arrive together still make a
-// true rate.
-func report(r map[string]any) (counters, bool) {
-	at, ok := r["at"].(float64)
-	if !ok || at <= 0 {
-		return counters{}, false
-	}
-	num := func(k string) uint64 { f, _ := r[k].(float64); return uint64(max(0, f)) }
-	busy, _ := r["busy_s"].(float64)
-	return counters{at: time.Unix(0, int64(at*1e9)), busy: seconds(busy),
-		in: num("messages_in"), out: num("messages_out"), failures: num("failures"), depth: num("depth")}, true
-}
-
-// publish makes this sample what Prometheus reads.
-func (m *monitoring) publish(at time.Time, states map[string]reconcile.TaskState) {
-	snap := &snapshot{at: at, daemon: m.self.snap("")}
-	for name, st := range states {
-		ts := taskSnap{name: name}
-		if w := m.tasks[name]; w != nil {
-			ts = w.snap(name)
-		}
-		ts.running = st.Running != nil && !st.Stopping
-		if st.Hold != nil {
-			ts.held = st.Hold.Why
-		}
-		if ts.running || ts.held != "" {
-			snap.tasks = append(snap.tasks, ts)
-		}
-	}
-	sort.Slice(snap.tasks, func(i, j int) bool { return snap.tasks[i].name < snap.tasks[j].name })
-	m.snap.Store(snap)
-}
-
-func (w *taskWatch) snap(name string) taskSnap {
-	s := taskSnap{name: name, where: w.where, totals: w.last,
-		values: make(map[string]float64, len(w.values)), levels: make(map[string]monitor.Level, len(w.watches))}
-	for k, v := range w.values {
-		s.values[k] = v
-	}
-	for k, wt := range w.watches {
-		s.levels[k] = wt.Level()
-	}
-	return s
-}
-
-// status is the task's latest values and its levels other than ok, for
-// mmctl status.
-func (w *taskWatch) status() (metrics, levels map[string]any) {
-	metrics, levels = map[string]any{}, map[string]any{}
-	for k, v := range w.values {
-		metrics[k] = v
-	}
-	for k, wt := range w.watches {
-		if wt.Level() != monitor.OK {
-			levels[k] = wt.Level().String()
-		}
-	}
-	return metrics, levels
+// controller stop it (an external process gets SIGTERM, then SIGKILL of
+// its process group after the failsafe grace; an internal task stops
+// taking messages, which stay in its queue, and drains what it took).
+func (d *daemon) failsafe(c monitor.Judgement) {
+	d.ctl.Failsafe(c.Task, c.Reason())
 }
 
 // refusals counts the messages refused on the out-of-band queue.
@@ -501,7 +215,7 @@ func (mon *monitoring) handleOOB(ext *externals, m runtime.Message) {
 		return
 	}
 	if r, ok := m[control.ReportKey].(map[string]any); ok {
-		if c, ok := report(r); ok {
+		if c, ok := monitor.ParseReport(r); ok {
 			mon.reports.put(from, c)
 		}
 		return

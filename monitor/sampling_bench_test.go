@@ -1,4 +1,4 @@
-package daemon
+package monitor
 
 import (
 	"os"
@@ -11,10 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/multimodule/multimodule/internal/testenv"
-	"github.com/multimodule/multimodule/reconcile"
-	"github.com/multimodule/multimodule/runtime"
-	"github.com/multimodule/multimodule/runtime/external"
-	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -37,9 +33,10 @@ func cpuTime() time.Duration {
 // BenchmarkSampling100Externals times one sample of 100 external tasks
 // (idle Go processes, each with its queue) as the daemon takes it once a
 // sample interval: process CPU, memory, IO, fds and threads, queue fill,
-// levels. The figure is the share of one core that sampling once a second
-// costs. The baseline, in the same run, reads the same /proc files of the
-// same processes with os.ReadFile and nothing else.
+// merged limits and levels, and the daemon's own process. The figure is
+// the share of one core that sampling once a second costs. The baseline,
+// in the same run, reads the same /proc files of the same processes with
+// os.ReadFile and nothing else.
 func BenchmarkSampling100Externals(b *testing.B) {
 	const n = 100
 	exe, err := os.Executable()
@@ -50,17 +47,8 @@ func BenchmarkSampling100Externals(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	host, err := runtime.NewHost(runtime.Options{StateDir: b.TempDir(), OOB: "log:2,debug:2"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := &schema.Config{Tasks: map[string]schema.TaskSpec{}, Daemon: schema.DaemonSpec{SampleEvery: 1}}
-	ch := host.Channels()
-	d := &daemon{ch: ch, mon: newMonitoring(ch), tasks: newHosting(&daemonOptions{stateDir: b.TempDir()}, host, nil, tr, nil)}
-	d.mon.configure(cfg)
-	d.ctl = reconcile.NewController(d.tasks, reconcile.SystemClock{}, reconcile.Loggers{Log: ch.Log, Error: ch.Error, Alert: ch.Alert},
-		reconcile.HoldFile(b.TempDir()+"/held.json"), reconcile.Timing{})
 	var pids []int
+	var names []string
 	for i := range n {
 		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), "MM_IDLE=1")
@@ -72,16 +60,35 @@ func BenchmarkSampling100Externals(b *testing.B) {
 		if _, err := tr.Queue(name); err != nil {
 			b.Fatal(err)
 		}
-		start, err := external.StartTime(cmd.Process.Pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		pids = append(pids, cmd.Process.Pid)
-		cfg.Tasks[name] = schema.TaskSpec{Name: name, External: true}
-		d.ctl.Adopt(reconcile.Observed{Name: name, External: true})
-		d.tasks.ext.procs[name] = &externalProc{Identity: external.Identity{Pid: cmd.Process.Pid, Start: start}}
+		pids, names = append(pids, cmd.Process.Pid), append(names, name)
 	}
-	d.sample() // the first sample opens the processes
+	tracker, procs := NewTracker(BoxMemory()), NewProcSampler()
+	rs := make([]Reading, 0, n)
+	// sample is what the daemon's sampling does with what it knows of
+	// its externals (their pids and queues).
+	sample := func() {
+		now := time.Now()
+		rs = rs[:0]
+		for i, pid := range pids {
+			r := Reading{Task: names[i], Where: External, Pid: pid, Running: true, Limits: tracker.Limits(nil, nil)}
+			if ps, err := procs.Sample(pid); err == nil {
+				r.Proc = &ps
+			}
+			if q, err := tr.Lookup(names[i]); err == nil {
+				if qs, err := q.Stats(); err == nil {
+					r.QueueFill, r.HasQueue = qs.Fill, true
+				}
+			}
+			rs = append(rs, r)
+		}
+		var self *ProcSample
+		if ps, err := procs.Sample(os.Getpid()); err == nil {
+			self = &ps
+		}
+		procs.Sweep()
+		tracker.Observe(now, self, rs)
+	}
+	sample() // the first sample opens the processes
 	files := []string{"stat", "statm", "status", "io"}
 	bare := func() {
 		for _, pid := range pids {
@@ -114,13 +121,18 @@ func BenchmarkSampling100Externals(b *testing.B) {
 	b.ResetTimer()
 	var ours, base float64
 	for range b.N {
-		ours += share(d.sample)
+		ours += share(sample)
 		base += share(bare)
 	}
 	b.ReportMetric(ours/float64(b.N), "%core@1Hz")
 	b.ReportMetric(base/float64(b.N), "bare_%core@1Hz")
 	b.ReportMetric(0, "ns/op")
-	if len(d.mon.tasks) != n {
-		b.Fatalf("sampled %d tasks, want %d", len(d.mon.tasks), n)
+	if got := len(tracker.Snapshot().Tasks); got != n {
+		b.Fatalf("sampled %d tasks, want %d", got, n)
+	}
+	for _, name := range names {
+		if m, _ := tracker.Status(name); m[FDs] == 0 {
+			b.Fatalf("%s: no fds measured: %v", name, m)
+		}
 	}
 }
