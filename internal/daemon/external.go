@@ -2,9 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,9 +43,7 @@ type externalProc struct {
 // counts towards a crash loop.
 const stableAfter = 10 * time.Second
 
-func pidPath(stateDir, task string) string {
-	return filepath.Join(external.Dir(stateDir), task+".pid")
-}
+func pidPath(stateDir, task string) string { return external.PidPath(stateDir, task) }
 
 // alive: the process (pid and start time) has not fully exited. A zombie
 // thread-group leader whose other threads are still exiting counts as
@@ -89,12 +84,7 @@ func (d *daemon) statelessOf(cfg *schema.Config) []external.NamedSpec {
 // any of them reaches the external.
 func bundle(cfg *schema.Config, name string, stateless []external.NamedSpec) (external.Spec, string) {
 	spec := external.Spec{Task: external.Named(name, cfg.Tasks[name]), Stateless: stateless, ReportEvery: cfg.Daemon.SampleEvery}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%g\x00", cfg.Tasks[name].Hash, spec.ReportEvery)
-	for _, s := range stateless {
-		h.Write([]byte(s.Name + "\x00" + s.Hash))
-	}
-	return spec, "x" + hex.EncodeToString(h.Sum(nil)[:8])
+	return spec, spec.Hash()
 }
 
 // withBundles gives each external task the hash of its bundle.
@@ -114,18 +104,9 @@ func withBundles(cfg *schema.Config, stateless []external.NamedSpec) *schema.Con
 // of the spec it already has.
 func (d *daemon) writeSpec(name string) (external.Spec, error) {
 	spec, _ := bundle(d.loaded, name, d.stateless)
-	if old, err := external.ReadSpec(d.o.stateDir, name); err == nil && old.Token != "" {
-		spec.Token = old.Token
-	} else {
-		var r [16]byte
-		rand.Read(r[:])
-		spec.Token = hex.EncodeToString(r[:])
-	}
+	spec, err := external.WriteSpec(d.o.stateDir, spec)
 	d.tokens.set(name, spec.Token)
-	if err := os.MkdirAll(external.Dir(d.o.stateDir), 0o700); err != nil {
-		return spec, err
-	}
-	return spec, writeJSONFile(external.SpecPath(d.o.stateDir, name), spec)
+	return spec, err
 }
 
 // writeJSONFile writes v to path atomically, private.
@@ -304,7 +285,7 @@ func (d *daemon) reconfigureExternal(t schema.TaskSpec) error {
 	if err != nil {
 		return err
 	}
-	msg, err := asMessage(spec)
+	msg, err := external.ConfigMessage(spec)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package daemon
+package external
 
 import (
 	"context"
@@ -9,63 +9,57 @@ import (
 	"log/slog"
 	"os"
 	"sort"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
-
 	"github.com/multimodule/multimodule/runtime"
-	"github.com/multimodule/multimodule/runtime/external"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
 
-// configKey marks a message carrying a new external.Spec.
-const configKey = "config"
-
-func asMessage(e external.Spec) (map[string]any, error) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, err
-	}
-	m, err := transit.DecodeJSON(b)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{runtime.ControlKey: map[string]any{configKey: m}}, nil
+// ProcessOptions are what the process of one external task (-m TASK) is
+// started with.
+type ProcessOptions struct {
+	Task                      string
+	StateDir, TransitDir, OOB string
+	ControlQueue              string // the daemon's; reports and records go to its OOB queue
+	Level                     slog.Level
+	// Resolve finds a kind in this binary's registry, searching the
+	// daemon's namespaces (the daemon passes its registry's Resolve with
+	// its -p namespaces bound).
+	Resolve func(kind string) (string, runtime.Factory, error)
+	// ShutdownTimeout bounds draining on SIGTERM and on a config change
+	// that stops or reconfigures a task (default 10s).
+	ShutdownTimeout time.Duration
 }
 
-func specFromMessage(v any) (external.Spec, error) {
-	var e external.Spec
-	b, err := json.Marshal(v)
-	if err == nil {
-		err = json.Unmarshal(b, &e)
+// RunProcess is the process of one external task (-m TASK): it hosts the
+// task and, to handle what its own tasks send them, the stateless tasks
+// (without their timers, which run in the daemon), takes the task's
+// messages from its queue, and on a signal from sig stops taking them,
+// drains, saves and exits. It returns the exit code.
+func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer) int {
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 10 * time.Second
 	}
-	return e, err
-}
-
-// runExternal is the process of one external task (-m TASK): it hosts the
-// task and the stateless tasks, takes the task's messages from its queue,
-// and on SIGTERM or SIGINT stops taking them, drains, saves and exits.
-func runExternal(k Kinds, o *daemonOptions, level slog.Level, sig <-chan os.Signal, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "multimodule -m %s: %v\n", o.task, err)
+		fmt.Fprintf(stderr, "multimodule -m %s: %v\n", o.Task, err)
 		return code
 	}
-	b, err := os.ReadFile(external.SpecPath(o.stateDir, o.task))
+	b, err := os.ReadFile(SpecPath(o.StateDir, o.Task))
 	if err != nil {
 		return fail(1, fmt.Errorf("no spec from the daemon: %w", err))
 	}
-	var spec external.Spec
+	var spec Spec
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return fail(1, fmt.Errorf("spec %s: %w", external.SpecPath(o.stateDir, o.task), err))
+		return fail(1, fmt.Errorf("spec %s: %w", SpecPath(o.StateDir, o.Task), err))
 	}
-	tr, err := transit.Open(transit.Options{Dir: o.transitDir})
+	tr, err := transit.Open(transit.Options{Dir: o.TransitDir})
 	if err != nil {
 		return fail(1, err)
 	}
-	toDaemon, err := tr.Queue(control.OOBQueue(o.controlQueue))
+	toDaemon, err := tr.Queue(control.OOBQueue(o.ControlQueue))
 	if err != nil {
 		return fail(1, err)
 	}
@@ -74,7 +68,7 @@ func runExternal(k Kinds, o *daemonOptions, level slog.Level, sig <-chan os.Sign
 	// a failure, sends do not wait at all for a second.
 	var failedAt atomic.Int64
 	sendDaemon := func(m runtime.Message) error {
-		m[control.FromKey], m[control.TokenKey] = o.task, spec.Token
+		m[control.FromKey], m[control.TokenKey] = o.Task, spec.Token
 		wait := 20 * time.Millisecond
 		if time.Since(time.Unix(0, failedAt.Load())) < time.Second {
 			wait = 0
@@ -85,37 +79,39 @@ func runExternal(k Kinds, o *daemonOptions, level slog.Level, sig <-chan os.Sign
 		}
 		return err
 	}
-	host, err := runtime.NewHost(runtime.Options{StateDir: o.stateDir, OOB: o.oob, Level: level,
+	host, err := runtime.NewHost(runtime.Options{StateDir: o.StateDir, OOB: o.OOB, Level: o.Level,
 		Stdout: stdout, Stderr: stderr, Remote: tr, OOBForward: sendDaemon})
 	if err != nil {
 		return fail(2, err)
 	}
 	defer host.Close()
-	x := &childProcess{kinds: k, o: o, host: host, ch: host.Channels(), namespaces: strings.Split(o.namespaces, ","),
-		running: map[string]string{}, token: spec.Token}
+	x := &process{o: o, host: host, ch: host.Channels(), running: map[string]string{}, token: spec.Token}
 	x.reportEvery.Store(int64(reportInterval(spec)))
 	// Record ourselves: a daemon that died between starting us and
 	// recording us must still find and adopt us.
-	if start, err := external.StartTime(os.Getpid()); err == nil {
-		writeJSONFile(pidPath(o.stateDir, o.task), externalProc{Pid: os.Getpid(), Start: start, Hash: spec.Task.Hash, Kind: spec.Task.Spec.Kind})
+	if start, err := StartTime(os.Getpid()); err == nil {
+		p := Process{Identity: Identity{Pid: os.Getpid(), Start: start}, Hash: spec.Hash(), Kind: spec.Task.Spec.Kind}
+		if err := writeJSONFile(PidPath(o.StateDir, o.Task), p); err != nil {
+			x.ch.Error.Error("recording this process", "task", o.Task, "error", err)
+		}
 	}
 	if err := x.apply(spec); err != nil {
 		return fail(1, err)
 	}
-	q, err := tr.Queue(o.task)
+	q, err := tr.Queue(o.Task)
 	if err != nil {
 		return fail(1, err)
 	}
 	// Senders ring this process's doorbell after each send, so that it
 	// can wait for messages it only peeks at (see receive).
-	bell, err := tr.Queue(o.task + ".doorbell")
+	bell, err := tr.Queue(o.Task + ".doorbell")
 	if err == nil {
-		err = tr.SetDoorbell(o.task, bell.Name())
+		err = tr.SetDoorbell(o.Task, bell.Name())
 	}
 	if err != nil {
 		return fail(1, err)
 	}
-	x.ch.Log.Info("external task running", "task", o.task, "pid", os.Getpid())
+	x.ch.Log.Info("external task running", "task", o.Task, "pid", os.Getpid())
 
 	var stopping atomic.Bool
 	done := make(chan struct{})
@@ -129,54 +125,65 @@ func runExternal(k Kinds, o *daemonOptions, level slog.Level, sig <-chan os.Sign
 	case <-done: // the queue failed
 	}
 	stopping.Store(true)
-	bell.Wake()
+	if err := bell.Wake(); err != nil {
+		x.ch.Error.Error("waking the doorbell waiter", "task", o.Task, "error", err)
+	}
 	<-done
-	x.ch.Log.Info("external task stopping", "task", o.task, "signal", fmt.Sprint(s))
-	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	x.ch.Log.Info("external task stopping", "task", o.Task, "signal", fmt.Sprint(s))
+	ctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
 	defer cancel()
 	err = host.Shutdown(ctx)
 	// What was handled leaves the queue; after an incomplete shutdown it
 	// stays there, to be handled again by the next process.
 	if rerr := x.pending.Release(q, err == nil); rerr != nil {
-		x.ch.Error.Error("taking handled messages off the queue", "task", o.task, "error", rerr)
+		x.ch.Error.Error("taking handled messages off the queue", "task", o.Task, "error", rerr)
 	}
-	tr.ClearDoorbell(o.task)
+	tr.ClearDoorbell(o.Task)
 	tr.Remove(bell.Name())
 	if err != nil {
-		x.ch.Error.Error("shutdown incomplete", "task", o.task, "error", err)
+		x.ch.Error.Error("shutdown incomplete", "task", o.Task, "error", err)
 		return 1
 	}
 	return 0
 }
 
-// external is the state of an external process (owned by its receive
+// process is the state of an external process (owned by its receive
 // goroutine after start).
-type childProcess struct {
-	kinds      Kinds
-	o          *daemonOptions
-	host       *runtime.Host
-	ch         *runtime.Channels
-	namespaces []string
-	running    map[string]string // task -> applied spec hash
-	token      string
+type process struct {
+	o       ProcessOptions
+	host    *runtime.Host
+	ch      *runtime.Channels
+	running map[string]string // task -> applied spec hash
+	token   string
 	// reportEvery is the time between two reports to the daemon.
 	reportEvery atomic.Int64
 	// pending are the deliveries handed to the task and still in its queue.
 	pending runtime.Peeked
 }
 
-func reportInterval(spec external.Spec) time.Duration {
+func reportInterval(spec Spec) time.Duration {
 	if spec.ReportEvery <= 0 {
 		return time.Second
 	}
 	return seconds(spec.ReportEvery)
 }
 
+// seconds turns the config's seconds into a duration.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+func intervals(t schema.TaskSpec) map[string]time.Duration {
+	iv := make(map[string]time.Duration, len(t.Intervals))
+	for k, sec := range t.Intervals {
+		iv[k] = seconds(sec)
+	}
+	return iv
+}
+
 // report sends the daemon the task's counters every reportEvery, which it
 // turns into the task's rates and levels. An idle task reports less: once
 // its counters stop changing, two more reports (the daemon needs two
 // samples to see the rates back at zero), then one in ten.
-func (x *childProcess) report(send func(runtime.Message) error, stop <-chan struct{}) {
+func (x *process) report(send func(runtime.Message) error, stop <-chan struct{}) {
 	var last runtime.TaskStatus
 	quiet := 0
 	for {
@@ -186,7 +193,7 @@ func (x *childProcess) report(send func(runtime.Message) error, stop <-chan stru
 		case <-time.After(time.Duration(x.reportEvery.Load())):
 		}
 		for _, s := range x.host.Status() {
-			if s.Name != x.o.task {
+			if s.Name != x.o.Task {
 				continue
 			}
 			if s.MessagesIn == last.MessagesIn && s.MessagesOut == last.MessagesOut && s.Failures == last.Failures &&
@@ -199,7 +206,9 @@ func (x *childProcess) report(send func(runtime.Message) error, stop <-chan stru
 			if quiet > 2 && quiet%10 != 0 {
 				continue
 			}
-			send(runtime.Message{control.ReportKey: map[string]any{"at": float64(time.Now().UnixNano()) / 1e9, "busy_s": s.Busy.Seconds(),
+			// A failed send is counted by the daemon's silence; the next
+			// report carries the same counters.
+			_ = send(runtime.Message{control.ReportKey: map[string]any{"at": float64(time.Now().UnixNano()) / 1e9, "busy_s": s.Busy.Seconds(),
 				"messages_in": float64(s.MessagesIn), "messages_out": float64(s.MessagesOut),
 				"failures": float64(s.Failures), "depth": float64(s.Depth)}})
 		}
@@ -213,7 +222,7 @@ func (x *childProcess) report(send func(runtime.Message) error, stop <-chan stru
 // for a ring on bell (or a safety tick), leaves messages in the queue
 // while the task is at the high-water mark, and returns when stopping is
 // set (a Wake of bell makes a waiting receive return).
-func (x *childProcess) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
+func (x *process) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 	rang := make(chan struct{}, 1)
 	ring := func() {
 		select {
@@ -221,7 +230,7 @@ func (x *childProcess) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 		default:
 		}
 	}
-	x.host.OnHandled(x.o.task, ring) // to settle soon after
+	x.host.OnHandled(x.o.Task, ring) // to settle soon after
 	go func() {
 		for !stopping.Load() {
 			if _, err := bell.Receive(true); err != nil {
@@ -249,12 +258,12 @@ func (x *childProcess) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 	look := firstLook
 	peek := true
 	for !stopping.Load() {
-		if _, done, ok := x.host.Progress(x.o.task); ok {
+		if _, done, ok := x.host.Progress(x.o.Task); ok {
 			if err := x.pending.Settle(q, done); err != nil {
-				x.ch.Error.Error("taking a handled message off the queue", "task", x.o.task, "error", err)
+				x.ch.Error.Error("taking a handled message off the queue", "task", x.o.Task, "error", err)
 			}
 		}
-		if depth, ok := x.host.Depth(x.o.task); ok && depth >= runtime.HighWater {
+		if depth, ok := x.host.Depth(x.o.Task); ok && depth >= runtime.HighWater {
 			wait(5 * time.Millisecond)
 			continue
 		}
@@ -264,7 +273,7 @@ func (x *childProcess) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 			d, err = q.Peek(x.pending.Len())
 			if errors.Is(err, transit.ErrNoPeek) {
 				peek = false
-				x.ch.Error.Error("a SIGKILL of this process loses the messages it has taken but not handled", "task", x.o.task, "error", err)
+				x.ch.Error.Error("a SIGKILL of this process loses the messages it has taken but not handled", "task", x.o.Task, "error", err)
 				continue
 			}
 		} else {
@@ -280,7 +289,7 @@ func (x *childProcess) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 			}
 			continue
 		case err != nil:
-			x.ch.Error.Error("receiving", "task", x.o.task, "error", err)
+			x.ch.Error.Error("receiving", "task", x.o.Task, "error", err)
 			if errors.Is(err, transit.ErrNoQueue) {
 				return
 			}
@@ -289,46 +298,45 @@ func (x *childProcess) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 		}
 		look = firstLook
 		for _, m := range d.Msgs {
-			if ctl, ok := m[runtime.ControlKey].(map[string]any); ok {
-				if v, ok := ctl[configKey]; ok {
-					x.configure(v)
-					continue
-				}
+			if spec, ok, err := configOf(m); ok {
+				x.configure(spec, err)
+				continue
 			}
-			if err := x.host.DeliverLocal(x.o.task, m); err != nil {
-				x.ch.Error.Error("a message taken from the queue was not delivered", "task", x.o.task, "error", err)
+			if err := x.host.DeliverLocal(x.o.Task, m); err != nil {
+				x.ch.Error.Error("a message taken from the queue was not delivered", "task", x.o.Task, "error", err)
 			}
 		}
 		if peek {
-			x.pending.Add(x.host, x.o.task, d)
+			x.pending.Add(x.host, x.o.Task, d)
 		}
 	}
 }
 
-// configure applies a config message from the daemon.
-func (x *childProcess) configure(v any) {
-	spec, err := specFromMessage(v)
+// configure applies a config message from the daemon (err: it could not
+// be read).
+func (x *process) configure(spec Spec, err error) {
 	switch {
 	case err != nil:
-	case spec.Token != x.token || spec.Task.Name != x.o.task:
+	case spec.Token != x.token || spec.Task.Name != x.o.Task:
 		err = errors.New("config message without this process's token or for another task: refused")
 	default:
 		x.reportEvery.Store(int64(reportInterval(spec)))
 		err = x.apply(spec)
 	}
 	if err != nil {
-		x.ch.Error.Error("config from the daemon not applied", "task", x.o.task, "error", err)
+		x.ch.Error.Error("config from the daemon not applied", "task", x.o.Task, "error", err)
 	}
 }
 
-// apply makes the process run exactly what spec says.
-func (x *childProcess) apply(spec external.Spec) error {
+// apply makes the process run exactly what spec says. The stateless tasks
+// run without their timers: the daemon's copies fire them, once.
+func (x *process) apply(spec Spec) error {
 	want := map[string]schema.TaskSpec{}
-	for _, ns := range append([]external.NamedSpec{spec.Task}, spec.Stateless...) {
+	for _, ns := range append([]NamedSpec{spec.Task}, spec.Stateless...) {
 		ns.Spec.Name, ns.Spec.Hash = ns.Name, ns.Hash
 		want[ns.Name] = ns.Spec
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), x.o.ShutdownTimeout)
 	defer cancel()
 	var errs []error
 	for name := range x.running {
@@ -355,12 +363,13 @@ func (x *childProcess) apply(spec external.Spec) error {
 			}
 			x.running[name] = t.Hash
 		default:
-			kind, factory, err := x.kinds.Registry.Resolve(t.Kind, x.namespaces)
+			kind, factory, err := x.o.Resolve(t.Kind)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("task %s: %w", name, err))
 				continue
 			}
-			starts = append(starts, runtime.TaskSpec{Name: name, Kind: kind, New: factory, Config: t.Config, Intervals: intervals(t)})
+			starts = append(starts, runtime.TaskSpec{Name: name, Kind: kind, New: factory, Config: t.Config,
+				Intervals: intervals(t), NoTimers: name != spec.Task.Name})
 		}
 	}
 	for i, err := range x.host.StartAll(starts) {
