@@ -113,9 +113,19 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 	}
 	x.ch.Log.Info("external task running", "task", o.Task, "pid", os.Getpid())
 
+	rx := runtime.NewReceiver(host, q, o.Task, runtime.ReceiverOptions{
+		Intercept: func(m runtime.Message) bool {
+			spec, ok, err := configOf(m)
+			if ok {
+				x.configure(spec, err)
+			}
+			return ok
+		},
+		OnError: func(err error) { x.ch.Error.Error("receiving", "task", o.Task, "error", err) },
+	})
 	var stopping atomic.Bool
 	done := make(chan struct{})
-	go func() { defer close(done); x.receive(q, bell, &stopping) }()
+	go func() { defer close(done); x.receive(rx, bell, &stopping) }()
 	stopReports := make(chan struct{})
 	defer close(stopReports)
 	go x.report(sendDaemon, stopReports)
@@ -135,7 +145,7 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 	err = host.Shutdown(ctx)
 	// What was handled leaves the queue; after an incomplete shutdown it
 	// stays there, to be handled again by the next process.
-	if rerr := x.pending.Release(q, err == nil); rerr != nil {
+	if rerr := rx.Release(err == nil); rerr != nil {
 		x.ch.Error.Error("taking handled messages off the queue", "task", o.Task, "error", rerr)
 	}
 	tr.ClearDoorbell(o.Task)
@@ -157,8 +167,6 @@ type process struct {
 	token   string
 	// reportEvery is the time between two reports to the daemon.
 	reportEvery atomic.Int64
-	// pending are the deliveries handed to the task and still in its queue.
-	pending runtime.Peeked
 }
 
 func reportInterval(spec Spec) time.Duration {
@@ -215,14 +223,14 @@ func (x *process) report(send func(runtime.Message) error, stop <-chan struct{})
 	}
 }
 
-// receive moves messages from the task's queue to the task, applying
-// config messages in order with them. It peeks at them and takes them off
-// the queue only once the task has handled them, so a SIGKILL loses none
-// (they are handled again by the next process: at least once). It waits
-// for a ring on bell (or a safety tick), leaves messages in the queue
-// while the task is at the high-water mark, and returns when stopping is
-// set (a Wake of bell makes a waiting receive return).
-func (x *process) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
+// receive moves messages from the task's queue to the task through rx,
+// which applies config messages in order with them and leaves each in the
+// queue until the task has handled it, so a SIGKILL loses none (they are
+// handled again by the next process: at least once). It waits for a ring
+// on bell (or a safety tick), leaves messages in the queue while the task
+// is at the high-water mark, and returns when stopping is set (a Wake of
+// bell makes a waiting receive return).
+func (x *process) receive(rx *runtime.Receiver, bell *transit.Queue, stopping *atomic.Bool) {
 	rang := make(chan struct{}, 1)
 	ring := func() {
 		select {
@@ -234,7 +242,7 @@ func (x *process) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 	go func() {
 		for !stopping.Load() {
 			if _, err := bell.Receive(true); err != nil {
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(100 * time.Millisecond) // do not spin on a broken queue
 			}
 			ring()
 		}
@@ -256,30 +264,13 @@ func (x *process) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 	// idle one costs nothing.
 	const firstLook, lastLook = 100 * time.Microsecond, 50 * time.Millisecond
 	look := firstLook
-	peek := true
 	for !stopping.Load() {
-		if _, done, ok := x.host.Progress(x.o.Task); ok {
-			if err := x.pending.Settle(q, done); err != nil {
-				x.ch.Error.Error("taking a handled message off the queue", "task", x.o.Task, "error", err)
-			}
-		}
-		if depth, ok := x.host.Depth(x.o.Task); ok && depth >= runtime.HighWater {
-			wait(5 * time.Millisecond)
-			continue
-		}
-		var d transit.Delivery
-		var err error
-		if peek {
-			d, err = q.Peek(x.pending.Len())
-			if errors.Is(err, transit.ErrNoPeek) {
-				peek = false
-				x.ch.Error.Error("a SIGKILL of this process loses the messages it has taken but not handled", "task", x.o.Task, "error", err)
-				continue
-			}
-		} else {
-			d, err = q.Receive(false)
-		}
+		_, err := rx.Next()
 		switch {
+		case err == nil:
+			look = firstLook
+		case errors.Is(err, runtime.ErrHighWater):
+			wait(5 * time.Millisecond)
 		case errors.Is(err, transit.ErrEmpty):
 			if look > lastLook {
 				wait(time.Hour)
@@ -287,27 +278,12 @@ func (x *process) receive(q, bell *transit.Queue, stopping *atomic.Bool) {
 				wait(look)
 				look *= 2
 			}
-			continue
-		case err != nil:
+		default:
 			x.ch.Error.Error("receiving", "task", x.o.Task, "error", err)
 			if errors.Is(err, transit.ErrNoQueue) {
 				return
 			}
 			wait(100 * time.Millisecond)
-			continue
-		}
-		look = firstLook
-		for _, m := range d.Msgs {
-			if spec, ok, err := configOf(m); ok {
-				x.configure(spec, err)
-				continue
-			}
-			if err := x.host.DeliverLocal(x.o.Task, m); err != nil {
-				x.ch.Error.Error("a message taken from the queue was not delivered", "task", x.o.Task, "error", err)
-			}
-		}
-		if peek {
-			x.pending.Add(x.host, x.o.Task, d)
 		}
 	}
 }
