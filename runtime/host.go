@@ -46,6 +46,13 @@ type TaskSpec struct {
 	// what they sent there while the task ran elsewhere or not at all is
 	// then delivered before what they send next.
 	CatchUp bool
+	// NoTimers: the task's Recur registers its timer (it shows in Status
+	// and StopRecur forgets it) but the timer never fires in this host.
+	// An external process runs every stateless task to handle the messages
+	// its own tasks send them, but their timers belong to the daemon's
+	// copy: a stateless producer with a Recur would otherwise emit once
+	// per process.
+	NoTimers bool
 }
 
 // Options configure a Host.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -664,5 +665,49 @@ func TestSendFailuresAreCountedOnce(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "the failure", func() bool { return th.Status()[0].Failures == 1 })
 	if st := th.Status()[0]; st.SendFailures != 1 {
 		t.Fatalf("status %+v: want one handler failure and one send failure", st)
+	}
+}
+
+// ticker counts its Recur firings and records its messages.
+type ticker struct {
+	recorder
+	ticks atomic.Int64
+}
+
+func (tk *ticker) SetConfig(ctx Context, _ map[string]any) error {
+	ctx.Recur("t", time.Millisecond, func(Context) { tk.ticks.Add(1) })
+	return nil
+}
+
+func TestNoTimersRegistersButNeverFires(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	quiet, busy := &ticker{}, &ticker{}
+	for name, tk := range map[string]*ticker{"Quiet": quiet, "Busy": busy} {
+		if err := th.Start(TaskSpec{Name: name, Kind: "test." + name, New: func() Task { return tk },
+			NoTimers: name == "Quiet"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The control: the same task without NoTimers ticks.
+	testenv.WaitFor(t, 5*time.Second, "Busy's 1ms timer to fire", func() bool { return busy.ticks.Load() >= 3 })
+	// Quiet's timer would have fired several times by now; a probe handled
+	// after that, on the task's own goroutine (where timers run), proves
+	// none of its firings was queued before or with it.
+	if err := th.Send("Quiet", Message{"probe": true}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "Quiet to handle the probe", func() bool {
+		quiet.mu.Lock()
+		defer quiet.mu.Unlock()
+		return len(quiet.msgs) == 1
+	})
+	if n := quiet.ticks.Load(); n != 0 {
+		t.Fatalf("a NoTimers task's Recur fired %d times", n)
+	}
+	for _, s := range th.Status() {
+		if s.Name == "Quiet" && s.Timers["t"] != time.Millisecond {
+			t.Fatalf("Quiet's timer is not registered: %v", s.Timers)
+		}
 	}
 }

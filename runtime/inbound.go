@@ -41,9 +41,6 @@ type Inbound struct {
 	routes map[string]*route
 	// released are unserved routes whose peeked messages wait for Release.
 	released map[string]*route
-	// noPeek is set once the kernel has refused to peek (no MSG_COPY):
-	// messages are then taken off the queue when handed over.
-	noPeek atomic.Bool
 
 	rings    chan string
 	sweepNow atomic.Bool
@@ -64,9 +61,10 @@ type route struct {
 	// Unserve returns, nothing more reaches the task from this queue.
 	mu   sync.Mutex
 	gone bool
-	// peeked are the task's deliveries still in its queue until handled.
-	peeked Peeked
-	// waiting mirrors peeked.Len() for the task's goroutine, which rings
+	// rx receives a task's messages (nil for a handler), holding them in
+	// the queue until handled.
+	rx *Receiver
+	// waiting mirrors rx.Pending() for the task's goroutine, which rings
 	// the drainer after each batch while there is something to settle.
 	waiting atomic.Int32
 }
@@ -106,6 +104,9 @@ func (in *Inbound) add(name string, r *route) error {
 		return err
 	}
 	r.q = q
+	if r.task != "" {
+		r.rx = NewReceiver(in.h, q, r.task, ReceiverOptions{OnError: in.onError})
+	}
 	if err := in.tr.SetDoorbell(name, in.bell.Name()); err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ func (in *Inbound) Unserve(name string) error {
 	if r != nil {
 		r.mu.Lock()
 		r.gone = true
-		if r.peeked.Len() > 0 {
+		if r.rx != nil && r.rx.Pending() > 0 {
 			in.mu.Lock()
 			in.released[name] = r
 			in.mu.Unlock()
@@ -151,40 +152,16 @@ func (in *Inbound) Release(name string, handled bool) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.peeked.Release(r.q, handled); err != nil {
-		in.onError(fmt.Errorf("queue %s: %w", name, err))
+	if err := r.rx.Release(handled); err != nil {
+		in.onError(err)
 	}
 	r.waiting.Store(0)
 }
 
 // settle takes off r's queue what its task has handled.
-func (in *Inbound) settle(name string, r *route) {
-	if r.peeked.Len() == 0 {
-		return
-	}
-	_, done, ok := in.h.Progress(r.task)
-	if !ok {
-		return
-	}
-	if err := r.peeked.Settle(r.q, done); err != nil {
-		in.onError(fmt.Errorf("queue %s: %w", name, err))
-	}
-	r.waiting.Store(int32(r.peeked.Len()))
-}
-
-// take gets the next delivery of r's queue: peeked (left queued until
-// settled) for a task, taken for a handler or where the kernel cannot peek.
-func (in *Inbound) take(r *route) (transit.Delivery, bool, error) {
-	if r.task != "" && !in.noPeek.Load() {
-		d, err := r.q.Peek(r.peeked.Len())
-		if !errors.Is(err, transit.ErrNoPeek) {
-			return d, true, err
-		}
-		in.noPeek.Store(true)
-		in.onError(fmt.Errorf("queue %s: %w: a crash of the daemon loses the messages it has taken but not handled", r.q.Name(), err))
-	}
-	d, err := r.q.Receive(false)
-	return d, false, err
+func (in *Inbound) settle(r *route) {
+	r.rx.Settle()
+	r.waiting.Store(int32(r.rx.Pending()))
 }
 
 // DeadLetters counts messages this inbound sent to the dead-letter queue.
@@ -315,61 +292,54 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 	if r.gone {
 		return false
 	}
-	if r.task != "" {
-		in.settle(name, r)
-		if r.peeked.Len() > 0 {
+	var d transit.Delivery
+	var err error
+	if r.rx != nil {
+		d, err = r.rx.Next()
+		r.waiting.Store(int32(r.rx.Pending()))
+		if r.rx.Pending() > 0 {
 			throttled[name] = true // look again soon, to settle the rest
 		}
-		depth, ok := in.h.Depth(r.task)
-		if !ok {
-			return false
-		}
-		if depth >= HighWater {
+		switch {
+		case errors.Is(err, ErrHighWater):
 			throttled[name] = true
 			return false
+		case errors.Is(err, ErrNoSuchQueue):
+			return false
+		case errors.Is(err, transit.ErrEmpty) && in.h.catchingUp(r.task):
+			in.dead.Add(uint64(d.Dead))
+			in.catchUp(r)
+			return false
+		}
+	} else {
+		d, err = r.q.Receive(false)
+		for _, m := range d.Msgs {
+			r.handler(m)
 		}
 	}
-	d, peeked, err := in.take(r)
-	if errors.Is(err, transit.ErrEmpty) && r.task != "" && in.h.catchingUp(r.task) {
-		// Drained once: with the task's senders held, take what arrived
-		// meanwhile, then let them deliver directly.
-		in.h.finishCatchUp(r.task, func() {
-			in.settle(name, r) // a sender may be waiting for room
-			for {
-				d, peeked, err := in.take(r)
-				in.dead.Add(uint64(d.Dead))
-				in.deliver(name, r, d, peeked && err == nil)
-				if err != nil || len(d.Msgs)+d.Dead == 0 && !d.Wake && d.Ring == "" {
-					return
-				}
-			}
-		})
-	}
-	if d.Dead > 0 {
-		in.dead.Add(uint64(d.Dead))
-	}
+	in.dead.Add(uint64(d.Dead))
 	if err != nil && !errors.Is(err, transit.ErrEmpty) {
 		in.onError(fmt.Errorf("queue %s: %w", name, err))
 	}
 	if d.Ring != "" {
 		in.onError(fmt.Errorf("queue %s: a doorbell ring arrived on a served queue and was dropped", name))
 	}
-	in.deliver(name, r, d, peeked && err == nil)
 	return err == nil && (len(d.Msgs) > 0 || d.Dead > 0 || d.Ring != "" || d.Wake)
 }
 
-// deliver hands d over; a peeked d is recorded to be settled once the
-// task has handled it.
-func (in *Inbound) deliver(name string, r *route, d transit.Delivery, peeked bool) {
-	for _, m := range d.Msgs {
-		if r.handler != nil {
-			r.handler(m)
-		} else if err := in.h.DeliverLocal(r.task, m); err != nil {
-			in.onError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", name, err))
+// catchUp ends the catch-up of r's task once its queue was drained once:
+// with the task's senders held, take what arrived meanwhile (regardless of
+// HighWater: the senders wait), then let them deliver directly.
+func (in *Inbound) catchUp(r *route) {
+	in.h.finishCatchUp(r.task, func() {
+		in.settle(r) // a sender may be waiting for room
+		for {
+			d, err := r.rx.take()
+			in.dead.Add(uint64(d.Dead))
+			if err != nil || len(d.Msgs)+d.Dead == 0 && !d.Wake && d.Ring == "" {
+				break
+			}
 		}
-	}
-	if peeked {
-		r.peeked.Add(in.h, r.task, d)
-		r.waiting.Store(int32(r.peeked.Len()))
-	}
+		r.waiting.Store(int32(r.rx.Pending()))
+	})
 }

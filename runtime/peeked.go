@@ -8,9 +8,8 @@ import (
 
 // Peeked are the deliveries a receiver peeked from a task's queue and
 // handed to the task, oldest first. Each stays in the queue until the task
-// has handled it, so that a crash loses nothing (at least once). The
-// daemon's Inbound and an external process each keep one per task queue;
-// it is not safe for concurrent use.
+// has handled it, so that a crash loses nothing (at least once). Each
+// Receiver keeps one; it is not safe for concurrent use.
 type Peeked struct {
 	list []peeked
 }

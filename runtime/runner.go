@@ -42,6 +42,8 @@ type runner struct {
 	done     chan struct{}
 
 	intervals map[string]time.Duration
+	// noTimers: see TaskSpec.NoTimers.
+	noTimers  bool
 	state     map[string]any
 	store     *statestore.Store
 	savedJSON []byte
@@ -73,7 +75,7 @@ type runner struct {
 func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
 	r = &runner{
 		h: h, name: spec.Name, kind: spec.Kind, started: time.Now(),
-		mbox: newMailbox(), done: make(chan struct{}),
+		mbox: newMailbox(), done: make(chan struct{}), noTimers: spec.NoTimers,
 		timers: map[string]*recurTimer{}, state: map[string]any{},
 	}
 	if err := r.safely("factory", func() error { r.task = spec.New(); return nil }); err != nil {
@@ -495,7 +497,12 @@ func (r *runner) Recur(name string, every time.Duration, work func(Context)) {
 		if old := r.timers[name]; old != nil {
 			old.stop()
 		}
-		t := r.newTimer(name, every, work)
+		var t *recurTimer
+		if r.noTimers {
+			t = idleTimer(r, name, every, work) // see TaskSpec.NoTimers
+		} else {
+			t = r.newTimer(name, every, work)
+		}
 		r.timers[name] = t
 		return t
 	})

@@ -32,6 +32,12 @@ func (r *runner) newTimer(name string, every time.Duration, work func(Context)) 
 	return rt
 }
 
+// idleTimer is a timer that is registered but never fires (it was never
+// started): see TaskSpec.NoTimers.
+func idleTimer(r *runner, name string, every time.Duration, work func(Context)) *recurTimer {
+	return &recurTimer{name: name, work: work, r: r, every: every, stopped: true}
+}
+
 func (rt *recurTimer) fire() {
 	rt.mu.Lock()
 	if rt.stopped {
@@ -56,6 +62,10 @@ func (rt *recurTimer) fire() {
 func (rt *recurTimer) setEvery(every time.Duration) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
+	if rt.t == nil { // idle: only Status sees the period
+		rt.every = every
+		return
+	}
 	if rt.stopped || rt.every == every {
 		return
 	}
@@ -67,7 +77,9 @@ func (rt *recurTimer) setEvery(every time.Duration) {
 func (rt *recurTimer) stop() {
 	rt.mu.Lock()
 	rt.stopped = true
-	rt.t.Stop()
+	if rt.t != nil { // an idle timer was never started
+		rt.t.Stop()
+	}
 	rt.mu.Unlock()
 }
 

@@ -149,9 +149,9 @@ func (d *daemon) status() map[string]any {
 		if obs != nil && !obs.External {
 			t["where"] = "internal"
 		}
-		if p, ok := d.tasks.ext.lookup(name); ok && obs != nil && obs.External {
+		if p, ok := d.tasks.ext.sup.Lookup(name); ok && obs != nil && obs.External {
 			t["where"], t["pid"] = "external", float64(p.Pid)
-			t["uptime_s"] = now.Sub(p.started).Seconds()
+			t["uptime_s"] = now.Sub(p.Started).Seconds()
 			isRunning = p.Alive()
 		}
 		if wanted {

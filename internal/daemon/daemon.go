@@ -111,7 +111,7 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 		return nil, 1, err
 	}
 	d.tasks = newHosting(o, host, in, tr, resolve)
-	if err := in.ServeFunc(control.OOBQueue(o.controlQueue), d.mon.oobHandler(d.tasks.ext)); err != nil {
+	if err := in.ServeFunc(control.OOBQueue(o.controlQueue), d.mon.oobHandler(d.tasks.ext.sup)); err != nil {
 		return nil, 1, err
 	}
 	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
@@ -124,7 +124,6 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 		reconcile.Loggers{Log: d.ch.Log, Error: d.ch.Error, Alert: d.ch.Alert},
 		reconcile.HoldFile(filepath.Join(o.stateDir, "held.json")), reconcile.Timing{})
 	for _, obs := range d.tasks.adopt() {
-		d.ch.Log.Info("adopted a running external task", "task", obs.Name)
 		d.ctl.Adopt(obs)
 	}
 	d.apply(cfg, reconcile.Watched)
@@ -201,7 +200,7 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 	go func() { d.watcher.Run(ctx); close(watchDone) }()
 	d.tasks.in.Start()
 	// Externals this daemon started are reaped by it, and their exits
-	// reach it at once (exited); the poll is for adopted ones.
+	// reach it at once (Events); the poll is for adopted ones.
 	poll := time.NewTicker(externalPoll)
 	defer poll.Stop()
 	sampler := time.NewTicker(d.mon.every)
@@ -231,9 +230,10 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 			d.ctl.Stopped(r.task, r.err)
 			d.tasks.pushBundles()
 		case <-poll.C:
-			d.checkExternals()
-		case <-d.tasks.ext.exited:
-			d.checkExternals()
+			d.tasks.ext.sup.Poll()
+		case ev := <-d.tasks.ext.sup.Events():
+			d.tasks.exited(ev, d.ctl)
+			d.tasks.pushBundles()
 		case <-sampler.C:
 			d.sample()
 			if d.mon.every != d.mon.sampledEvery {
@@ -256,15 +256,6 @@ func (d *daemon) rearm(t *time.Timer) {
 	}
 	if next := d.ctl.NextWake(); !next.IsZero() {
 		t.Reset(max(0, time.Until(next)))
-	}
-}
-
-// checkExternals reports the external processes that died unasked to the
-// controller, which restarts them with backoff (or holds a crash loop).
-func (d *daemon) checkExternals() {
-	for _, x := range d.tasks.ext.dead() {
-		d.ch.Log.Info("external process exited unexpectedly", "task", x.task, "pid", x.pid)
-		d.ctl.Exited(x.task, fmt.Errorf("external process %d exited", x.pid))
 	}
 }
 
@@ -303,7 +294,7 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 				d.tasks.Stop(o, false)
 			}
 		}
-	} else if n := d.tasks.ext.count(); n > 0 {
+	} else if n := len(d.tasks.ext.running); n > 0 {
 		d.ch.Log.Info("external tasks keep running", "count", n)
 	}
 	for d.tasks.inflight > 0 {
@@ -313,6 +304,8 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 			if r.err != nil {
 				d.ch.Error.Error("stopping a task", "task", r.task, "error", r.err)
 			}
+		case ev := <-d.tasks.ext.sup.Events():
+			d.tasks.exited(ev, d.ctl)
 		case s := <-sig:
 			d.ch.Error.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
 			return 130

@@ -8,6 +8,7 @@ import (
 
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/runtime/external"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -38,8 +39,9 @@ type stopResult struct {
 
 func newHosting(o *daemonOptions, host *runtime.Host, in *runtime.Inbound, tr *transit.Transit,
 	resolve func(string) (string, runtime.Factory, error)) *hosting {
-	return &hosting{host: host, in: in, tr: tr, resolve: resolve, ext: newExternals(o, tr, host.Channels()),
-		stopped: make(chan stopResult, 16)}
+	h := &hosting{host: host, in: in, tr: tr, resolve: resolve, stopped: make(chan stopResult, 16)}
+	h.ext = newExternals(o, h)
+	return h
 }
 
 var _ reconcile.Target = (*hosting)(nil)
@@ -57,6 +59,12 @@ func (h *hosting) pushBundles() { h.ext.pushBundles() }
 
 // adopt takes over the externals a previous daemon left running.
 func (h *hosting) adopt() []reconcile.Observed { return h.ext.adopt() }
+
+// Why an external is stopped, as its Exited event says.
+const (
+	stopAsked    external.StopReason = "reconcile"
+	stopFailsafe external.StopReason = "failsafe"
+)
 
 // seconds turns the config's seconds into a duration.
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
@@ -112,6 +120,35 @@ func (h *hosting) Start(specs []schema.TaskSpec) []error {
 	return errs
 }
 
+// externalStopWait is how long an external may take to drain and save
+// after SIGTERM (its own shutdown bound, its save grace, and a margin)
+// before it is killed.
+const externalStopWait = ShutdownTimeout + runtime.SaveGrace + 5*time.Second
+
+// exited turns the end of an external process into the controller's
+// input: the end of a Stop, or a crash.
+func (h *hosting) exited(ev external.Exited, ctl *reconcile.Controller) {
+	h.ext.exited(ev.Task)
+	if !ev.Requested {
+		h.host.Channels().Log.Info("external process exited unexpectedly", "task", ev.Task, "pid", ev.Process.Pid, "status", fmt.Sprint(ev.Err))
+		err := ev.Err
+		if err == nil {
+			err = fmt.Errorf("process %d is gone", ev.Process.Pid)
+		}
+		ctl.Exited(ev.Task, err)
+		return
+	}
+	h.inflight--
+	if spec, ok := ctl.Desired().Tasks[ev.Task]; !ok || !spec.External {
+		h.ext.sup.Forget(ev.Task) // a later process of it gets a new token
+	}
+	var err error
+	if ev.Killed && ev.Reason != stopFailsafe {
+		err = fmt.Errorf("external process %d did not exit within %v of SIGTERM: killed with its process group", ev.Process.Pid, externalStopWait)
+	}
+	ctl.Stopped(ev.Task, err)
+}
+
 // Reconfigure hands a running task its changed spec.
 func (h *hosting) Reconfigure(t schema.TaskSpec) error {
 	if t.External {
@@ -128,11 +165,14 @@ func (h *hosting) Reconfigure(t schema.TaskSpec) error {
 func (h *hosting) Stop(o reconcile.Observed, failsafe bool) {
 	h.inflight++
 	if o.External {
-		grace := externalStopWait
+		grace, why := externalStopWait, stopAsked
 		if failsafe {
-			grace = h.failsafeGrace
+			grace, why = h.failsafeGrace, stopFailsafe
 		}
-		h.ext.stop(o.Name, grace, func(err error) { h.stopped <- stopResult{o.Name, err} })
+		// Its end comes as an Exited event of the supervisor.
+		if !h.ext.sup.Stop(o.Name, grace, why) {
+			go func() { h.stopped <- stopResult{o.Name, nil} }() // already gone
+		}
 		return
 	}
 	if err := h.in.Unserve(o.Name); err != nil {

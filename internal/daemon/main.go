@@ -15,6 +15,7 @@ import (
 	"github.com/multimodule/multimodule/internal/control"
 
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/runtime/external"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -102,7 +103,11 @@ func Run(k Kinds, args []string, sig <-chan os.Signal, stdout, stderr io.Writer)
 		return 2
 	}
 	if o.task != "" {
-		return runExternal(k, o, level, sig, stdout, stderr)
+		namespaces := strings.Split(o.namespaces, ",")
+		return external.RunProcess(external.ProcessOptions{Task: o.task, StateDir: o.stateDir, TransitDir: o.transitDir,
+			OOB: o.oob, ControlQueue: o.controlQueue, Level: level, ShutdownTimeout: ShutdownTimeout,
+			Resolve: func(kind string) (string, runtime.Factory, error) { return k.Registry.Resolve(kind, namespaces) },
+		}, sig, stdout, stderr)
 	}
 	d, code, err := newDaemon(k, o, level, stdout, stderr)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
+	"github.com/multimodule/multimodule/runtime/external"
 
 	"github.com/multimodule/multimodule/monitor"
 	"github.com/multimodule/multimodule/runtime"
@@ -146,8 +147,8 @@ func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor
 		r := monitor.Reading{Task: name, Where: monitor.Internal, Pid: os.Getpid(), Started: running[name].Started,
 			Running: true, Held: held, Restarts: st.Restarts,
 			Limits: m.tracker.Limits(m.config.Daemon.Limits, m.config.Tasks[name].Limits)}
-		if p, ok := d.tasks.ext.lookup(name); st.Running.External && ok {
-			r.Where, r.Pid, r.Started = monitor.External, p.Pid, p.started
+		if p, ok := d.tasks.ext.sup.Lookup(name); st.Running.External && ok {
+			r.Where, r.Pid, r.Started = monitor.External, p.Pid, p.Started
 			if ps, err := m.procs.Sample(p.Pid); err == nil { // else it exited; checkExternals deals with that
 				r.Proc = &ps
 			}
@@ -203,14 +204,14 @@ func (t *refusals) refuse(log *slog.Logger, why, from string) {
 // record, which goes out on the daemon's own channel of that name,
 // marked with the signed from_task. Anything not signed with the task's
 // token is refused.
-func (mon *monitoring) oobHandler(ext *externals) func(runtime.Message) {
-	return func(m runtime.Message) { mon.handleOOB(ext, m) }
+func (mon *monitoring) oobHandler(sup *external.Supervisor) func(runtime.Message) {
+	return func(m runtime.Message) { mon.handleOOB(sup, m) }
 }
 
-func (mon *monitoring) handleOOB(ext *externals, m runtime.Message) {
+func (mon *monitoring) handleOOB(sup *external.Supervisor, m runtime.Message) {
 	from, _ := m[control.FromKey].(string)
 	token, _ := m[control.TokenKey].(string)
-	if !ext.validToken(from, token) {
+	if !sup.ValidToken(from, token) {
 		mon.refused.refuse(mon.ch.Error, "no known task and token", from)
 		return
 	}

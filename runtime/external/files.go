@@ -1,0 +1,120 @@
+package external
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// PidPath is the file that records task's running process (a Process as
+// JSON: pid, start, hash, kind). Both the daemon and the process itself
+// write it: a daemon that died between starting a process and recording
+// it must still find and adopt it.
+func PidPath(stateDir, task string) string {
+	return filepath.Join(Dir(stateDir), task+".pid")
+}
+
+// LogPath is where the output of task's process is appended.
+func LogPath(stateDir, task string) string {
+	return filepath.Join(Dir(stateDir), task+".log")
+}
+
+// Hash identifies a bundle: the task, every stateless task and the report
+// interval, so that a change to any of them reaches the process.
+func (s Spec) Hash() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%g\x00", s.Task.Hash, s.ReportEvery)
+	for _, t := range s.Stateless {
+		h.Write([]byte(t.Name + "\x00" + t.Hash))
+	}
+	return "x" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// WriteSpec hands task spec.Task.Name's process its spec, atomically,
+// keeping the token of the spec it already has (a running process checks
+// config messages against it), else with a new random one. It returns
+// the spec as written.
+func WriteSpec(stateDir string, spec Spec) (Spec, error) {
+	name := spec.Task.Name
+	if old, err := ReadSpec(stateDir, name); err == nil && old.Token != "" {
+		spec.Token = old.Token
+	} else {
+		var r [16]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return spec, fmt.Errorf("a token for %s: %w", name, err)
+		}
+		spec.Token = hex.EncodeToString(r[:])
+	}
+	if err := os.MkdirAll(Dir(stateDir), 0o700); err != nil {
+		return spec, fmt.Errorf("handing %s its spec: %w", name, err)
+	}
+	if err := writeJSONFile(SpecPath(stateDir, name), spec); err != nil {
+		return spec, fmt.Errorf("handing %s its spec: %w", name, err)
+	}
+	return spec, nil
+}
+
+// writeJSONFile writes v to path atomically, private.
+func writeJSONFile(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// readProcess reads a pid file.
+func readProcess(path string) (Process, error) {
+	var p Process
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &p)
+	}
+	return p, err
+}
+
+// configKey marks a control message carrying a new Spec.
+const configKey = "config"
+
+// ConfigMessage is the message that hands a running process a new spec on
+// its task's queue, in order with the task's messages. The process
+// applies it only if it carries the process's token.
+func ConfigMessage(spec Spec) (runtime.Message, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	m, err := transit.DecodeJSON(b)
+	if err != nil {
+		return nil, err
+	}
+	return runtime.Message{runtime.ControlKey: map[string]any{configKey: m}}, nil
+}
+
+// configOf returns the spec a message carries, if it is a config message.
+func configOf(m runtime.Message) (spec Spec, ok bool, err error) {
+	ctl, isCtl := m[runtime.ControlKey].(map[string]any)
+	if !isCtl {
+		return spec, false, nil
+	}
+	v, isCfg := ctl[configKey]
+	if !isCfg {
+		return spec, false, nil
+	}
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = json.Unmarshal(b, &spec)
+	}
+	return spec, true, err
+}

@@ -1,0 +1,132 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/multimodule/multimodule/transit"
+)
+
+// ErrHighWater is Receiver.Next's answer while the task's mailbox holds
+// HighWater items: its messages stay in the kernel queue until it catches
+// up.
+var ErrHighWater = errors.New("task at its high-water mark")
+
+// ReceiverOptions adapt a Receiver to where it runs.
+type ReceiverOptions struct {
+	// Intercept, if set, sees each message before the task: true means it
+	// took the message (an external process's config messages), which then
+	// counts as handled with the delivery it came in.
+	Intercept func(Message) bool
+	// OnError gets what has no caller: a message not delivered, a handled
+	// one not taken off the queue, a kernel that cannot peek.
+	OnError func(error)
+}
+
+// Receiver moves one queue's messages to one task of a Host, at least
+// once: it peeks at each delivery and leaves it in the queue until the
+// task has handled it (and what it sent meanwhile is on its way), so that
+// a crash of the process loses nothing; the next receiver of the queue
+// handles it again. Where the kernel cannot peek (no MSG_COPY) it takes
+// deliveries off the queue instead, and says so once through OnError.
+//
+// The daemon's Inbound keeps one per served task, an external process one
+// for its task. It is not safe for concurrent use.
+type Receiver struct {
+	h    *Host
+	q    *transit.Queue
+	task string
+	o    ReceiverOptions
+	// noPeek: the kernel refused to peek; deliveries are taken.
+	noPeek bool
+	peeked Peeked
+}
+
+// NewReceiver receives q's messages for h's task.
+func NewReceiver(h *Host, q *transit.Queue, task string, o ReceiverOptions) *Receiver {
+	if o.OnError == nil {
+		o.OnError = func(error) {}
+	}
+	return &Receiver{h: h, q: q, task: task, o: o}
+}
+
+// Queue is the queue it receives from.
+func (r *Receiver) Queue() *transit.Queue { return r.q }
+
+// Pending is how many deliveries were handed to the task and are still in
+// the queue, waiting to be settled.
+func (r *Receiver) Pending() int { return r.peeked.Len() }
+
+// Settle takes off the queue what the task has handled.
+func (r *Receiver) Settle() {
+	if r.peeked.Len() == 0 {
+		return
+	}
+	_, done, ok := r.h.Progress(r.task)
+	if !ok {
+		return
+	}
+	if err := r.peeked.Settle(r.q, done); err != nil {
+		r.o.OnError(fmt.Errorf("queue %s: taking a handled message off: %w", r.q.Name(), err))
+	}
+}
+
+// Next settles, then hands the task the next delivery of the queue and
+// returns it (its Msgs, Dead, Ring and Wake as the queue gave them). It
+// returns ErrHighWater while the task is at HighWater, ErrNoSuchQueue if
+// the task is not on the host, and the queue's errors (transit.ErrEmpty
+// when there is nothing).
+func (r *Receiver) Next() (transit.Delivery, error) {
+	r.Settle()
+	depth, ok := r.h.Depth(r.task)
+	if !ok {
+		return transit.Delivery{}, fmt.Errorf("%w: %q", ErrNoSuchQueue, r.task)
+	}
+	if depth >= HighWater {
+		return transit.Delivery{}, ErrHighWater
+	}
+	return r.take()
+}
+
+// take hands the task the next delivery regardless of HighWater (the
+// Inbound's catch-up, whose senders wait for it).
+func (r *Receiver) take() (transit.Delivery, error) {
+	var d transit.Delivery
+	var err error
+	peeked := !r.noPeek
+	if peeked {
+		d, err = r.q.Peek(r.peeked.Len())
+		if errors.Is(err, transit.ErrNoPeek) {
+			r.noPeek, peeked = true, false
+			r.o.OnError(fmt.Errorf("queue %s: %w: a crash loses the messages taken but not handled", r.q.Name(), err))
+		}
+	}
+	if !peeked {
+		d, err = r.q.Receive(false)
+	}
+	if err != nil {
+		return d, err
+	}
+	for _, m := range d.Msgs {
+		if r.o.Intercept != nil && r.o.Intercept(m) {
+			continue
+		}
+		if err := r.h.DeliverLocal(r.task, m); err != nil {
+			r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), err))
+		}
+	}
+	if peeked { // whatever it held (a wake, a dead letter) is dropped with it
+		r.peeked.Add(r.h, r.task, d)
+	}
+	return d, nil
+}
+
+// Release ends the receiver's hold once the task has stopped: with handled
+// (it finished everything it was handed) the deliveries are taken off the
+// queue; without, they stay there for the next receiver.
+func (r *Receiver) Release(handled bool) error {
+	if err := r.peeked.Release(r.q, handled); err != nil {
+		return fmt.Errorf("queue %s: %w", r.q.Name(), err)
+	}
+	return nil
+}
