@@ -305,7 +305,10 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 				d.ch.Error.Error("stopping a task", "task", r.task, "error", r.err)
 			}
 		case ev := <-d.tasks.ext.sup.Events():
-			d.tasks.exited(ev, d.ctl)
+			// The controller is done: it must not start anything again.
+			if ev.Requested {
+				d.tasks.inflight--
+			}
 		case s := <-sig:
 			d.ch.Error.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
 			return 130

@@ -131,9 +131,9 @@ func (h *hosting) exited(ev external.Exited, ctl *reconcile.Controller) {
 	h.ext.exited(ev.Task)
 	if !ev.Requested {
 		h.host.Channels().Log.Info("external process exited unexpectedly", "task", ev.Task, "pid", ev.Process.Pid, "status", fmt.Sprint(ev.Err))
-		err := ev.Err
-		if err == nil {
-			err = fmt.Errorf("process %d is gone", ev.Process.Pid)
+		err := fmt.Errorf("process %d is gone", ev.Process.Pid)
+		if ev.Err != nil {
+			err = fmt.Errorf("process %d: %w", ev.Process.Pid, ev.Err)
 		}
 		ctl.Exited(ev.Task, err)
 		return
