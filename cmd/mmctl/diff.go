@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/schema"
 )
@@ -63,23 +66,20 @@ func (o *diffOptions) observed() (map[string]reconcile.Observed, map[string]stri
 	if !tr.Served(o.controlQueue) {
 		return observed, held, nil
 	}
-	reply, err := o.request(map[string]any{"type": "status"})
+	reply, err := o.request(control.Op{Type: control.Status})
 	if err != nil {
 		return nil, nil, err
 	}
-	st, _ := reply["status"].(map[string]any)
-	tasks, _ := st["tasks"].([]any)
-	for _, x := range tasks {
-		t, _ := x.(map[string]any)
-		name, _ := t["name"].(string)
-		if hash, ok := t["applied_hash"].(string); ok {
-			kind, _ := t["applied_kind"].(string)
-			ext, _ := t["applied_external"].(bool)
-			observed[name] = reconcile.Observed{Name: name, Kind: kind, Hash: hash, External: ext}
+	if reply.Status == nil {
+		return nil, nil, errors.New("the daemon's status reply has no status")
+	}
+	for _, t := range reply.Status.Tasks {
+		if t.AppliedHash != "" {
+			observed[t.Name] = reconcile.Observed{Name: t.Name, Kind: t.AppliedKind, Hash: t.AppliedHash,
+				External: t.AppliedExternal != nil && *t.AppliedExternal}
 		}
-		if t["status"] == "held" {
-			reason, _ := t["last_error"].(string)
-			held[name] = "retries exhausted: " + reason
+		if t.Status == "held" {
+			held[t.Name] = control.HoldLabel(t.HeldReason, cmp.Or(t.HoldMessage, t.LastError))
 		}
 	}
 	return observed, held, nil

@@ -6,65 +6,49 @@ import (
 	"sort"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/transit"
 )
 
-// handleControl answers one message of the control queue:
-//
-//	{".multimodule": {"control": [{"type": T, "reply_to": Q, "id": ID, "expires": UNIX}]}}
-//
-// with T one of status, reconcile (dry_run), clear (task), cleanly_exit
-// (exit_externals). Each operation with a reply_to gets
-// {"type": T, "id": ID, "ok": bool, "error"?: ..., ...}. It reports
-// whether the daemon should exit.
+// handleControl answers one message of the control queue (see
+// control.Op). Each operation with a reply_to gets a control.Reply. It
+// reports whether the daemon should exit.
 func (d *daemon) handleControl(m runtime.Message) (exit bool) {
-	ctl, _ := m[runtime.ControlKey].(map[string]any)
-	ops, ok := ctl["control"].([]any)
-	if !ok {
-		d.ch.Error.Error("control queue: not a control message (want {\".multimodule\": {\"control\": [...]}})", "message", m)
+	ops, err := control.Ops(m)
+	if err != nil {
+		d.ch.Error.Error("control queue: not a control message", "error", err, "message", m)
 		return false
 	}
 	for _, x := range ops {
-		op, _ := x.(map[string]any)
-		replyTo, _ := op["reply_to"].(string)
-		typ, _ := op["type"].(string)
-		reply := map[string]any{"type": typ, "ok": true}
-		if id, ok := op["id"]; ok {
-			reply["id"] = id
-		}
-		// A request must say until when it stands: one left in the queue
-		// while no daemon ran must never act on a daemon started later.
-		exp, ok := op["expires"].(float64)
-		if !ok {
-			d.reply(replyTo, map[string]any{"type": typ, "id": reply["id"], "ok": false,
-				"error": "a control request needs expires (unix seconds): refused"})
+		op, err := control.DecodeOp(x)
+		reply := control.Reply{Type: op.Type, ID: op.ID, OK: true}
+		if err != nil {
+			reply.OK, reply.Error = false, err.Error()+": refused"
+			d.reply(op.ReplyTo, reply)
 			continue
 		}
-		if float64(time.Now().UnixMicro())/1e6 > exp {
-			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", op)
+		if float64(time.Now().UnixMicro())/1e6 > op.Expires {
+			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", x)
 			continue
 		}
-		var err error
-		switch typ {
-		case "status":
-			reply["status"] = d.status()
-		case "reconcile":
-			reply["results"], err = d.reconcileNow(op["dry_run"] == true)
-		case "clear":
-			err = d.clear(op)
-		case "cleanly_exit":
-			d.exitExternals, _ = op["exit_externals"].(bool)
+		switch op.Type {
+		case control.Status:
+			st := d.status()
+			reply.Status = &st
+		case control.Reconcile:
+			reply.Results, err = d.reconcileNow(op.DryRun)
+		case control.Clear:
+			err = d.clear(op.Task)
+		case control.CleanlyExit:
+			d.exitExternals = op.ExitExternals
 			exit = true
-		default:
-			err = fmt.Errorf("unknown control type %q (want status, reconcile, clear, cleanly_exit)", typ)
 		}
 		if err != nil {
-			reply["ok"] = false
-			reply["error"] = err.Error()
+			reply.OK, reply.Error = false, err.Error()
 		}
-		d.reply(replyTo, reply)
+		d.reply(op.ReplyTo, reply)
 	}
 	return exit
 }
@@ -72,18 +56,18 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 // reply answers a control request. Replies go only to an existing queue
 // that no daemon serves (a reply must not become a task's input), and
 // wait only briefly for room: the daemon's own work comes first.
-func (d *daemon) reply(to string, msg map[string]any) {
+func (d *daemon) reply(to string, r control.Reply) {
 	if to == "" {
-		if msg["ok"] == false {
-			d.ch.Error.Error("control request failed", "error", msg["error"])
+		if !r.OK {
+			d.ch.Error.Error("control request failed", "error", r.Error)
 		}
 		return
 	}
 	defer d.tr.Forget(to) // reply queues are used once
-	var err error
-	if d.tr.Served(to) || to == d.o.controlQueue+".doorbell" {
+	msg, err := r.Message()
+	if err == nil && (d.tr.Served(to) || to == d.o.controlQueue+".doorbell") {
 		err = fmt.Errorf("reply_to %s is a served queue: refused", to)
-	} else {
+	} else if err == nil {
 		var q *transit.Queue
 		if q, err = d.tr.Lookup(to); err == nil {
 			err = q.SendWithin(msg, 200*time.Millisecond)
@@ -96,8 +80,8 @@ func (d *daemon) reply(to string, msg map[string]any) {
 
 // reconcileNow reloads the config dir and applies it (or, dry, says what
 // applying it would do). Removals are applied at once: an operator asked.
-func (d *daemon) reconcileNow(dry bool) ([]any, error) {
-	out := []any{}
+func (d *daemon) reconcileNow(dry bool) ([]control.ActionResult, error) {
+	var out []control.ActionResult
 	if dry {
 		cfg, err := d.load()
 		if err != nil {
@@ -108,7 +92,7 @@ func (d *daemon) reconcileNow(dry bool) ([]any, error) {
 		_, shown, _ := d.plan(false)
 		d.desired = saved
 		for _, a := range shown {
-			out = append(out, map[string]any{"task": a.Task(), "action": a.String()})
+			out = append(out, control.ActionResult{Task: a.Task(), Action: a.String()})
 		}
 		return out, nil
 	}
@@ -122,9 +106,9 @@ func (d *daemon) reconcileNow(dry bool) ([]any, error) {
 		results = append(results, d.reconcile(false)...)
 	}
 	for _, r := range results {
-		e := map[string]any{"task": r.Action.Task(), "action": r.Action.String()}
+		e := control.ActionResult{Task: r.Action.Task(), Action: r.Action.String()}
 		if r.Err != nil {
-			e["error"] = r.Err.Error()
+			e.Error = r.Err.Error()
 		}
 		out = append(out, e)
 	}
@@ -132,8 +116,7 @@ func (d *daemon) reconcileNow(dry bool) ([]any, error) {
 }
 
 // clear gives a held task another chance.
-func (d *daemon) clear(op map[string]any) error {
-	task, _ := op["task"].(string)
+func (d *daemon) clear(task string) error {
 	st := d.tasks[task]
 	if st == nil {
 		return fmt.Errorf("no task %q", task)
@@ -149,24 +132,21 @@ func (d *daemon) clear(op map[string]any) error {
 }
 
 // condition is one of a task's conditions, as Kubernetes reports them.
-func condition(typ string, status bool, reason, message string) map[string]any {
+func condition(typ string, status bool, reason, message string) control.Condition {
 	s := "False"
 	if status {
 		s = "True"
 	}
-	c := map[string]any{"type": typ, "status": s}
-	if reason != "" {
-		c["reason"] = reason
-	}
-	if message != "" {
-		c["message"] = message
-	}
-	return c
+	return control.Condition{Type: typ, Status: s, Reason: reason, Message: message}
 }
+
+// ptr is v's address, for the status fields that are left out when they
+// do not apply.
+func ptr[T any](v T) *T { return &v }
 
 // status is what `mmctl status` shows: every task that runs or is
 // wanted, with its conditions.
-func (d *daemon) status() map[string]any {
+func (d *daemon) status() control.StatusReply {
 	now := time.Now()
 	running := map[string]runtime.TaskStatus{}
 	for _, s := range d.host.Status() {
@@ -185,111 +165,107 @@ func (d *daemon) status() map[string]any {
 	}
 	sort.Strings(sorted)
 
-	tasks := []any{}
+	tasks := []control.TaskStatus{}
 	for _, name := range sorted {
 		spec, wanted := d.desired.Tasks[name]
 		s, isRunning := running[name]
 		obs, observed := d.observed[name]
 		st := d.tasks[name]
-		t := map[string]any{"name": name, "where": "internal"}
+		t := control.TaskStatus{Name: name, Where: "internal"}
 		if wanted && spec.External {
-			t["where"] = "external"
+			t.Where = "external"
 		}
 		if observed && !obs.External {
-			t["where"] = "internal"
+			t.Where = "internal"
 		}
 		p := d.externals[name]
 		if p != nil && observed && obs.External {
-			t["where"], t["pid"] = "external", float64(p.Pid)
-			t["uptime_s"] = now.Sub(p.started).Seconds()
+			t.Where, t.Pid = "external", p.Pid
+			t.UptimeS = now.Sub(p.started).Seconds()
 			isRunning = p.alive()
 		}
 		if wanted {
-			t["spec_kind"], t["spec_hash"], t["external"], t["disabled"] = spec.Kind, spec.Hash, spec.External, spec.Disabled
+			t.SpecKind, t.SpecHash, t.External, t.Disabled = spec.Kind, spec.Hash, ptr(spec.External), ptr(spec.Disabled)
 		}
 		if observed {
-			t["applied_hash"], t["applied_kind"], t["applied_external"] = obs.Hash, obs.Kind, obs.External
+			t.AppliedHash, t.AppliedKind, t.AppliedExternal = obs.Hash, obs.Kind, ptr(obs.External)
 		}
 		if st != nil {
-			t["generation"], t["observed_generation"] = float64(st.generation), float64(st.observedGeneration)
-			t["failures_in_a_row"] = float64(st.failures)
-			if st.lastErr != "" {
-				t["last_error"] = st.lastErr
-			}
+			t.Generation, t.ObservedGeneration = ptr(st.generation), ptr(st.observedGeneration)
+			t.FailuresInARow = ptr(st.failures)
+			t.LastError = st.lastErr
 		}
 		upToDate := isRunning && observed && wanted && obs.Hash == spec.Hash
 		held := st != nil && st.held
 		switch {
 		case held:
-			t["status"] = "held"
+			t.Status = "held"
+			t.HeldReason, t.HoldMessage = st.holdWhy, st.lastErr
 		case isRunning && p != nil && (p.failsafed || p.stopping):
-			t["status"] = "stopping"
+			t.Status = "stopping"
 		case isRunning:
-			t["status"] = "running"
+			t.Status = "running"
 		case wanted && spec.Disabled:
-			t["status"] = "disabled"
+			t.Status = "disabled"
 		default:
-			t["status"] = "stopped"
+			t.Status = "stopped"
 		}
-		var conds []any
 		switch {
 		case wanted && spec.Disabled && !isRunning:
-			conds = append(conds, condition("Ready", true, "Disabled", "stopped as the config says; state kept"))
+			t.Conditions = append(t.Conditions, condition("Ready", true, "Disabled", "stopped as the config says; state kept"))
 		case upToDate:
-			conds = append(conds, condition("Ready", true, "Applied", ""))
+			t.Conditions = append(t.Conditions, condition("Ready", true, "Applied", ""))
 		default:
-			conds = append(conds, condition("Ready", false, "", ""))
+			t.Conditions = append(t.Conditions, condition("Ready", false, "", ""))
 		}
 		pending := wanted && !spec.Disabled && !upToDate || !wanted && isRunning
 		switch {
 		case held:
-			conds = append(conds, condition("Reconciling", false, "", ""),
+			t.Conditions = append(t.Conditions, condition("Reconciling", false, "", ""),
 				condition("Stalled", true, st.holdWhy, st.lastErr))
 		case pending && st != nil && st.lastErr != "":
-			conds = append(conds, condition("Reconciling", true, "Retrying",
+			t.Conditions = append(t.Conditions, condition("Reconciling", true, "Retrying",
 				fmt.Sprintf("attempt %d failed: %s; next at %s", st.failures, st.lastErr, st.nextTry.Format(time.RFC3339))),
 				condition("Stalled", false, "", ""))
 		default:
-			conds = append(conds, condition("Reconciling", pending, "", ""), condition("Stalled", false, "", ""))
+			t.Conditions = append(t.Conditions, condition("Reconciling", pending, "", ""), condition("Stalled", false, "", ""))
 		}
-		t["conditions"] = conds
-		if isRunning && t["where"] == "internal" {
-			t["kind"], t["pid"], t["stateful"] = s.Kind, float64(os.Getpid()), s.Stateful
-			t["uptime_s"] = now.Sub(s.Started).Seconds()
-			t["messages_in"], t["messages_out"] = float64(s.MessagesIn), float64(s.MessagesOut)
-			t["failures"], t["send_failures"] = float64(s.Failures), float64(s.SendFailures)
-			t["mailbox_depth"], t["busy_s"] = float64(s.Depth), s.Busy.Seconds()
-			t["state_generation"] = float64(s.StateGeneration)
+		if isRunning && t.Where == "internal" {
+			t.Kind, t.Pid, t.Stateful = s.Kind, os.Getpid(), ptr(s.Stateful)
+			t.UptimeS = now.Sub(s.Started).Seconds()
+			t.MessagesIn, t.MessagesOut = ptr(s.MessagesIn), ptr(s.MessagesOut)
+			t.Failures, t.SendFailures = ptr(s.Failures), ptr(s.SendFailures)
+			t.MailboxDepth, t.BusyS = ptr(s.Depth), ptr(s.Busy.Seconds())
+			t.StateGeneration = ptr(s.StateGeneration)
 		}
 		if w := d.mon.tasks[name]; w != nil && isRunning {
-			t["metrics"], t["levels"] = w.status()
-			if t["where"] == "external" && !w.last.at.IsZero() { // as its process last reported
-				t["messages_in"], t["messages_out"] = float64(w.last.in), float64(w.last.out)
-				t["failures"], t["mailbox_depth"] = float64(w.last.failures), float64(w.last.depth)
+			t.Metrics, t.Levels = w.status()
+			if t.Where == "external" && !w.last.at.IsZero() { // as its process last reported
+				t.MessagesIn, t.MessagesOut = ptr(w.last.in), ptr(w.last.out)
+				t.Failures, t.MailboxDepth = ptr(w.last.failures), ptr(w.last.depth)
 			}
 		}
 		if isRunning {
 			if q, err := d.tr.Lookup(name); err == nil {
 				if qs, err := q.Stats(); err == nil {
-					t["queue"] = map[string]any{"messages": float64(qs.Messages), "bytes": float64(qs.Bytes),
-						"capacity": float64(qs.Capacity), "fill": qs.Fill}
+					t.Queue = &control.QueueStatus{Messages: qs.Messages, Bytes: qs.Bytes, Capacity: qs.Capacity, Fill: qs.Fill}
 				}
 			}
 		}
 		tasks = append(tasks, t)
 	}
 	metrics, levels := d.mon.self.status()
-	return map[string]any{
-		"daemon": map[string]any{
-			"pid": float64(os.Getpid()), "started": d.started.UTC().Format(time.RFC3339),
-			"uptime_s": now.Sub(d.started).Seconds(), "config_dir": d.o.configDir,
-			"config_hash": d.desired.SourceHash, "config_error": d.configErr,
-			"state_dir": d.o.stateDir, "transit_dir": d.tr.Dir(), "control_queue": d.o.controlQueue,
-			"dead_letters": float64(d.in.DeadLetters()),
-			"metrics":      metrics,
-			"levels":       levels,
+	return control.StatusReply{
+		Daemon: control.DaemonStatus{
+			Pid: os.Getpid(), Started: d.started.UTC().Format(time.RFC3339),
+			UptimeS: now.Sub(d.started).Seconds(), ConfigDir: d.o.configDir,
+			ConfigHash: d.desired.SourceHash, ConfigError: d.configErr,
+			StateDir: d.o.stateDir, TransitDir: d.tr.Dir(), ControlQueue: d.o.controlQueue,
+			DeadLetters: d.in.DeadLetters(),
+			Metrics:     metrics,
+			Levels:      levels,
 		},
-		"tasks": tasks,
+		Tasks: tasks,
 	}
 }
 

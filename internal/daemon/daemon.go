@@ -403,11 +403,7 @@ func (d *daemon) plan(deferRemovals bool) (apply []reconcile.Action, shown []rec
 		}
 		if st := d.tasks[name]; st != nil {
 			if st.held {
-				reason := "retries exhausted: " + st.lastErr
-				if st.holdWhy == holdFailsafe {
-					reason = st.lastErr
-				}
-				shown = append(shown, reconcile.Held{Name: name, Reason: reason})
+				shown = append(shown, reconcile.Held{Name: name, Reason: control.HoldLabel(st.holdWhy, st.lastErr)})
 				continue
 			}
 			if now.Before(st.nextTry) {

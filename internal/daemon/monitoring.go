@@ -472,8 +472,8 @@ func (w *taskWatch) snap(name string) taskSnap {
 
 // status is the task's latest values and its levels other than ok, for
 // mmctl status.
-func (w *taskWatch) status() (metrics, levels map[string]any) {
-	metrics, levels = map[string]any{}, map[string]any{}
+func (w *taskWatch) status() (metrics map[string]float64, levels map[string]string) {
+	metrics, levels = map[string]float64{}, map[string]string{}
 	for k, v := range w.values {
 		metrics[k] = v
 	}
