@@ -39,6 +39,7 @@ type daemon struct {
 	namespaces []string
 	schema     *schema.Schema
 	lock       *statestore.DirLock
+	queueLock  *control.QueueLock // this daemon alone serves its control queue
 	tr         *transit.Transit
 	host       *runtime.Host
 	in         *runtime.Inbound
@@ -125,10 +126,14 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 		if d.stopMetrics != nil {
 			d.stopMetrics()
 		}
+		d.queueLock.Unlock()
 		d.lock.Unlock()
 		return nil, code, err
 	}
 	if d.tr, err = transit.Open(transit.Options{Dir: o.transitDir}); err != nil {
+		return fail(1, err)
+	}
+	if d.queueLock, err = control.LockQueue(d.tr.Dir(), o.controlQueue, o.stateDir); err != nil {
 		return fail(1, err)
 	}
 	d.host, err = runtime.NewHost(runtime.Options{
@@ -264,6 +269,7 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	d.ch.Log.Info("shutting down", "reason", reason)
 	close(d.closing)
 	defer d.lock.Unlock()
+	defer d.queueLock.Unlock()
 	defer d.host.Close()
 	if d.stopMetrics != nil {
 		defer d.stopMetrics() // before the channels it logs to close
