@@ -57,13 +57,12 @@ func (o *diffOptions) run() error {
 // observed asks the daemon what runs. Without a daemon serving the control
 // queue, nothing runs.
 func (o *diffOptions) observed() (map[string]reconcile.Observed, map[string]string, error) {
-	observed := map[string]reconcile.Observed{}
-	held := map[string]string{}
 	tr, err := o.transit()
 	if err != nil {
 		return nil, nil, err
 	}
 	if !tr.Served(o.controlQueue) {
+		observed, held := observedFrom(nil)
 		return observed, held, nil
 	}
 	reply, err := o.request(control.Op{Type: control.Status})
@@ -73,14 +72,23 @@ func (o *diffOptions) observed() (map[string]reconcile.Observed, map[string]stri
 	if reply.Status == nil {
 		return nil, nil, errors.New("the daemon's status reply has no status")
 	}
-	for _, t := range reply.Status.Tasks {
+	observed, held := observedFrom(reply.Status.Tasks)
+	return observed, held, nil
+}
+
+// observedFrom is what runs, as the daemon's status says, and why each
+// held task is held, as the daemon's own plan labels it.
+func observedFrom(tasks []control.TaskStatus) (observed map[string]reconcile.Observed, held map[string]string) {
+	observed, held = map[string]reconcile.Observed{}, map[string]string{}
+	for _, t := range tasks {
 		if t.AppliedHash != "" {
 			observed[t.Name] = reconcile.Observed{Name: t.Name, Kind: t.AppliedKind, Hash: t.AppliedHash,
 				External: t.AppliedExternal != nil && *t.AppliedExternal}
 		}
 		if t.Status == "held" {
+			// A daemon without hold_message said it in last_error.
 			held[t.Name] = control.HoldLabel(t.HeldReason, cmp.Or(t.HoldMessage, t.LastError))
 		}
 	}
-	return observed, held, nil
+	return observed, held
 }

@@ -60,7 +60,11 @@ func LockQueue(transitDir, queue, stateDir string) (*QueueLock, error) {
 	if err != nil {
 		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("control queue %s in %s %w: %s", queue, transitDir, ErrQueueServed, holder(path))
+			where := transitDir
+			if abs, err := filepath.Abs(transitDir); err == nil {
+				where = abs
+			}
+			return nil, fmt.Errorf("control queue %s in %s %w: %s", queue, where, ErrQueueServed, holder(path))
 		}
 		return nil, fmt.Errorf("control queue lock %s: %w", path, err)
 	}
