@@ -2,6 +2,9 @@
 GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 STATE_DIR   ?= ./state
+# `make run` has a transit dir (and so control queue) of its own: two
+# checkouts running it side by side never meet.
+TRANSIT_DIR ?= ./.transit
 BENCHTIME   ?= 4000000x
 FUZZTIME    ?= 10s
 # Every input the daemon takes from outside: config files, messages,
@@ -20,7 +23,7 @@ build:
 # The seed example: Example1 -> Router -> Example2, state in $(STATE_DIR).
 # Ctrl-C stops it in order; run it again and the count goes on.
 run: build
-	./bin/counter -c examples/counter/config -s $(STATE_DIR) -p examples
+	./bin/counter -c examples/counter/config -s $(STATE_DIR) -T $(TRANSIT_DIR) -p examples
 
 test: vet
 	$(GO) test -race -count=1 ./...
@@ -63,4 +66,4 @@ tidy:
 	cd bench/peers && $(GO) mod tidy
 
 clean:
-	rm -rf bin
+	rm -rf bin $(TRANSIT_DIR)

@@ -78,25 +78,26 @@ func killByStateDir(state string) {
 	}
 }
 
-func (e *extEnv) status() map[string]any {
+func (e *extEnv) status() *control.StatusReply {
 	e.t.Helper()
-	var reply map[string]any
+	var reply control.Reply
 	testenv.WaitFor(e.t, 10*time.Second, "the daemon's status", func() bool {
 		e.drain() // keep Seen from filling up while we wait
 		var err error
-		reply, err = control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "status"}, time.Second)
-		return err == nil
+		reply, err = control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.Status}, time.Second)
+		return err == nil && reply.Status != nil
 	})
-	return reply["status"].(map[string]any)
+	return reply.Status
 }
 
-func (e *extEnv) task(name string) map[string]any {
-	for _, x := range e.status()["tasks"].([]any) {
-		if m := x.(map[string]any); m["name"] == name {
-			return m
+// task is the named task's status (Name "" when the daemon has none).
+func (e *extEnv) task(name string) control.TaskStatus {
+	for _, tk := range e.status().Tasks {
+		if tk.Name == name {
+			return tk
 		}
 	}
-	return nil
+	return control.TaskStatus{}
 }
 
 func (e *extEnv) send(i int) {
@@ -143,7 +144,7 @@ func TestExternalTaskLifecycle(t *testing.T) {
 	if int(extPid) == d.cmd.Process.Pid {
 		t.Fatal("the external task ran in the daemon's process")
 	}
-	if tk := e.task("Counter"); tk["where"] != "external" || tk["pid"] != extPid {
+	if tk := e.task("Counter"); tk.Where != "external" || tk.Pid != int(extPid) {
 		t.Fatalf("status %v, want external with pid %v", tk, extPid)
 	}
 
@@ -160,8 +161,8 @@ func TestExternalTaskLifecycle(t *testing.T) {
 
 	// A new daemon adopts it: still one process, same pid.
 	d = e.daemon()
-	if tk := e.task("Counter"); tk["pid"] != extPid {
-		t.Fatalf("after a daemon restart the external is %v, want adopted pid %v", tk["pid"], extPid)
+	if tk := e.task("Counter"); tk.Pid != int(extPid) {
+		t.Fatalf("after a daemon restart the external is %v, want adopted pid %v", tk.Pid, extPid)
 	}
 	if n := len(e.externalPids()); n != 1 {
 		t.Fatalf("%d external processes after the daemon restart, want 1", n)
@@ -179,7 +180,7 @@ func TestExternalTaskLifecycle(t *testing.T) {
 	syscall.Kill(int(extPid), syscall.SIGKILL)
 	testenv.WaitFor(t, 10*time.Second, "a new external process", func() bool {
 		tk := e.task("Counter")
-		return tk["pid"] != nil && tk["pid"] != extPid && tk["status"] == "running"
+		return tk.Pid != 0 && tk.Pid != int(extPid) && tk.Status == "running"
 	})
 	e.send(3)
 	e.collect(3)
@@ -191,7 +192,7 @@ func TestExternalTaskLifecycle(t *testing.T) {
 	newPid := int(e.last()["pid"].(float64))
 
 	// cleanly_exit with exit_externals leaves no process behind.
-	if _, err := control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second); err != nil {
+	if _, err := control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.CleanlyExit, ExitExternals: true}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.wait(t); err != nil {
@@ -240,7 +241,7 @@ func TestFlipInternalExternalLosesNothing(t *testing.T) {
 		}
 		testenv.WaitFor(t, 10*time.Second, "Counter "+want, func() bool {
 			tk := e.task("Counter")
-			return tk["where"] == want && tk["status"] == "running" && tk["observed_generation"] == tk["generation"]
+			return tk.Where == want && tk.Status == "running" && generationsMatch(tk)
 		})
 		e.collect(len(e.got) + 10) // traffic flows on the new host
 	}
@@ -264,27 +265,27 @@ func TestCrashLoopEndsHeld(t *testing.T) {
 	t.Parallel()
 	e := newExtEnv(t, `tasks: C: {kind: "Crasher", external: true, config: crash: true, restart: {initial: 0.05, max: 0.1, hold_after: 3}}`+"\n")
 	d := e.daemon()
-	testenv.WaitFor(t, 20*time.Second, "C held", func() bool { return e.task("C")["status"] == "held" })
-	if tk := e.task("C"); !strings.Contains(fmt.Sprint(tk["conditions"]), "RetriesExhausted") {
+	testenv.WaitFor(t, 20*time.Second, "C held", func() bool { return e.task("C").Status == "held" })
+	if tk := e.task("C"); tk.HeldReason != control.HeldRetriesExhausted || !strings.Contains(fmt.Sprint(tk.Conditions), "RetriesExhausted") {
 		t.Fatalf("held task %v", tk)
 	}
 	// mmctl clear gives it another chance: it crashes again (a new process,
 	// named in the new last error) and is held again.
-	before := e.task("C")["last_error"]
-	if _, err := control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "C"}, 5*time.Second); err != nil {
+	before := e.task("C").LastError
+	if _, err := control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.Clear, Task: "C"}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 20*time.Second, "C retried and held again", func() bool {
 		tk := e.task("C")
-		return tk["status"] == "held" && tk["last_error"] != before
+		return tk.Status == "held" && tk.LastError != before
 	})
 	// A config change gives it another chance.
 	os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(`tasks: C: {kind: "Crasher", external: true, config: crash: false}`+"\n"), 0o600)
 	testenv.WaitFor(t, 20*time.Second, "C running", func() bool {
 		tk := e.task("C")
-		return tk["status"] == "running" && tk["where"] == "external"
+		return tk.Status == "running" && tk.Where == "external"
 	})
-	control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.CleanlyExit, ExitExternals: true}, 5*time.Second)
 	d.wait(t)
 }
 
@@ -304,7 +305,7 @@ func TestConfigChangeReachesARunningExternal(t *testing.T) {
 	if e.last()["pid"] != pid {
 		t.Fatal("the external was restarted for a config change: it should be reconfigured in place")
 	}
-	control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.CleanlyExit, ExitExternals: true}, 5*time.Second)
 	d.wait(t)
 }
 
@@ -321,7 +322,7 @@ func TestMovingBackInKeepsEachSendersOrder(t *testing.T) {
 		want := map[bool]string{true: "external", false: "internal"}[ext]
 		testenv.WaitFor(t, 10*time.Second, "Counter "+want, func() bool {
 			tk := e.task("Counter")
-			return tk["where"] == want && tk["observed_generation"] == tk["generation"]
+			return tk.Where == want && generationsMatch(tk)
 		})
 		e.collect(len(e.got) + 200)
 	}
@@ -338,4 +339,9 @@ func TestMovingBackInKeepsEachSendersOrder(t *testing.T) {
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	d.wait(t)
+}
+
+// generationsMatch: the task runs the latest spec it was given.
+func generationsMatch(tk control.TaskStatus) bool {
+	return tk.Generation != nil && tk.ObservedGeneration != nil && *tk.Generation == *tk.ObservedGeneration
 }

@@ -79,24 +79,27 @@ func startGitops(t *testing.T, files map[string]string) *gitopsDaemon {
 	return g
 }
 
-func (g *gitopsDaemon) status(t *testing.T) map[string]any {
+func (g *gitopsDaemon) status(t *testing.T) *control.StatusReply {
 	t.Helper()
-	reply, err := control.Request(g.tr, control.DefaultQueue, map[string]any{"type": "status"}, 5*time.Second)
+	reply, err := control.Request(g.tr, control.DefaultQueue, control.Op{Type: control.Status}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return reply["status"].(map[string]any)
+	if reply.Status == nil {
+		t.Fatalf("status reply without a status: %+v", reply)
+	}
+	return reply.Status
 }
 
-// task returns the named task's status entry, or nil.
-func (g *gitopsDaemon) task(t *testing.T, name string) map[string]any {
+// task returns the named task's status entry (Name "" when there is none).
+func (g *gitopsDaemon) task(t *testing.T, name string) control.TaskStatus {
 	t.Helper()
-	for _, x := range g.status(t)["tasks"].([]any) {
-		if m := x.(map[string]any); m["name"] == name {
-			return m
+	for _, tk := range g.status(t).Tasks {
+		if tk.Name == name {
+			return tk
 		}
 	}
-	return nil
+	return control.TaskStatus{}
 }
 
 // count asks a probe for its message count (its state).
@@ -160,8 +163,8 @@ func TestEveryKindOfSaveIsAppliedAndStateKept(t *testing.T) {
 			t.Fatalf("after the %s save the count is %v, want %d: state lost", s.name, n, i+2)
 		}
 	}
-	if tk := g.task(t, "Saves"); tk["generation"] != 4.0 || tk["observed_generation"] != 4.0 {
-		t.Fatalf("generations %v/%v, want 4/4", tk["observed_generation"], tk["generation"])
+	if tk := g.task(t, "Saves"); tk.Generation == nil || *tk.Generation != 4 || !generationsMatch(tk) {
+		t.Fatalf("generations %v/%v, want 4/4", tk.ObservedGeneration, tk.Generation)
 	}
 }
 
@@ -172,38 +175,38 @@ func TestFilesStartStopAndABrokenFileChangesNothing(t *testing.T) {
 	os.WriteFile(filepath.Join(g.cfg, "b.cue"), []byte(probeFile("B", "b")), 0o600)
 	testenv.WaitFor(t, 5*time.Second, "B running", func() bool {
 		tk := g.task(t, "B")
-		return tk != nil && tk["status"] == "running"
+		return tk.Status == "running"
 	})
 	// A broken file stops nothing, and status says where it is broken.
 	os.WriteFile(filepath.Join(g.cfg, "b.cue"), []byte("tasks: B: {kind: \"Probe\"\n  external: \"yes\"}\n"), 0o600)
 	testenv.WaitFor(t, 5*time.Second, "the config error in status", func() bool {
-		e, _ := g.status(t)["daemon"].(map[string]any)["config_error"].(string)
+		e := g.status(t).Daemon.ConfigError
 		return strings.Contains(e, filepath.Join(g.cfg, "b.cue")+":2:13") && strings.Contains(e, "tasks.B.external")
 	})
 	for _, name := range []string{"A", "B"} {
-		if tk := g.task(t, name); tk["status"] != "running" {
-			t.Fatalf("%s is %v after a broken file, want running", name, tk["status"])
+		if tk := g.task(t, name); tk.Status != "running" {
+			t.Fatalf("%s is %v after a broken file, want running", name, tk.Status)
 		}
 	}
 	// Fixing it applies it.
 	os.WriteFile(filepath.Join(g.cfg, "b.cue"), []byte(probeFile("B", "fixed")), 0o600)
 	testenv.WaitFor(t, 5*time.Second, "the fix applied", func() bool { return lastConfig("B") == "fixed" })
-	if e := g.status(t)["daemon"].(map[string]any)["config_error"]; e != "" {
+	if e := g.status(t).Daemon.ConfigError; e != "" {
 		t.Fatalf("config error still shown: %v", e)
 	}
 	// disabled: true stops it and keeps its state; enabling resumes it.
 	g.count(t, "B")
 	os.WriteFile(filepath.Join(g.cfg, "b.cue"), []byte(probeFile("B", "fixed")+"tasks: B: disabled: true\n"), 0o600)
-	testenv.WaitFor(t, 5*time.Second, "B disabled", func() bool { return g.task(t, "B")["status"] == "disabled" })
+	testenv.WaitFor(t, 5*time.Second, "B disabled", func() bool { return g.task(t, "B").Status == "disabled" })
 	os.WriteFile(filepath.Join(g.cfg, "b.cue"), []byte(probeFile("B", "fixed")), 0o600)
-	testenv.WaitFor(t, 5*time.Second, "B back", func() bool { return g.task(t, "B")["status"] == "running" })
+	testenv.WaitFor(t, 5*time.Second, "B back", func() bool { return g.task(t, "B").Status == "running" })
 	if n := g.count(t, "B"); n != 2 {
 		t.Fatalf("count after disable and enable %v, want 2: state lost", n)
 	}
 	// A removed file stops its tasks.
 	os.Remove(filepath.Join(g.cfg, "b.cue"))
-	testenv.WaitFor(t, 5*time.Second, "B gone", func() bool { return g.task(t, "B") == nil })
-	if g.task(t, "A")["status"] != "running" {
+	testenv.WaitFor(t, 5*time.Second, "B gone", func() bool { return g.task(t, "B").Name == "" })
+	if g.task(t, "A").Status != "running" {
 		t.Fatal("A stopped too")
 	}
 }
@@ -224,20 +227,21 @@ func init() { Register("itest.Failing", func() Task { return failing{} }) }
 func TestFailingStartBacksOffThenHoldsUntilCleared(t *testing.T) {
 	t.Parallel()
 	g := startGitops(t, map[string]string{"f.cue": `tasks: F: {kind: "Failing", restart: {initial: 0.01, max: 0.05, hold_after: 3}}` + "\n"})
-	testenv.WaitFor(t, 10*time.Second, "F held", func() bool { return g.task(t, "F")["status"] == "held" })
+	testenv.WaitFor(t, 10*time.Second, "F held", func() bool { return g.task(t, "F").Status == "held" })
 	tk := g.task(t, "F")
-	if tk["failures_in_a_row"] != 3.0 || !strings.Contains(fmt.Sprint(tk["conditions"]), "RetriesExhausted") {
+	if tk.FailuresInARow == nil || *tk.FailuresInARow != 3 || tk.HeldReason != control.HeldRetriesExhausted ||
+		!strings.Contains(fmt.Sprint(tk.Conditions), "RetriesExhausted") {
 		t.Fatalf("held task %v", tk)
 	}
 	// clear gives it another chance (it fails again, so it is held again
 	// after three more attempts, visibly counted from zero).
-	if _, err := control.Request(g.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "F"}, 5*time.Second); err != nil {
+	if _, err := control.Request(g.tr, control.DefaultQueue, control.Op{Type: control.Clear, Task: "F"}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// A config change lets it start.
 	os.WriteFile(filepath.Join(g.cfg, "f.cue"), []byte(`tasks: F: {kind: "Failing", config: ok: true}`+"\n"), 0o600)
-	testenv.WaitFor(t, 10*time.Second, "F running", func() bool { return g.task(t, "F")["status"] == "running" })
-	if _, err := control.Request(g.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "F"}, 5*time.Second); err == nil ||
+	testenv.WaitFor(t, 10*time.Second, "F running", func() bool { return g.task(t, "F").Status == "running" })
+	if _, err := control.Request(g.tr, control.DefaultQueue, control.Op{Type: control.Clear, Task: "F"}, 5*time.Second); err == nil ||
 		!strings.Contains(err.Error(), "not held") {
 		t.Fatalf("clear of a running task: %v", err)
 	}

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // daemon runs run() in this process with its own signal channel.
@@ -111,6 +113,53 @@ func TestSecondDaemonOnSameStateDirRefuses(t *testing.T) {
 	first.sig <- syscall.SIGTERM
 	if code := first.exitCode(t); code != 0 {
 		t.Fatalf("first daemon exit %d\n%s", code, first.stderr.String())
+	}
+}
+
+// Two daemons with their own state dirs on one transit dir would serve
+// one control queue, each taking requests meant for the other: the second
+// refuses to start, and the first is undisturbed.
+func TestSecondDaemonOnSameControlQueueRefuses(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.WriteFiles(t, map[string]string{"a.cue": routerOnly})
+	state := t.TempDir()
+	tdir := testenv.TransitDir(t)
+	first := startDaemon(t, "-c", cfg, "-s", state, "-T", tdir)
+	testenv.WaitFor(t, 10*time.Second, "first daemon running", func() bool {
+		return strings.Contains(first.stdout.String(), "multimodule running")
+	})
+	var out, errb bytes.Buffer
+	if code := run([]string{"-c", cfg, "-s", t.TempDir(), "-T", tdir}, make(chan os.Signal), &out, &errb); code != 1 {
+		t.Fatalf("second daemon exit %d, want 1\n%s", code, errb.String())
+	}
+	want := fmt.Sprintf("control queue %s in %s is served by another daemon: pid %d, state dir %s",
+		control.DefaultQueue, tdir, os.Getpid(), state)
+	if !strings.Contains(errb.String(), want) {
+		t.Fatalf("second daemon said:\n%s\nwant %q", errb.String(), want)
+	}
+	tr, err := transit.Open(transit.Options{Dir: tdir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := control.Request(tr, control.DefaultQueue, control.Op{Type: control.Status}, 5*time.Second)
+	if err != nil {
+		t.Fatalf("the first daemon after the second gave up: %v", err)
+	}
+	if reply.Status == nil || reply.Status.Daemon.StateDir != state {
+		t.Fatalf("status from the wrong daemon: %+v", reply.Status)
+	}
+	first.sig <- syscall.SIGTERM
+	if code := first.exitCode(t); code != 0 {
+		t.Fatalf("first daemon exit %d\n%s", code, first.stderr.String())
+	}
+	// Released on shutdown: a daemon may serve the queue again.
+	again := startDaemon(t, "-c", cfg, "-s", t.TempDir(), "-T", tdir)
+	testenv.WaitFor(t, 10*time.Second, "a daemon after the first", func() bool {
+		return strings.Contains(again.stdout.String(), "multimodule running")
+	})
+	again.sig <- syscall.SIGTERM
+	if code := again.exitCode(t); code != 0 {
+		t.Fatalf("daemon exit %d\n%s", code, again.stderr.String())
 	}
 }
 

@@ -89,14 +89,14 @@ func BenchmarkScale200Externals(b *testing.B) {
 		if time.Now().After(deadline) {
 			b.Fatalf("not all %d externals running: %d", n, len(pids))
 		}
-		reply, err := control.Request(tr, control.DefaultQueue, map[string]any{"type": "status"}, 5*time.Second)
-		if err != nil {
+		reply, err := control.Request(tr, control.DefaultQueue, control.Op{Type: control.Status}, 5*time.Second)
+		if err != nil || reply.Status == nil {
 			continue
 		}
 		pids = pids[:0]
-		for _, x := range reply["status"].(map[string]any)["tasks"].([]any) {
-			if t := x.(map[string]any); t["status"] == "running" && t["where"] == "external" {
-				pids = append(pids, int(t["pid"].(float64)))
+		for _, t := range reply.Status.Tasks {
+			if t.Status == "running" && t.Where == "external" {
+				pids = append(pids, t.Pid)
 			}
 		}
 		if len(pids) == n {
@@ -121,7 +121,7 @@ func BenchmarkScale200Externals(b *testing.B) {
 	}
 	bare := (cpuTime() - c1).Seconds()
 
-	control.Request(tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(tr, control.DefaultQueue, control.Op{Type: control.CleanlyExit, ExitExternals: true}, 5*time.Second)
 	done := make(chan error, 1)
 	go func() { done <- d.Wait() }()
 	select {

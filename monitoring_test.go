@@ -81,8 +81,8 @@ func (e *monEnv) runningPid(task string) float64 {
 	var pid float64
 	testenv.WaitFor(e.t, 20*time.Second, task+" running", func() bool {
 		tk := e.task(task)
-		pid, _ = tk["pid"].(float64)
-		return tk["status"] == "running" && pid != 0
+		pid = float64(tk.Pid)
+		return tk.Status == "running" && pid != 0
 	})
 	return pid
 }
@@ -96,7 +96,7 @@ func (e *monEnv) sendTo(task string, m map[string]any) {
 
 func (e *monEnv) exit(d *proc) {
 	e.t.Helper()
-	control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.CleanlyExit, ExitExternals: true}, 5*time.Second)
 	if err := d.wait(e.t); err != nil {
 		e.t.Fatalf("daemon exit: %v\n%s", err, d.output())
 	}
@@ -123,7 +123,7 @@ daemon: {sample_every: 0.1, failsafe_grace: 1}
 		t.Helper()
 		testenv.WaitFor(t, 10*time.Second, "H held by the failsafe", func() bool {
 			tk := e.task("H")
-			return tk["status"] == "held" && strings.Contains(fmt.Sprint(tk["conditions"]), "Failsafe")
+			return tk.Status == "held" && tk.HeldReason == control.HeldFailsafe && strings.Contains(fmt.Sprint(tk.Conditions), "Failsafe")
 		})
 		if pids := e.externalPids(); len(pids) != 0 {
 			t.Fatalf("a held task runs: %v", pids)
@@ -140,7 +140,7 @@ daemon: {sample_every: 0.1, failsafe_grace: 1}
 	held()
 
 	// mmctl clear brings it back, in a new process.
-	if _, err := control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "H"}, 5*time.Second); err != nil {
+	if _, err := control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.Clear, Task: "H"}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if again := e.runningPid("H"); again == pid {
@@ -161,7 +161,7 @@ daemon: {sample_every: 0.1, failsafe_grace: 2}
 	// does after the grace. It is cleared before that.
 	e.sendTo("H", map[string]any{"leak_mb": 300.0, "block_s": 60.0})
 	e.waitAlert("a memory failsafe alert", levelAlert("H", "memory", "failsafe"))
-	if _, err := control.Request(e.tr, control.DefaultQueue, map[string]any{"type": "clear", "task": "H"}, 5*time.Second); err != nil {
+	if _, err := control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.Clear, Task: "H"}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := external.StartTime(int(pid)); err != nil {
@@ -293,7 +293,7 @@ daemon: sample_every: 0.1
 	if a["threshold"] != 0.8 {
 		t.Fatalf("queue alert %v", a)
 	}
-	if tk := e.task("G"); tk["status"] != "running" || strings.Contains(fmt.Sprint(tk["conditions"]), "Stalled True") {
+	if tk := e.task("G"); tk.Status != "running" || strings.Contains(fmt.Sprint(tk.Conditions), "Stalled True") {
 		t.Fatalf("a full queue stopped its task: %v", tk)
 	}
 	os.Remove(gate)
@@ -333,7 +333,7 @@ daemon: sample_every: 0.1
 	e.waitAlert("a cpu failsafe alert", levelAlert("Counter", "cpu", "failsafe"))
 	testenv.WaitFor(t, 20*time.Second, "Counter held", func() bool {
 		tk := e.task("Counter")
-		return tk["status"] == "held" && strings.Contains(fmt.Sprint(tk["conditions"]), "Failsafe")
+		return tk.Status == "held" && tk.HeldReason == control.HeldFailsafe && strings.Contains(fmt.Sprint(tk.Conditions), "Failsafe")
 	})
 	// Held, it takes nothing: what is sent now waits in its queue.
 	for i := 11; i <= 50; i++ {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -29,10 +30,16 @@ type Hold struct {
 
 // Label is how a plan shows the hold: `! held NAME (LABEL)`.
 func (h Hold) Label() string {
+	prefix := "retries exhausted"
 	if h.Why == HoldFailsafe {
-		return h.Message // it says "failsafe: ..." itself
+		prefix = "failsafe"
 	}
-	return "retries exhausted: " + h.Message
+	// A failsafe's message says so itself.
+	message := strings.TrimPrefix(h.Message, prefix+": ")
+	if message == "" {
+		return prefix
+	}
+	return prefix + ": " + message
 }
 
 // HoldStore keeps the holds across restarts of the daemon, so that a task

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/spf13/cobra"
 )
 
@@ -25,26 +26,24 @@ func newApplyCmd(g *globalOptions) *cobra.Command {
 }
 
 func (o *applyOptions) run() error {
-	reply, err := o.request(map[string]any{"type": "reconcile", "dry_run": o.dryRun})
+	reply, err := o.request(control.Op{Type: control.Reconcile, DryRun: o.dryRun})
 	if err != nil {
 		return err
 	}
-	results, _ := reply["results"].([]any)
-	if len(results) == 0 {
+	if len(reply.Results) == 0 {
 		fmt.Fprintln(o.stdout, "no changes")
 		return nil
 	}
 	failed := 0
-	for _, x := range results {
-		r, _ := x.(map[string]any)
+	for _, r := range reply.Results {
 		switch {
 		case o.dryRun:
-			fmt.Fprintf(o.stdout, "%v\n", r["action"])
-		case r["error"] != nil:
+			fmt.Fprintln(o.stdout, r.Action)
+		case r.Error != "":
 			failed++
-			fmt.Fprintf(o.stdout, "%v: FAILED: %v\n", r["action"], r["error"])
+			fmt.Fprintf(o.stdout, "%s: FAILED: %s\n", r.Action, r.Error)
 		default:
-			fmt.Fprintf(o.stdout, "%v: ok\n", r["action"])
+			fmt.Fprintf(o.stdout, "%s: ok\n", r.Action)
 		}
 	}
 	if failed > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/spf13/cobra"
 )
 
@@ -25,7 +26,7 @@ func newClearCmd(g *globalOptions) *cobra.Command {
 }
 
 func (o *clearOptions) run() error {
-	if _, err := o.request(map[string]any{"type": "clear", "task": o.task}); err != nil {
+	if _, err := o.request(control.Op{Type: control.Clear, Task: o.task}); err != nil {
 		return err
 	}
 	fmt.Fprintf(o.stdout, "%s cleared\n", o.task)

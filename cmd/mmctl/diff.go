@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/schema"
 )
@@ -36,9 +39,12 @@ func (o *diffOptions) run() error {
 	if err != nil {
 		return exitError{code: 2, err: err}
 	}
-	plan := reconcile.Diff(cfg.Tasks, observed, held)
+	plan := reconcile.Plan(cfg.Tasks, observed)
 	changes := 0
 	for _, a := range plan {
+		if reason, ok := held[a.Task()]; ok {
+			a = reconcile.Held{Name: a.Task(), Reason: reason}
+		}
 		fmt.Fprintln(o.stdout, a.String())
 		changes++
 	}
@@ -51,34 +57,38 @@ func (o *diffOptions) run() error {
 // observed asks the daemon what runs. Without a daemon serving the control
 // queue, nothing runs.
 func (o *diffOptions) observed() (map[string]reconcile.Observed, map[string]string, error) {
-	observed := map[string]reconcile.Observed{}
-	held := map[string]string{}
 	tr, err := o.transit()
 	if err != nil {
 		return nil, nil, err
 	}
 	if !tr.Served(o.controlQueue) {
+		observed, held := observedFrom(nil)
 		return observed, held, nil
 	}
-	reply, err := o.request(map[string]any{"type": "status"})
+	reply, err := o.request(control.Op{Type: control.Status})
 	if err != nil {
 		return nil, nil, err
 	}
-	st, _ := reply["status"].(map[string]any)
-	tasks, _ := st["tasks"].([]any)
-	for _, x := range tasks {
-		t, _ := x.(map[string]any)
-		name, _ := t["name"].(string)
-		if hash, ok := t["applied_hash"].(string); ok {
-			kind, _ := t["applied_kind"].(string)
-			ext, _ := t["applied_external"].(bool)
-			observed[name] = reconcile.Observed{Name: name, Kind: kind, Hash: hash, External: ext}
+	if reply.Status == nil {
+		return nil, nil, errors.New("the daemon's status reply has no status")
+	}
+	observed, held := observedFrom(reply.Status.Tasks)
+	return observed, held, nil
+}
+
+// observedFrom is what runs, as the daemon's status says, and why each
+// held task is held, as the daemon's own plan labels it.
+func observedFrom(tasks []control.TaskStatus) (observed map[string]reconcile.Observed, held map[string]string) {
+	observed, held = map[string]reconcile.Observed{}, map[string]string{}
+	for _, t := range tasks {
+		if t.AppliedHash != "" {
+			observed[t.Name] = reconcile.Observed{Name: t.Name, Kind: t.AppliedKind, Hash: t.AppliedHash,
+				External: t.AppliedExternal != nil && *t.AppliedExternal}
 		}
-		if t["status"] == "held" {
-			why, _ := t["held_reason"].(string)
-			msg, _ := t["hold_message"].(string)
-			held[name] = reconcile.Hold{Why: why, Message: msg}.Label()
+		if t.Status == "held" {
+			// A daemon without hold_message said it in last_error.
+			held[t.Name] = control.HoldLabel(t.HeldReason, cmp.Or(t.HoldMessage, t.LastError))
 		}
 	}
-	return observed, held, nil
+	return observed, held
 }

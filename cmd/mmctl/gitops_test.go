@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/schema"
 )
 
@@ -139,5 +141,28 @@ func TestStockCueVetWithTheWrittenSchema(t *testing.T) {
 	// The daemon ignores the written schema file.
 	if !schema.IsConfigFile("a.cue") || schema.IsConfigFile(schema.SchemaFile) {
 		t.Fatal("the schema file would be loaded as config")
+	}
+}
+
+// diff labels a hold as the daemon says it was taken: a failsafe is not
+// a crash loop.
+func TestDiffLabelsHolds(t *testing.T) {
+	yes := true
+	observed, held := observedFrom([]control.TaskStatus{
+		{Name: "M", Status: "held", HeldReason: control.HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB",
+			AppliedHash: "h1", AppliedKind: "Hog", AppliedExternal: &yes},
+		{Name: "C", Status: "held", HeldReason: control.HeldRetriesExhausted, HoldMessage: "+ start C (external): exit status 1"},
+		{Name: "R", Status: "running", AppliedHash: "h2", AppliedKind: "Router"},
+	})
+	for name, want := range map[string]string{
+		"M": "! held M (failsafe: memory 300MiB reached 200MiB)",
+		"C": "! held C (retries exhausted: + start C (external): exit status 1)",
+	} {
+		if got := (reconcile.Held{Name: name, Reason: held[name]}).String(); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	if len(held) != 2 || !observed["M"].External || observed["R"].Hash != "h2" || len(observed) != 2 {
+		t.Fatalf("observed %v, held %v", observed, held)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/spf13/cobra"
 )
 
@@ -24,13 +25,9 @@ func newShutdownCmd(g *globalOptions) *cobra.Command {
 }
 
 func (o *shutdownOptions) run() error {
-	reply, err := o.request(map[string]any{"type": "cleanly_exit", "exit_externals": o.exitExternals})
-	if err != nil {
+	if _, err := o.request(control.Op{Type: control.CleanlyExit, ExitExternals: o.exitExternals}); err != nil {
 		return err
 	}
 	fmt.Fprintln(o.stdout, "daemon is shutting down")
-	if note, ok := reply["note"].(string); ok {
-		fmt.Fprintln(o.stdout, note)
-	}
 	return nil
 }

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/spf13/cobra"
 )
 
@@ -32,68 +36,67 @@ func (o *statusOptions) run() error {
 	if o.output != "table" && o.output != "json" {
 		return usageError{fmt.Errorf("-o %q: want table or json", o.output)}
 	}
-	reply, err := o.request(map[string]any{"type": "status"})
+	reply, err := o.request(control.Op{Type: control.Status})
 	if err != nil {
 		return err
 	}
-	st, _ := reply["status"].(map[string]any)
+	if reply.Status == nil {
+		return errors.New("the daemon's status reply has no status")
+	}
+	st := reply.Status
 	if o.output == "json" {
 		enc := json.NewEncoder(o.stdout)
 		enc.SetIndent("", "  ")
 		enc.SetEscapeHTML(false)
 		return enc.Encode(st)
 	}
-	d, _ := st["daemon"].(map[string]any)
-	fmt.Fprintf(o.stdout, "daemon pid %v, up %s, config %v, state %v, transit %v, dead letters %v\n",
-		d["pid"], secs(d["uptime_s"]), d["config_dir"], d["state_dir"], d["transit_dir"], d["dead_letters"])
-	if e, _ := d["config_error"].(string); e != "" {
-		fmt.Fprintf(o.stdout, "config error (the tasks run on the last good config):\n%s\n", e)
+	d := st.Daemon
+	fmt.Fprintf(o.stdout, "daemon pid %d, up %s, config %s, state %s, transit %s, dead letters %d\n",
+		d.Pid, secs(d.UptimeS), d.ConfigDir, d.StateDir, d.TransitDir, d.DeadLetters)
+	if d.ConfigError != "" {
+		fmt.Fprintf(o.stdout, "config error (the tasks run on the last good config):\n%s\n", d.ConfigError)
 	}
 	w := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TASK\tKIND\tWHERE\tSTATUS\tREADY\tGEN\tUPTIME\tCPU\tMEM\tIN\tOUT\tFAILURES\tMAILBOX\tQUEUED\tLEVELS")
-	tasks, _ := st["tasks"].([]any)
 	var notes []string
-	for _, x := range tasks {
-		t, _ := x.(map[string]any)
+	for _, t := range st.Tasks {
 		ready := "?"
-		conds, _ := t["conditions"].([]any)
-		for _, c := range conds {
-			c, _ := c.(map[string]any)
-			if c["type"] == "Ready" {
-				ready, _ = c["status"].(string)
-			}
-			if c["status"] == "True" && c["message"] != nil && c["type"] != "Ready" {
-				notes = append(notes, fmt.Sprintf("%v %v (%v): %v", t["name"], c["type"], c["reason"], c["message"]))
+		if c, ok := t.Condition("Ready"); ok {
+			ready = c.Status
+		}
+		for _, c := range t.Conditions {
+			if c.Status == "True" && c.Message != "" && c.Type != "Ready" {
+				notes = append(notes, fmt.Sprintf("%s %s (%s): %s", t.Name, c.Type, c.Reason, c.Message))
 			}
 		}
-		gen := fmt.Sprintf("%v/%v", t["observed_generation"], t["generation"])
-		kind := t["kind"]
-		if kind == nil {
-			kind = t["spec_kind"]
-		}
-		if t["status"] != "running" {
-			fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", t["name"], kind, t["where"], t["status"], ready, gen)
+		gen := fmt.Sprintf("%s/%s", dash(t.ObservedGeneration), dash(t.Generation))
+		kind := cmp.Or(t.Kind, t.SpecKind)
+		if t.Status != "running" {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", t.Name, kind, t.Where, t.Status, ready, gen)
 			continue
 		}
-		queued := any("-")
-		if q, ok := t["queue"].(map[string]any); ok {
-			queued = q["messages"]
+		queued := "-"
+		if t.Queue != nil {
+			queued = strconv.FormatUint(t.Queue.Messages, 10)
 		}
-		failures := any("-")
-		if t["failures"] != nil {
-			failures = sum(t["failures"], t["send_failures"])
+		failures := "-"
+		if t.Failures != nil {
+			n := *t.Failures
+			if t.SendFailures != nil {
+				n += *t.SendFailures
+			}
+			failures = strconv.FormatUint(n, 10)
 		}
-		metrics, _ := t["metrics"].(map[string]any)
 		cpu, mem := "-", "-"
-		if v, ok := metrics["cpu"].(float64); ok {
+		if v, ok := t.Metrics["cpu"]; ok {
 			cpu = fmt.Sprintf("%.2f", v)
 		}
-		if v, ok := metrics["memory"].(float64); ok {
+		if v, ok := t.Metrics["memory"]; ok {
 			mem = fmt.Sprintf("%.0fMiB", v/(1<<20))
 		}
-		fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%s\t%s\t%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\t%s\n", t["name"], kind, t["where"], t["status"],
-			ready, gen, secs(t["uptime_s"]), cpu, mem, dash(t["messages_in"]), dash(t["messages_out"]), failures,
-			dash(t["mailbox_depth"]), queued, levels(t["levels"]))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, kind, t.Where, t.Status,
+			ready, gen, secs(t.UptimeS), cpu, mem, dash(t.MessagesIn), dash(t.MessagesOut), failures,
+			dash(t.MailboxDepth), queued, levels(t.Levels))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -105,8 +108,7 @@ func (o *statusOptions) run() error {
 }
 
 // levels lists the metrics not at ok, as metric=level.
-func levels(v any) string {
-	m, _ := v.(map[string]any)
+func levels(m map[string]string) string {
 	if len(m) == 0 {
 		return "ok"
 	}
@@ -116,28 +118,19 @@ func levels(v any) string {
 	}
 	sort.Strings(keys)
 	for i, k := range keys {
-		keys[i] = fmt.Sprintf("%s=%v", k, m[k])
+		keys[i] = k + "=" + m[k]
 	}
 	return strings.Join(keys, ",")
 }
 
-func dash(v any) any {
+// dash is *v, or "-" for a field that does not apply.
+func dash[T any](v *T) string {
 	if v == nil {
 		return "-"
 	}
-	return v
+	return fmt.Sprint(*v)
 }
 
-func secs(v any) string {
-	f, _ := v.(float64)
+func secs(f float64) string {
 	return time.Duration(f * float64(time.Second)).Round(time.Second).String()
-}
-
-func sum(vs ...any) float64 {
-	var s float64
-	for _, v := range vs {
-		f, _ := v.(float64)
-		s += f
-	}
-	return s
 }

@@ -13,44 +13,51 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-// Request sends one control operation (op["type"] and its arguments) to
-// the daemon on queue and waits up to timeout for the reply, on a private
-// queue removed afterwards. The request expires with the wait, so a
-// daemon started later never acts on it. A reply with ok false is
-// returned with an error.
-func Request(tr *transit.Transit, queue string, op map[string]any, timeout time.Duration) (map[string]any, error) {
+// Request sends req to the daemon on queue and waits up to timeout for
+// the reply, on a private queue removed afterwards. It sets req's ID,
+// ReplyTo and Expires: the request expires with the wait, so a daemon
+// started later never acts on it. A reply with OK false is returned with
+// an error.
+func Request(tr *transit.Transit, queue string, req Op, timeout time.Duration) (Reply, error) {
 	var r [4]byte
 	rand.Read(r[:])
 	replyName := fmt.Sprintf("mmctl-reply-%d-%s", os.Getpid(), hex.EncodeToString(r[:]))
-	reply, err := tr.Queue(replyName)
+	replyQ, err := tr.Queue(replyName)
 	if err != nil {
-		return nil, err
+		return Reply{}, err
 	}
 	defer tr.Remove(replyName)
-	op["reply_to"] = replyName
-	op["id"] = replyName
-	op["expires"] = float64(time.Now().Add(timeout).UnixMicro()) / 1e6
-	if err := tr.Send(queue, map[string]any{".multimodule": map[string]any{"control": []any{op}}}); err != nil {
-		return nil, err
+	req.ReplyTo, req.ID = replyName, replyName
+	req.Expires = float64(time.Now().Add(timeout).UnixMicro()) / 1e6
+	msg, err := Encode(req)
+	if err != nil {
+		return Reply{}, err
+	}
+	if err := tr.Send(queue, msg); err != nil {
+		return Reply{}, err
 	}
 	deadline := time.Now().Add(timeout)
 	backoff := time.Millisecond
 	for {
-		d, err := reply.Receive(false)
+		d, err := replyQ.Receive(false)
 		if err != nil && !errors.Is(err, transit.ErrEmpty) {
-			return nil, err
+			return Reply{}, err
 		}
 		for _, m := range d.Msgs {
 			if m["id"] != replyName {
 				continue
 			}
-			if ok, _ := m["ok"].(bool); !ok {
-				return m, fmt.Errorf("%s: %v", op["type"], m["error"])
+			reply, err := DecodeReply(m)
+			if err != nil {
+				return Reply{}, err
 			}
-			return m, nil
+			if !reply.OK {
+				return reply, fmt.Errorf("%s: %s", req.Type, reply.Error)
+			}
+			return reply, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no reply on control queue %s within %v: is a multimodule daemon running with -q %s -T %s?",
+			return Reply{}, fmt.Errorf("no reply on control queue %s within %v: is a multimodule daemon running with -q %s -T %s?",
 				queue, timeout, queue, tr.Dir())
 		}
 		time.Sleep(backoff)

@@ -5,66 +5,50 @@ import (
 	"os"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
 
-// handleControl answers one message of the control queue:
-//
-//	{".multimodule": {"control": [{"type": T, "reply_to": Q, "id": ID, "expires": UNIX}]}}
-//
-// with T one of status, reconcile (dry_run), clear (task), cleanly_exit
-// (exit_externals). Each operation with a reply_to gets
-// {"type": T, "id": ID, "ok": bool, "error"?: ..., ...}. It reports
-// whether the daemon should exit.
+// handleControl answers one message of the control queue (see
+// control.Op). Each operation with a reply_to gets a control.Reply. It
+// reports whether the daemon should exit.
 func (d *daemon) handleControl(m runtime.Message) (exit bool) {
-	ctl, _ := m[runtime.ControlKey].(map[string]any)
-	ops, ok := ctl["control"].([]any)
-	if !ok {
-		d.ch.Error.Error("control queue: not a control message (want {\".multimodule\": {\"control\": [...]}})", "message", m)
+	ops, err := control.Ops(m)
+	if err != nil {
+		d.ch.Error.Error("control queue: not a control message", "error", err, "message", m)
 		return false
 	}
 	for _, x := range ops {
-		op, _ := x.(map[string]any)
-		replyTo, _ := op["reply_to"].(string)
-		typ, _ := op["type"].(string)
-		reply := map[string]any{"type": typ, "ok": true}
-		if id, ok := op["id"]; ok {
-			reply["id"] = id
-		}
-		// A request must say until when it stands: one left in the queue
-		// while no daemon ran must never act on a daemon started later.
-		exp, ok := op["expires"].(float64)
-		if !ok {
-			d.reply(replyTo, map[string]any{"type": typ, "id": reply["id"], "ok": false,
-				"error": "a control request needs expires (unix seconds): refused"})
+		op, err := control.DecodeOp(x)
+		reply := control.Reply{Type: op.Type, ID: op.ID, OK: true}
+		if err != nil {
+			reply.OK, reply.Error = false, err.Error()+": refused"
+			d.reply(op.ReplyTo, reply)
 			continue
 		}
-		if float64(time.Now().UnixMicro())/1e6 > exp {
-			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", op)
+		if float64(time.Now().UnixMicro())/1e6 > op.Expires {
+			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", x)
 			continue
 		}
-		var err error
-		switch typ {
-		case "status":
-			reply["status"] = d.status()
-		case "reconcile":
-			reply["results"], err = d.reconcileNow(op["dry_run"] == true)
-		case "clear":
-			err = d.clear(op)
-		case "cleanly_exit":
-			d.exitExternals, _ = op["exit_externals"].(bool)
+		switch op.Type {
+		case control.Status:
+			st := d.status()
+			reply.Status = &st
+		case control.Reconcile:
+			reply.Results, err = d.reconcileNow(op.DryRun)
+		case control.Clear:
+			err = d.clear(op.Task)
+		case control.CleanlyExit:
+			d.exitExternals = op.ExitExternals
 			exit = true
-		default:
-			err = fmt.Errorf("unknown control type %q (want status, reconcile, clear, cleanly_exit)", typ)
 		}
 		if err != nil {
-			reply["ok"] = false
-			reply["error"] = err.Error()
+			reply.OK, reply.Error = false, err.Error()
 		}
-		d.reply(replyTo, reply)
+		d.reply(op.ReplyTo, reply)
 	}
 	return exit
 }
@@ -72,18 +56,18 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 // reply answers a control request. Replies go only to an existing queue
 // that no daemon serves (a reply must not become a task's input), and
 // wait only briefly for room: the daemon's own work comes first.
-func (d *daemon) reply(to string, msg map[string]any) {
+func (d *daemon) reply(to string, r control.Reply) {
 	if to == "" {
-		if msg["ok"] == false {
-			d.ch.Error.Error("control request failed", "error", msg["error"])
+		if !r.OK {
+			d.ch.Error.Error("control request failed", "error", r.Error)
 		}
 		return
 	}
 	defer d.tasks.tr.Forget(to) // reply queues are used once
-	var err error
-	if d.tasks.tr.Served(to) || to == d.o.controlQueue+".doorbell" {
+	msg, err := r.Message()
+	if err == nil && (d.tasks.tr.Served(to) || to == d.o.controlQueue+".doorbell") {
 		err = fmt.Errorf("reply_to %s is a served queue: refused", to)
-	} else {
+	} else if err == nil {
 		var q *transit.Queue
 		if q, err = d.tasks.tr.Lookup(to); err == nil {
 			err = q.SendWithin(msg, 200*time.Millisecond)
@@ -96,154 +80,139 @@ func (d *daemon) reply(to string, msg map[string]any) {
 
 // reconcileNow reloads the config dir and applies it (or, dry, says what
 // applying it would do). Removals are applied at once: an operator asked.
-func (d *daemon) reconcileNow(dry bool) ([]any, error) {
-	out := []any{}
+func (d *daemon) reconcileNow(dry bool) ([]control.ActionResult, error) {
 	if dry {
 		cfg, err := load(d.schema, d.o.configDir, d.tasks.resolve)
 		if err != nil {
 			return nil, fmt.Errorf("config does not load:\n%v", schema.Format(err))
 		}
-		for _, a := range d.ctl.PlanFor(cfg) {
-			out = append(out, map[string]any{"task": a.Task(), "action": a.String()})
-		}
-		return out, nil
+		return actions(d.ctl.PlanFor(cfg)), nil
 	}
 	results, err := d.reload(reconcile.Forced)
 	if err != nil {
 		return nil, err
 	}
+	var out []control.ActionResult
 	for _, r := range results {
-		e := map[string]any{"task": r.Action.Task(), "action": r.Action.String()}
+		e := control.ActionResult{Task: r.Action.Task(), Action: r.Action.String()}
 		if r.Err != nil {
-			e["error"] = r.Err.Error()
+			e.Error = r.Err.Error()
 		}
 		out = append(out, e)
 	}
 	return out, nil
 }
 
+// actions renders a plan for the wire.
+func actions(plan []reconcile.Action) []control.ActionResult {
+	out := []control.ActionResult{}
+	for _, a := range plan {
+		out = append(out, control.ActionResult{Task: a.Task(), Action: a.String()})
+	}
+	return out
+}
+
 // clear gives a held task another chance.
-func (d *daemon) clear(op map[string]any) error {
-	task, _ := op["task"].(string)
+func (d *daemon) clear(task string) error {
 	_, err := d.ctl.Clear(task)
 	return err
 }
 
-// status is what `mmctl status` shows: every task that is wanted, runs
-// or is held, with its conditions.
-func (d *daemon) status() map[string]any {
+// condition is one of a task's conditions for the wire.
+func condition(c reconcile.Condition) control.Condition {
+	s := "False"
+	if c.Status {
+		s = "True"
+	}
+	return control.Condition{Type: c.Type, Status: s, Reason: c.Reason, Message: c.Message}
+}
+
+// ptr is v's address, for the status fields that are left out when they
+// do not apply.
+func ptr[T any](v T) *T { return &v }
+
+// status is what `mmctl status` shows: every task that is wanted, runs or
+// is held, with its conditions, and the plan the daemon works through.
+func (d *daemon) status() control.StatusReply {
 	now := time.Now()
 	running := map[string]runtime.TaskStatus{}
 	for _, s := range d.tasks.host.Status() {
 		running[s.Name] = s
 	}
-	tasks := []any{}
+	tasks := []control.TaskStatus{}
 	for _, ts := range d.ctl.Tasks() {
-		name := ts.Name
-		spec, wanted, obs := ts.Spec, ts.Wanted, ts.Running
+		name, spec, wanted, obs := ts.Name, ts.Spec, ts.Wanted, ts.Running
 		s, isRunning := running[name]
-		t := map[string]any{"name": name, "where": "internal"}
+		t := control.TaskStatus{Name: name, Where: "internal"}
 		if wanted && spec.External {
-			t["where"] = "external"
+			t.Where = "external"
 		}
 		if obs != nil && !obs.External {
-			t["where"] = "internal"
+			t.Where = "internal"
 		}
 		if p, ok := d.tasks.ext.sup.Lookup(name); ok && obs != nil && obs.External {
-			t["where"], t["pid"] = "external", float64(p.Pid)
-			t["uptime_s"] = now.Sub(p.Started).Seconds()
+			t.Where, t.Pid = "external", p.Pid
+			t.UptimeS = now.Sub(p.Started).Seconds()
 			isRunning = p.Alive()
 		}
 		if wanted {
-			t["spec_kind"], t["spec_hash"], t["external"], t["disabled"] = spec.Kind, spec.Hash, spec.External, spec.Disabled
+			t.SpecKind, t.SpecHash, t.External, t.Disabled = spec.Kind, spec.Hash, ptr(spec.External), ptr(spec.Disabled)
 		}
 		if obs != nil {
-			t["applied_hash"], t["applied_kind"], t["applied_external"] = obs.Hash, obs.Kind, obs.External
+			t.AppliedHash, t.AppliedKind, t.AppliedExternal = obs.Hash, obs.Kind, ptr(obs.External)
 		}
-		t["generation"], t["observed_generation"] = float64(ts.Generation), float64(ts.ObservedGeneration)
-		t["failures_in_a_row"] = float64(ts.Failures)
-		if ts.LastError != "" {
-			t["last_error"] = ts.LastError
-		}
+		t.Generation, t.ObservedGeneration = ptr(ts.Generation), ptr(ts.ObservedGeneration)
+		t.FailuresInARow, t.LastError = ptr(ts.Failures), ts.LastError
 		switch {
 		case ts.Hold != nil:
-			t["status"] = "held"
-			t["held_reason"], t["hold_message"] = ts.Hold.Why, ts.Hold.Message
+			t.Status = "held"
+			t.HeldReason, t.HoldMessage = ts.Hold.Why, ts.Hold.Message
 		case isRunning && ts.Stopping:
-			t["status"] = "stopping"
+			t.Status = "stopping"
 		case isRunning:
-			t["status"] = "running"
+			t.Status = "running"
 		case wanted && spec.Disabled:
-			t["status"] = "disabled"
+			t.Status = "disabled"
 		default:
-			t["status"] = "stopped"
+			t.Status = "stopped"
 		}
-		conds := []any{}
 		for _, c := range ts.Conditions(isRunning) {
-			conds = append(conds, condition(c))
+			t.Conditions = append(t.Conditions, condition(c))
 		}
-		t["conditions"] = conds
-		if isRunning && t["where"] == "internal" {
-			t["kind"], t["pid"], t["stateful"] = s.Kind, float64(os.Getpid()), s.Stateful
-			t["uptime_s"] = now.Sub(s.Started).Seconds()
-			t["messages_in"], t["messages_out"] = float64(s.MessagesIn), float64(s.MessagesOut)
-			t["failures"], t["send_failures"] = float64(s.Failures), float64(s.SendFailures)
-			t["mailbox_depth"], t["busy_s"] = float64(s.Depth), s.Busy.Seconds()
-			t["state_generation"] = float64(s.StateGeneration)
+		if isRunning && t.Where == "internal" {
+			t.Kind, t.Pid, t.Stateful = s.Kind, os.Getpid(), ptr(s.Stateful)
+			t.UptimeS = now.Sub(s.Started).Seconds()
+			t.MessagesIn, t.MessagesOut = ptr(s.MessagesIn), ptr(s.MessagesOut)
+			t.Failures, t.SendFailures = ptr(s.Failures), ptr(s.SendFailures)
+			t.MailboxDepth, t.BusyS = ptr(s.Depth), ptr(s.Busy.Seconds())
+			t.StateGeneration = ptr(s.StateGeneration)
 		}
 		if isRunning && d.mon.tracker.Tracked(name) {
-			metrics, levels := d.mon.tracker.Status(name)
-			t["metrics"], t["levels"] = anyMap(metrics), anyMap(levels)
-			if c, ok := d.mon.tracker.Totals(name); ok && t["where"] == "external" { // as its process last reported
-				t["messages_in"], t["messages_out"] = float64(c.In), float64(c.Out)
-				t["failures"], t["mailbox_depth"] = float64(c.Failures), float64(c.Depth)
+			t.Metrics, t.Levels = d.mon.tracker.Status(name)
+			if c, ok := d.mon.tracker.Totals(name); ok && t.Where == "external" { // as its process last reported
+				t.MessagesIn, t.MessagesOut = ptr(c.In), ptr(c.Out)
+				t.Failures, t.MailboxDepth = ptr(c.Failures), ptr(c.Depth)
 			}
 		}
 		if isRunning {
 			if q, err := d.tasks.tr.Lookup(name); err == nil {
 				if qs, err := q.Stats(); err == nil {
-					t["queue"] = map[string]any{"messages": float64(qs.Messages), "bytes": float64(qs.Bytes),
-						"capacity": float64(qs.Capacity), "fill": qs.Fill}
+					t.Queue = &control.QueueStatus{Messages: qs.Messages, Bytes: qs.Bytes, Capacity: qs.Capacity, Fill: qs.Fill}
 				}
 			}
 		}
 		tasks = append(tasks, t)
 	}
-	metrics, levels := anyMap(d.mon.tracker.DaemonValues()), map[string]any{}
-	return map[string]any{
-		"daemon": map[string]any{
-			"pid": float64(os.Getpid()), "started": d.started.UTC().Format(time.RFC3339),
-			"uptime_s": now.Sub(d.started).Seconds(), "config_dir": d.o.configDir,
-			"config_hash": d.ctl.Desired().SourceHash, "config_error": d.configErr,
-			"state_dir": d.o.stateDir, "transit_dir": d.tasks.tr.Dir(), "control_queue": d.o.controlQueue,
-			"dead_letters": float64(d.tasks.in.DeadLetters()),
-			"metrics":      metrics,
-			"levels":       levels,
+	return control.StatusReply{
+		Daemon: control.DaemonStatus{
+			Pid: os.Getpid(), Started: d.started.UTC().Format(time.RFC3339),
+			UptimeS: now.Sub(d.started).Seconds(), ConfigDir: d.o.configDir,
+			ConfigHash: d.ctl.Desired().SourceHash, ConfigError: d.configErr,
+			StateDir: d.o.stateDir, TransitDir: d.tasks.tr.Dir(), ControlQueue: d.o.controlQueue,
+			DeadLetters: d.tasks.in.DeadLetters(),
+			Metrics:     d.mon.tracker.DaemonValues(),
 		},
-		"tasks": tasks,
+		Tasks: tasks,
+		Plan:  actions(d.ctl.Plan()),
 	}
-}
-
-// condition is one of a task's conditions as status shows it.
-func condition(c reconcile.Condition) map[string]any {
-	s := "False"
-	if c.Status {
-		s = "True"
-	}
-	m := map[string]any{"type": c.Type, "status": s}
-	if c.Reason != "" {
-		m["reason"] = c.Reason
-	}
-	if c.Message != "" {
-		m["message"] = c.Message
-	}
-	return m
-}
-
-func anyMap[V any](m map[string]V) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

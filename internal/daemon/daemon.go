@@ -28,15 +28,17 @@ const externalPoll = 500 * time.Millisecond
 // config error belong to that goroutine; everything else reaches it as a
 // message on a channel.
 type daemon struct {
-	o       *daemonOptions
-	schema  *schema.Schema
-	ch      *runtime.Channels
-	lock    *statestore.DirLock
-	tasks   *hosting
-	ctl     *reconcile.Controller
-	watcher *reconcile.Watcher
-	mon     *monitoring
-	started time.Time
+	o      *daemonOptions
+	schema *schema.Schema
+	ch     *runtime.Channels
+	lock   *statestore.DirLock
+	// queueLock: this daemon alone serves its control queue.
+	queueLock *control.QueueLock
+	tasks     *hosting
+	ctl       *reconcile.Controller
+	watcher   *reconcile.Watcher
+	mon       *monitoring
+	started   time.Time
 
 	// control carries the control queue's requests to the owner; closing
 	// is closed when the owner stops taking them, so that the inbound
@@ -80,6 +82,10 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	if err != nil {
 		return nil, 1, err
 	}
+	if d.queueLock, err = control.LockQueue(tr.Dir(), o.controlQueue, o.stateDir); err != nil {
+		return nil, 1, err
+	}
+	cleanups = append(cleanups, func() { d.queueLock.Unlock() })
 	host, err := runtime.NewHost(runtime.Options{
 		StateDir: o.stateDir, OOB: o.oob, Level: level, Stdout: stdout, Stderr: stderr, Remote: tr,
 	})
@@ -272,6 +278,7 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	d.ch.Log.Info("shutting down", "reason", reason)
 	close(d.closing)
 	defer d.lock.Unlock()
+	defer d.queueLock.Unlock()
 	defer d.tasks.host.Close()
 	if d.stopMetrics != nil {
 		defer d.stopMetrics() // before the channels it logs to close

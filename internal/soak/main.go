@@ -170,13 +170,13 @@ func run(duration time.Duration, seed uint64) error {
 	// A task the kills drove into a crash loop is held, its messages
 	// waiting in its queue: release it, as an operator would.
 	for _, t := range tasks {
-		control.Request(s.tr, "MultiModule_control", map[string]any{"type": "clear", "task": t}, 5*time.Second)
+		control.Request(s.tr, control.DefaultQueue, control.Op{Type: control.Clear, Task: t}, 5*time.Second)
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) && s.missing() > 0 {
 		time.Sleep(200 * time.Millisecond)
 	}
-	control.Request(s.tr, "MultiModule_control", map[string]any{"type": "cleanly_exit", "exit_externals": true}, 5*time.Second)
+	control.Request(s.tr, control.DefaultQueue, control.Op{Type: control.CleanlyExit, ExitExternals: true}, 5*time.Second)
 	s.waitDaemon(30 * time.Second)
 	close(s.stopCollect)
 	<-collectDone
