@@ -3,6 +3,7 @@ package multimodule
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,17 +16,57 @@ import (
 	"github.com/multimodule/multimodule/internal/testenv"
 )
 
-// buildCmd builds a command of this module into the test's temp dir.
-func buildCmd(t *testing.T, pkg string) string {
+// buildCmd builds a command of this module, once per test binary run.
+func buildCmd(t testing.TB, pkg string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds binaries")
 	}
-	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	return builds.get(t, pkg, ".")
+}
+
+// builds are the programs the tests built, shared by every test of this
+// run (TestMain removes them).
+var builds = &buildCache{m: map[string]*build{}}
+
+type buildCache struct {
+	mu  sync.Mutex
+	dir string
+	m   map[string]*build
+}
+
+type build struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// get builds pkg (run in dir) the first time it is asked for.
+func (c *buildCache) get(t testing.TB, pkg, dir string) string {
+	t.Helper()
+	c.mu.Lock()
+	b := c.m[dir+"\x00"+pkg]
+	if b == nil {
+		b = &build{}
+		c.m[dir+"\x00"+pkg] = b
 	}
-	return bin
+	c.mu.Unlock()
+	b.once.Do(func() {
+		name := filepath.Base(pkg)
+		if pkg == "." {
+			name = filepath.Base(dir)
+		}
+		b.bin = filepath.Join(c.dir, name)
+		cmd := exec.Command("go", "build", "-o", b.bin, pkg)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.bin
 }
 
 // proc is a started program whose stderr lines are collected.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -170,13 +169,7 @@ func buildExtprog(t testing.TB) string {
 	if testing.Short() {
 		t.Skip("builds a separate program")
 	}
-	bin := filepath.Join(t.TempDir(), "extprog")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join("testdata", "extprog")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building testdata/extprog: %v\n%s", err, out)
-	}
-	return bin
+	return builds.get(t, ".", filepath.Join("testdata", "extprog"))
 }
 
 // counts are the numbers the extprog's Sink printed.

@@ -167,7 +167,7 @@ func (d *daemon) status() control.StatusReply {
 		case ts.Hold != nil:
 			t.Status = "held"
 			t.HeldReason, t.HoldMessage = ts.Hold.Why, ts.Hold.Message
-		case isRunning && ts.Stopping:
+		case ts.Stopping: // the host may already have let go of it while it drains
 			t.Status = "stopping"
 		case isRunning:
 			t.Status = "running"

@@ -54,8 +54,8 @@ type daemon struct {
 	stopMetrics func()
 }
 
-func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (d *daemon, code int, err error) {
-	d = &daemon{o: o, started: time.Now(), control: make(chan runtime.Message, 64), closing: make(chan struct{})}
+func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (_ *daemon, code int, err error) {
+	d := &daemon{o: o, started: time.Now(), control: make(chan runtime.Message, 64), closing: make(chan struct{})}
 	if d.schema, err = k.Schema(); err != nil {
 		return nil, 1, err
 	}
@@ -82,10 +82,12 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	if err != nil {
 		return nil, 1, err
 	}
-	if d.queueLock, err = control.LockQueue(tr.Dir(), o.controlQueue, o.stateDir); err != nil {
+	queueLock, err := control.LockQueue(tr.Dir(), o.controlQueue, o.stateDir)
+	if err != nil {
 		return nil, 1, err
 	}
-	cleanups = append(cleanups, func() { d.queueLock.Unlock() })
+	d.queueLock = queueLock
+	cleanups = append(cleanups, func() { queueLock.Unlock() })
 	host, err := runtime.NewHost(runtime.Options{
 		StateDir: o.stateDir, OOB: o.oob, Level: level, Stdout: stdout, Stderr: stderr, Remote: tr,
 	})

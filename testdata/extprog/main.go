@@ -73,6 +73,11 @@ func (c *Counter) Message(ctx mm.Context, msg mm.Message) error {
 	n, _ := ctx.State()["count"].(float64)
 	n++
 	ctx.State()["count"] = n
+	if via, ok := msg["via"].(string); ok { // handed on, in this process if via is stateless
+		if err := ctx.Send(via, mm.Message{"i": msg["i"]}); err != nil {
+			return err
+		}
+	}
 	return ctx.Send("Seen", mm.Message{"task": ctx.Name(), "i": msg["i"], "count": n, "pid": float64(os.Getpid()),
 		"tag": c.tag, "src": msg["src"], "seq": msg["seq"]})
 }
@@ -203,3 +208,23 @@ func init() {
 	mm.Register("acme.Hog", func() mm.Task { return &Hog{} })
 	mm.Register("acme.Gate", func() mm.Task { return &Gate{} })
 }
+
+// Beacon (stateless) sends {"beat": N, "pid": PID} to Seen every
+// every_ms, and answers each message with {"echo": i, "pid": PID}: the
+// pid says which process ran the timer or handled the message.
+type Beacon struct{ beat float64 }
+
+func (b *Beacon) SetConfig(ctx mm.Context, cfg map[string]any) error {
+	every, _ := cfg["every_ms"].(float64)
+	ctx.Recur("beat", time.Duration(max(1, every))*time.Millisecond, func(ctx mm.Context) {
+		b.beat++
+		ctx.Send("Seen", mm.Message{"beat": b.beat, "pid": float64(os.Getpid())})
+	})
+	return nil
+}
+
+func (*Beacon) Message(ctx mm.Context, msg mm.Message) error {
+	return ctx.Send("Seen", mm.Message{"echo": msg["i"], "pid": float64(os.Getpid())})
+}
+
+func init() { mm.Register("acme.Beacon", func() mm.Task { return &Beacon{} }) }
