@@ -155,3 +155,62 @@ func TestHoldLabel(t *testing.T) {
 		}
 	}
 }
+
+// A fully populated TaskStatus marshals to exactly this JSON: every field,
+// under its wire name, in this order (what `mmctl status -o json` prints),
+// and reads back the same. The JSON is the protocol, so it is spelled out
+// here rather than derived from the type.
+func TestTaskStatusJSON(t *testing.T) {
+	yes, no := true, false
+	gen, obs := int64(3), int64(2)
+	fails := 1
+	in, out, f, sf, depth, sgen := uint64(10), uint64(9), uint64(2), uint64(1), uint64(4), uint64(7)
+	busy := 0.25
+	ts := TaskStatus{
+		Name: "A", Where: "external", Status: "held", Pid: 1234, UptimeS: 5.5,
+		SpecKind: "Router", SpecHash: "h2", External: &yes, Disabled: &no,
+		AppliedHash: "h1", AppliedKind: "Hog", AppliedExternal: &no,
+		Generation: &gen, ObservedGeneration: &obs, FailuresInARow: &fails, LastError: "exit 1",
+		HeldReason: HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB",
+		Conditions: []Condition{{Type: "Stalled", Status: "True", Reason: HeldFailsafe, Message: "m"}},
+		Kind:       "Hog", Stateful: &yes, MessagesIn: &in, MessagesOut: &out, Failures: &f,
+		SendFailures: &sf, MailboxDepth: &depth, BusyS: &busy, StateGeneration: &sgen,
+		Metrics: map[string]float64{"cpu": 0.5},
+		Levels:  map[string]string{"memory": "critical"},
+		Queue:   &QueueStatus{Messages: 1, Bytes: 10, Capacity: 100, Fill: 0.1},
+	}
+	const want = `{"name":"A","where":"external","status":"held","pid":1234,"uptime_s":5.5,` +
+		`"spec_kind":"Router","spec_hash":"h2","external":true,"disabled":false,` +
+		`"applied_hash":"h1","applied_kind":"Hog","applied_external":false,` +
+		`"generation":3,"observed_generation":2,"failures_in_a_row":1,"last_error":"exit 1",` +
+		`"held_reason":"Failsafe","hold_message":"failsafe: memory 300MiB reached 200MiB",` +
+		`"conditions":[{"type":"Stalled","status":"True","reason":"Failsafe","message":"m"}],` +
+		`"kind":"Hog","stateful":true,"messages_in":10,"messages_out":9,"failures":2,` +
+		`"send_failures":1,"mailbox_depth":4,"busy_s":0.25,"state_generation":7,` +
+		`"metrics":{"cpu":0.5},"levels":{"memory":"critical"},` +
+		`"queue":{"messages":1,"bytes":10,"capacity":100,"fill":0.1}}`
+	b, err := json.Marshal(ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+	var got TaskStatus
+	if err := json.Unmarshal([]byte(want), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, ts) {
+		t.Fatalf("read back %+v, want %+v", got, ts)
+	}
+
+	// Left out when it does not apply: a bare task is its name, where,
+	// status and (never left out) conditions.
+	b, err = json.Marshal(TaskStatus{Name: "B", Where: "internal", Status: "stopped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"name":"B","where":"internal","status":"stopped","conditions":null}`; string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+}
