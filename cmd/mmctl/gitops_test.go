@@ -149,10 +149,12 @@ func TestStockCueVetWithTheWrittenSchema(t *testing.T) {
 func TestDiffLabelsHolds(t *testing.T) {
 	yes := true
 	observed, held := observedFrom([]control.TaskStatus{
-		{Name: "M", Status: "held", HeldReason: control.HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB",
-			AppliedHash: "h1", AppliedKind: "Hog", AppliedExternal: &yes},
-		{Name: "C", Status: "held", HeldReason: control.HeldRetriesExhausted, HoldMessage: "+ start C (external): exit status 1"},
-		{Name: "R", Status: "running", AppliedHash: "h2", AppliedKind: "Router"},
+		{Name: "M", Status: "held",
+			AppliedSpec:    control.AppliedSpec{AppliedHash: "h1", AppliedKind: "Hog", AppliedExternal: &yes},
+			ReconcileState: control.ReconcileState{HeldReason: control.HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB"}},
+		{Name: "C", Status: "held",
+			ReconcileState: control.ReconcileState{HeldReason: control.HeldRetriesExhausted, HoldMessage: "+ start C (external): exit status 1"}},
+		{Name: "R", Status: "running", AppliedSpec: control.AppliedSpec{AppliedHash: "h2", AppliedKind: "Router"}},
 	})
 	for name, want := range map[string]string{
 		"M": "! held M (failsafe: memory 300MiB reached 200MiB)",

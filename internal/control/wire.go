@@ -113,6 +113,12 @@ const (
 // out when it does not apply; those whose zero means something (a false
 // external, no failures yet) are pointers so that "not applicable" and
 // "zero" stay apart, as they were in the maps of earlier versions.
+//
+// The fields are grouped by when they apply into embedded structs.
+// encoding/json promotes an embedded struct's fields, in place, so the
+// JSON is flat and the same as before the grouping (TestTaskStatusJSON
+// keeps it so), and t.SpecHash and the like still read as one name.
+// Only a composite literal spells the group out.
 type TaskStatus struct {
 	Name   string `json:"name"`
 	Where  string `json:"where"` // internal or external
@@ -121,17 +127,40 @@ type TaskStatus struct {
 	Pid     int     `json:"pid,omitempty"`
 	UptimeS float64 `json:"uptime_s,omitempty"`
 
-	// The desired spec, when the config has the task.
+	DesiredSpec
+	AppliedSpec
+	ReconcileState
+
+	Conditions []Condition `json:"conditions"`
+
+	HostReport
+
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+	// Levels are the metrics not at ok, by name.
+	Levels map[string]string `json:"levels,omitempty"`
+	Queue  *QueueStatus      `json:"queue,omitempty"`
+}
+
+// DesiredSpec is the task as the config wants it; present when the config
+// has the task.
+type DesiredSpec struct {
 	SpecKind string `json:"spec_kind,omitempty"`
 	SpecHash string `json:"spec_hash,omitempty"`
 	External *bool  `json:"external,omitempty"`
 	Disabled *bool  `json:"disabled,omitempty"`
-	// The applied spec, when something was applied.
+}
+
+// AppliedSpec is the spec the task last ran with; present when something
+// was applied.
+type AppliedSpec struct {
 	AppliedHash     string `json:"applied_hash,omitempty"`
 	AppliedKind     string `json:"applied_kind,omitempty"`
 	AppliedExternal *bool  `json:"applied_external,omitempty"`
+}
 
-	// Reconcile bookkeeping, once the task was known.
+// ReconcileState is the controller's bookkeeping; present once the task
+// was known, the hold only while it is held.
+type ReconcileState struct {
 	Generation         *int64 `json:"generation,omitempty"`
 	ObservedGeneration *int64 `json:"observed_generation,omitempty"`
 	FailuresInARow     *int   `json:"failures_in_a_row,omitempty"`
@@ -140,10 +169,11 @@ type TaskStatus struct {
 	// HoldMessage says what happened.
 	HeldReason  string `json:"held_reason,omitempty"`
 	HoldMessage string `json:"hold_message,omitempty"`
+}
 
-	Conditions []Condition `json:"conditions"`
-
-	// What the host reports while it runs.
+// HostReport is what the host reports; present while the task runs (for
+// an external, the counters its process last reported).
+type HostReport struct {
 	Kind            string   `json:"kind,omitempty"`
 	Stateful        *bool    `json:"stateful,omitempty"`
 	MessagesIn      *uint64  `json:"messages_in,omitempty"`
@@ -153,11 +183,6 @@ type TaskStatus struct {
 	MailboxDepth    *uint64  `json:"mailbox_depth,omitempty"`
 	BusyS           *float64 `json:"busy_s,omitempty"`
 	StateGeneration *uint64  `json:"state_generation,omitempty"`
-
-	Metrics map[string]float64 `json:"metrics,omitempty"`
-	// Levels are the metrics not at ok, by name.
-	Levels map[string]string `json:"levels,omitempty"`
-	Queue  *QueueStatus      `json:"queue,omitempty"`
 }
 
 // Condition is one of a task's conditions, as Kubernetes reports them.

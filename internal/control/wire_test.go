@@ -101,10 +101,12 @@ func TestRoundTrip(t *testing.T) {
 	n := uint64(0)
 	reply := Reply{Type: Status, ID: "i", OK: true, Status: &StatusReply{
 		Daemon: DaemonStatus{Pid: 42, ConfigDir: "c", Metrics: map[string]float64{"cpu": 0.5}, Levels: map[string]string{}},
-		Tasks: []TaskStatus{{Name: "A", Where: "internal", Status: "held", External: &f, MessagesIn: &n,
-			HeldReason: HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB",
-			Conditions: []Condition{{Type: "Stalled", Status: "True", Reason: HeldFailsafe}},
-			Queue:      &QueueStatus{Messages: 1, Bytes: 10, Capacity: 100, Fill: 0.1}}},
+		Tasks: []TaskStatus{{Name: "A", Where: "internal", Status: "held",
+			DesiredSpec:    DesiredSpec{External: &f},
+			ReconcileState: ReconcileState{HeldReason: HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB"},
+			Conditions:     []Condition{{Type: "Stalled", Status: "True", Reason: HeldFailsafe}},
+			HostReport:     HostReport{MessagesIn: &n},
+			Queue:          &QueueStatus{Messages: 1, Bytes: 10, Capacity: 100, Fill: 0.1}}},
 	}, Results: []ActionResult{{Task: "A", Action: "+ start A (internal)", Error: "no"}}}
 	msg, err := reply.Message()
 	if err != nil {
@@ -168,13 +170,17 @@ func TestTaskStatusJSON(t *testing.T) {
 	busy := 0.25
 	ts := TaskStatus{
 		Name: "A", Where: "external", Status: "held", Pid: 1234, UptimeS: 5.5,
-		SpecKind: "Router", SpecHash: "h2", External: &yes, Disabled: &no,
-		AppliedHash: "h1", AppliedKind: "Hog", AppliedExternal: &no,
-		Generation: &gen, ObservedGeneration: &obs, FailuresInARow: &fails, LastError: "exit 1",
-		HeldReason: HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB",
+		DesiredSpec: DesiredSpec{SpecKind: "Router", SpecHash: "h2", External: &yes, Disabled: &no},
+		AppliedSpec: AppliedSpec{AppliedHash: "h1", AppliedKind: "Hog", AppliedExternal: &no},
+		ReconcileState: ReconcileState{
+			Generation: &gen, ObservedGeneration: &obs, FailuresInARow: &fails, LastError: "exit 1",
+			HeldReason: HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB",
+		},
 		Conditions: []Condition{{Type: "Stalled", Status: "True", Reason: HeldFailsafe, Message: "m"}},
-		Kind:       "Hog", Stateful: &yes, MessagesIn: &in, MessagesOut: &out, Failures: &f,
-		SendFailures: &sf, MailboxDepth: &depth, BusyS: &busy, StateGeneration: &sgen,
+		HostReport: HostReport{
+			Kind: "Hog", Stateful: &yes, MessagesIn: &in, MessagesOut: &out, Failures: &f,
+			SendFailures: &sf, MailboxDepth: &depth, BusyS: &busy, StateGeneration: &sgen,
+		},
 		Metrics: map[string]float64{"cpu": 0.5},
 		Levels:  map[string]string{"memory": "critical"},
 		Queue:   &QueueStatus{Messages: 1, Bytes: 10, Capacity: 100, Fill: 0.1},
