@@ -135,7 +135,7 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 			errs[i] = fmt.Errorf("task %s: %w", spec.Name, err)
 			continue
 		}
-		r.catchUp.Store(spec.CatchUp && h.opts.Remote != nil)
+		r.catch.on.Store(spec.CatchUp && h.opts.Remote != nil)
 		rs[i] = r
 	}
 	h.publish(func(m map[string]*runner) {
@@ -244,10 +244,10 @@ func (h *Host) Send(qname string, msg Message) error {
 		return err
 	}
 	c.Add(-1)
-	if r.catchUp.Load() {
-		r.catchMu.RLock()
-		defer r.catchMu.RUnlock()
-		if r.catchUp.Load() {
+	if r.catch.on.Load() {
+		r.catch.mu.RLock()
+		defer r.catch.mu.RUnlock()
+		if r.catch.on.Load() {
 			return h.opts.Remote.Send(qname, msg)
 		}
 	}
@@ -265,7 +265,7 @@ func (h *Host) sendingTo(name string) *atomic.Int64 {
 // catchingUp reports whether a task's senders still go through its queue.
 func (h *Host) catchingUp(name string) bool {
 	r := (*h.tasks.Load())[name]
-	return r != nil && r.catchUp.Load()
+	return r != nil && r.catch.on.Load()
 }
 
 // finishCatchUp ends a task's catch-up: with its senders held, drain
@@ -274,21 +274,21 @@ func (h *Host) catchingUp(name string) bool {
 // so until the hold can be taken the queue keeps being drained.
 func (h *Host) finishCatchUp(name string, drain func()) {
 	r := (*h.tasks.Load())[name]
-	if r == nil || !r.catchUp.Load() {
+	if r == nil || !r.catch.on.Load() {
 		return
 	}
-	for !r.catchMu.TryLock() {
+	for !r.catch.mu.TryLock() {
 		drain()
 		goruntime.Gosched()
 	}
-	defer r.catchMu.Unlock()
+	defer r.catch.mu.Unlock()
 	// Senders that found the task absent may still be queuing.
 	for c := h.sendingTo(name); c.Load() > 0; {
 		drain()
 		goruntime.Gosched()
 	}
 	drain()
-	r.catchUp.Store(false)
+	r.catch.on.Store(false)
 }
 
 // DeliverLocal hands msg to a task of this host only (never to its queue).

@@ -29,8 +29,11 @@ type configChange struct {
 	done      chan error
 }
 
-// runner hosts one task. Everything not atomic or under tmu is owned by the
-// task's goroutine (or by Start, before that goroutine exists).
+// runner hosts one task. Everything not atomic or under timers.mu is
+// owned by the task's goroutine (or by Start, before that goroutine
+// exists). Its fields are grouped by concern into value sub-structs:
+// they sit inline, so the message path reaches them through r as before,
+// with no extra pointer.
 type runner struct {
 	h        *Host
 	name     string
@@ -41,42 +44,69 @@ type runner struct {
 	mbox     *mailbox
 	done     chan struct{}
 
-	intervals map[string]time.Duration
-	// noTimers: see TaskSpec.NoTimers.
-	noTimers  bool
-	state     map[string]any
-	store     *statestore.Store
-	savedJSON []byte
-	saveErr   error // the last save's failure, reported by Stop and Shutdown
-	saveTimer *recurTimer
-	noRouter  bool
+	timers timerSet
+	// state is the task's state (Context.State); persist saves it.
+	state   map[string]any
+	persist persistence
+	// noRouter: the last emit found no Router (see Emit).
+	noRouter bool
 
-	tmu          sync.Mutex
-	timers       map[string]*recurTimer
-	timersClosed bool
-
-	// catchUp: senders in this process still use the task's queue; see
-	// TaskSpec.CatchUp. catchMu orders them with the end of catch-up.
-	catchUp atomic.Bool
-	catchMu sync.RWMutex
-
-	msgsIn, msgsOut, failures, sendFailures, stateGen atomic.Uint64
-	busyNanos                                         atomic.Int64
-	// saveFirst: no change saved since the task started (see loop).
-	saveFirst bool
-	// busySince is when the batch being handled began (unix ns), 0 when
-	// idle: a handler that runs long shows as busy while it runs.
-	busySince atomic.Int64
+	catch catchUpGate
+	stats counters
 	// onHandled, if set, is called after each batch the handler finished
 	// (the inbound then takes the handled messages off the task's queue).
 	onHandled atomic.Pointer[func()]
 }
 
+// timerSet is a task's timers and the config's interval overrides.
+type timerSet struct {
+	// intervals overrides the periods the task asks for, by timer name.
+	intervals map[string]time.Duration
+	// idle: see TaskSpec.NoTimers.
+	idle bool
+
+	mu     sync.Mutex
+	byName map[string]*recurTimer // under mu
+	closed bool                   // under mu: the task is stopping
+	// save saves a Stateful task's state (SaveStateTimer); set under mu,
+	// by the task's goroutine.
+	save *recurTimer
+}
+
+// persistence is how a Stateful task's state is kept in its state file.
+type persistence struct {
+	store     *statestore.Store
+	savedJSON []byte // the state as last saved, to skip unchanged saves
+	err       error  // the last save's failure, reported by Stop and Shutdown
+	// first: no change saved since the task started (see loop).
+	first bool
+	// gen is the generation last saved or restored; atomic for status.
+	gen atomic.Uint64
+}
+
+// catchUpGate: while on, senders in this process still use the task's
+// queue; see TaskSpec.CatchUp. mu orders them with the end of catch-up.
+type catchUpGate struct {
+	on atomic.Bool
+	mu sync.RWMutex
+}
+
+// counters are what status reports of the handler's work; atomic, as
+// status reads them from other goroutines.
+type counters struct {
+	msgsIn, msgsOut, failures, sendFailures atomic.Uint64
+	busyNanos                               atomic.Int64
+	// busySince is when the batch being handled began (unix ns), 0 when
+	// idle: a handler that runs long shows as busy while it runs.
+	busySince atomic.Int64
+}
+
 func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
 	r = &runner{
 		h: h, name: spec.Name, kind: spec.Kind, started: time.Now(),
-		mbox: newMailbox(), done: make(chan struct{}), noTimers: spec.NoTimers,
-		timers: map[string]*recurTimer{}, state: map[string]any{},
+		mbox: newMailbox(), done: make(chan struct{}),
+		timers: timerSet{idle: spec.NoTimers, byName: map[string]*recurTimer{}},
+		state:  map[string]any{},
 	}
 	if err := r.safely("factory", func() error { r.task = spec.New(); return nil }); err != nil {
 		return nil, err
@@ -85,7 +115,7 @@ func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
 		return nil, fmt.Errorf("factory for %s returned nil", spec.Kind)
 	}
 	_, r.stateful = r.task.(Stateful)
-	r.saveFirst = r.stateful
+	r.persist.first = r.stateful
 	if r.stateful {
 		if err := r.openState(); err != nil {
 			return nil, err
@@ -102,8 +132,8 @@ func (r *runner) abandon() {
 			"task", r.name, "messages", d)
 	}
 	r.stopTimers()
-	if r.store != nil {
-		r.store.Close()
+	if r.persist.store != nil {
+		r.persist.store.Close()
 	}
 }
 
@@ -120,7 +150,7 @@ func (r *runner) loop() {
 			continue
 		}
 		t0 := time.Now()
-		r.busySince.Store(t0.UnixNano())
+		r.stats.busySince.Store(t0.UnixNano())
 		var msgs, all uint64
 		for s := batch; s != nil; s = s.next {
 			for i := range s.items[:s.n] {
@@ -134,17 +164,17 @@ func (r *runner) loop() {
 			}
 			all += uint64(s.n)
 		}
-		r.msgsIn.Add(msgs)
-		if r.saveFirst && msgs > 0 {
+		r.stats.msgsIn.Add(msgs)
+		if r.persist.first && msgs > 0 {
 			// The first change after a start is saved at once: a process
 			// that dies within its first save interval then loses at most
 			// its own work, not its predecessor's unsaved tail as well.
-			gen := r.stateGen.Load()
+			gen := r.persist.gen.Load()
 			r.saveState()
-			r.saveFirst = r.stateGen.Load() == gen
+			r.persist.first = r.persist.gen.Load() == gen
 		}
-		r.busyNanos.Add(int64(time.Since(t0)))
-		r.busySince.Store(0)
+		r.stats.busyNanos.Add(int64(time.Since(t0)))
+		r.stats.busySince.Store(0)
 		r.mbox.done.Add(all)
 		if f := r.onHandled.Load(); f != nil {
 			(*f)()
@@ -199,7 +229,7 @@ func (r *runner) handleStateControl(ctl any) {
 }
 
 func (r *runner) messageFailed(err error) {
-	r.failures.Add(1)
+	r.stats.failures.Add(1)
 	r.h.ch.Error.Error("message failed", "task", r.name, "error", err)
 }
 
@@ -212,7 +242,7 @@ func (r *runner) handleControl(c *control) {
 			return
 		}
 		if err := r.safely("timer "+t.name, func() error { t.work(r); return nil }); err != nil {
-			r.failures.Add(1)
+			r.stats.failures.Add(1)
 			r.h.ch.Error.Error("timer failed", "task", r.name, "timer", t.name, "error", err)
 		}
 	case ctlConfig:
@@ -252,8 +282,8 @@ func (r *runner) applyConfig(c *configChange) error {
 			return fmt.Errorf("interval %s: must be positive, got %v", name, d)
 		}
 	}
-	old := r.intervals
-	r.intervals = c.intervals
+	old := r.timers.intervals
+	r.timers.intervals = c.intervals
 	if cfg, ok := r.task.(Configurable); ok {
 		config := c.config
 		if config == nil {
@@ -262,30 +292,30 @@ func (r *runner) applyConfig(c *configChange) error {
 		if err := r.safely("SetConfig", func() error { return cfg.SetConfig(r, config) }); err != nil {
 			// The task keeps running on its previous config; timers it
 			// set before failing stay (it asked for them).
-			r.intervals = old
+			r.timers.intervals = old
 			return fmt.Errorf("SetConfig: %w", err)
 		}
 	}
 	// An override applies to timers the task did not re-create in SetConfig.
-	r.tmu.Lock()
-	for name, t := range r.timers {
-		if d, ok := r.intervals[name]; ok {
+	r.timers.mu.Lock()
+	for name, t := range r.timers.byName {
+		if d, ok := r.timers.intervals[name]; ok {
 			t.setEvery(d)
 		}
 	}
-	r.tmu.Unlock()
+	r.timers.mu.Unlock()
 	if r.stateful {
 		every := DefaultSaveState
-		if d, ok := r.intervals[SaveStateTimer]; ok {
+		if d, ok := r.timers.intervals[SaveStateTimer]; ok {
 			every = d
 		}
-		if r.saveTimer == nil {
+		if r.timers.save == nil {
 			r.addTimer(func() *recurTimer {
-				r.saveTimer = r.newTimer(SaveStateTimer, every, func(Context) { r.saveFirst = false; r.saveState() })
-				return r.saveTimer
+				r.timers.save = r.newTimer(SaveStateTimer, every, func(Context) { r.persist.first = false; r.saveState() })
+				return r.timers.save
 			})
 		} else {
-			r.saveTimer.setEvery(every)
+			r.timers.save.setEvery(every)
 		}
 	}
 	return nil
@@ -293,30 +323,30 @@ func (r *runner) applyConfig(c *configChange) error {
 
 // addTimer starts a timer unless the task is stopping.
 func (r *runner) addTimer(mk func() *recurTimer) {
-	r.tmu.Lock()
-	defer r.tmu.Unlock()
-	if r.timersClosed {
+	r.timers.mu.Lock()
+	defer r.timers.mu.Unlock()
+	if r.timers.closed {
 		return
 	}
 	mk()
 }
 
 func (r *runner) stopTimers() {
-	r.tmu.Lock()
-	defer r.tmu.Unlock()
-	r.timersClosed = true
-	for _, t := range r.timers {
+	r.timers.mu.Lock()
+	defer r.timers.mu.Unlock()
+	r.timers.closed = true
+	for _, t := range r.timers.byName {
 		t.stop()
 	}
-	if r.saveTimer != nil {
-		r.saveTimer.stop()
+	if r.timers.save != nil {
+		r.timers.save.stop()
 	}
 }
 
 // finalErr is the last save's failure; read after r.done is closed.
 func (r *runner) finalErr() error {
-	if r.saveErr != nil {
-		return fmt.Errorf("task %s: state not saved: %w", r.name, r.saveErr)
+	if r.persist.err != nil {
+		return fmt.Errorf("task %s: state not saved: %w", r.name, r.persist.err)
 	}
 	return nil
 }
@@ -324,9 +354,9 @@ func (r *runner) finalErr() error {
 // finish runs on the task's goroutine after its last item.
 func (r *runner) finish() {
 	r.stopTimers()
-	if r.store != nil {
+	if r.persist.store != nil {
 		r.saveState()
-		if err := r.store.Close(); err != nil {
+		if err := r.persist.store.Close(); err != nil {
 			r.h.ch.Error.Error("closing state file", "task", r.name, "error", err)
 		}
 	}
@@ -364,7 +394,7 @@ func (r *runner) openState() error {
 			break
 		}
 		r.state = state
-		r.stateGen.Store(snap.Generation)
+		r.persist.gen.Store(snap.Generation)
 		if len(bad) > 0 {
 			r.alert("restored an older state snapshot", "generation", snap.Generation, "saved_at", snap.Time)
 		}
@@ -375,8 +405,8 @@ func (r *runner) openState() error {
 	default:
 		return err
 	}
-	r.store = st
-	r.savedJSON, _ = json.Marshal(r.state)
+	r.persist.store = st
+	r.persist.savedJSON, _ = json.Marshal(r.state)
 	return nil
 }
 
@@ -397,31 +427,31 @@ func openAndLoad(path string) (*statestore.Store, statestore.Snapshot, []statest
 
 // saveState writes the state if it changed since the last save.
 func (r *runner) saveState() {
-	if r.store == nil {
+	if r.persist.store == nil {
 		return
 	}
 	b, err := json.Marshal(r.state)
 	if err != nil {
-		r.failures.Add(1)
+		r.stats.failures.Add(1)
 		r.h.ch.Error.Error("state is not JSON: not saved", "task", r.name, "error", err)
 		return
 	}
-	if bytes.Equal(b, r.savedJSON) {
+	if bytes.Equal(b, r.persist.savedJSON) {
 		return
 	}
-	gen, err := r.store.Save(b)
+	gen, err := r.persist.store.Save(b)
 	if err != nil {
-		r.failures.Add(1)
-		r.saveErr = err
+		r.stats.failures.Add(1)
+		r.persist.err = err
 		r.h.ch.Error.Error("saving state failed", "task", r.name, "error", err)
 		return
 	}
-	if r.stateGen.Load() == 0 {
+	if r.persist.gen.Load() == 0 {
 		r.h.markSaved(r.name)
 	}
-	r.saveErr = nil
-	r.savedJSON = b
-	r.stateGen.Store(gen)
+	r.persist.err = nil
+	r.persist.savedJSON = b
+	r.persist.gen.Store(gen)
 }
 
 func (r *runner) alert(msg string, kv ...any) {
@@ -430,8 +460,8 @@ func (r *runner) alert(msg string, kv ...any) {
 
 // busy is the handler's busy time so far, the batch in hand included.
 func (r *runner) busy() time.Duration {
-	since := r.busySince.Load()
-	b := time.Duration(r.busyNanos.Load())
+	since := r.stats.busySince.Load()
+	b := time.Duration(r.stats.busyNanos.Load())
 	if since != 0 {
 		b += time.Duration(max(0, time.Now().UnixNano()-since))
 	}
@@ -441,16 +471,16 @@ func (r *runner) busy() time.Duration {
 func (r *runner) status() TaskStatus {
 	s := TaskStatus{
 		Name: r.name, Kind: r.kind, Stateful: r.stateful, Started: r.started,
-		MessagesIn: r.msgsIn.Load(), MessagesOut: r.msgsOut.Load(), Failures: r.failures.Load(),
-		SendFailures: r.sendFailures.Load(),
+		MessagesIn: r.stats.msgsIn.Load(), MessagesOut: r.stats.msgsOut.Load(), Failures: r.stats.failures.Load(),
+		SendFailures: r.stats.sendFailures.Load(),
 		Depth:        r.mbox.depth(), Busy: r.busy(),
-		StateGeneration: r.stateGen.Load(), Timers: map[string]time.Duration{},
+		StateGeneration: r.persist.gen.Load(), Timers: map[string]time.Duration{},
 	}
-	r.tmu.Lock()
-	for name, t := range r.timers {
+	r.timers.mu.Lock()
+	for name, t := range r.timers.byName {
 		s.Timers[name] = t.period()
 	}
-	r.tmu.Unlock()
+	r.timers.mu.Unlock()
 	return s
 }
 
@@ -475,18 +505,18 @@ func (r *runner) Emit(msg Message) {
 
 func (r *runner) Send(qname string, msg Message) error {
 	if err := r.h.Send(qname, msg); err != nil {
-		r.sendFailures.Add(1)
+		r.stats.sendFailures.Add(1)
 		if errors.Is(err, transit.ErrQueueFull) {
 			r.alert("queue full: message not sent", "queue", qname, "error", err)
 		}
 		return err
 	}
-	r.msgsOut.Add(1)
+	r.stats.msgsOut.Add(1)
 	return nil
 }
 
 func (r *runner) Recur(name string, every time.Duration, work func(Context)) {
-	if d, ok := r.intervals[name]; ok {
+	if d, ok := r.timers.intervals[name]; ok {
 		every = d
 	}
 	if every <= 0 || work == nil {
@@ -494,26 +524,26 @@ func (r *runner) Recur(name string, every time.Duration, work func(Context)) {
 		return
 	}
 	r.addTimer(func() *recurTimer {
-		if old := r.timers[name]; old != nil {
+		if old := r.timers.byName[name]; old != nil {
 			old.stop()
 		}
 		var t *recurTimer
-		if r.noTimers {
+		if r.timers.idle {
 			t = idleTimer(r, name, every, work) // see TaskSpec.NoTimers
 		} else {
 			t = r.newTimer(name, every, work)
 		}
-		r.timers[name] = t
+		r.timers.byName[name] = t
 		return t
 	})
 }
 
 func (r *runner) StopRecur(name string) {
-	r.tmu.Lock()
-	defer r.tmu.Unlock()
-	if t := r.timers[name]; t != nil {
+	r.timers.mu.Lock()
+	defer r.timers.mu.Unlock()
+	if t := r.timers.byName[name]; t != nil {
 		t.stop()
-		delete(r.timers, name)
+		delete(r.timers.byName, name)
 	}
 }
 
