@@ -49,20 +49,38 @@ daemon: sample_every: 0.5
 }
 
 type soak struct {
-	bin, root, cfg, state string
-	tr                    *transit.Transit
-	rng                   *rand.Rand
+	paths paths
+	tr    *transit.Transit
+	rng   *rand.Rand // the main loop's, from the seed
 
 	stopCollect chan struct{}
 
-	mu     sync.Mutex
-	daemon *exec.Cmd
-	next   map[string]int // the next message number, by task
+	mu      sync.Mutex
+	daemon  *exec.Cmd
+	msgs    ledger     // under mu
+	regress regression // under mu
+
+	// The main loop's own, read by verdict once it is over.
+	faults faultTally
+	usage  daemonUsage
+}
+
+// paths are where the run lives, all under root.
+type paths struct {
+	bin, root, cfg, state string
+}
+
+// ledger is every message sent, and what became of it.
+type ledger struct {
+	next map[string]int // the next message number, by task
 	// sent are the messages each task's queue accepted; seen what the
 	// tasks reported handling, with how often.
 	sent, sendFailed map[string]int
 	seen             map[string]map[int]int
-	// counts: per task, the time each state count was first reported.
+}
+
+// regression is how far each task's state went back.
+type regression struct {
 	// counts: per task, the task's active time when each state count was
 	// first reported. Active time runs only while the task reports (gaps
 	// over activeGap, when it was down, do not count): "state goes back at
@@ -74,9 +92,16 @@ type soak struct {
 	// worst state regression: how old the state a task went back to was.
 	worstBack     time.Duration
 	worstBackTask string
+}
 
+// faultTally counts the faults the run caused.
+type faultTally struct {
 	kills, daemonKills, flips, broken, fills int
-	rss, fds                                 []float64 // the daemon's, sampled
+}
+
+// daemonUsage is the daemon's resident memory (MiB) and open fds, sampled.
+type daemonUsage struct {
+	rss, fds []float64
 }
 
 func main() {
@@ -95,24 +120,28 @@ func run(duration time.Duration, seed uint64) error {
 	if err != nil {
 		return err
 	}
-	s := &soak{root: root, cfg: filepath.Join(root, "config"), state: filepath.Join(root, "state"),
-		bin: filepath.Join(root, "extprog"), rng: rand.New(rand.NewPCG(seed, seed)),
-		stopCollect: make(chan struct{}), next: map[string]int{},
-		sent: map[string]int{}, sendFailed: map[string]int{}, seen: map[string]map[int]int{},
-		counts: map[string]map[int]time.Duration{}, active: map[string]time.Duration{}, maxCount: map[string]int{},
-		lastReport: map[string]time.Time{}}
+	s := &soak{
+		paths: paths{root: root, cfg: filepath.Join(root, "config"), state: filepath.Join(root, "state"),
+			bin: filepath.Join(root, "extprog")},
+		rng:         rand.New(rand.NewPCG(seed, seed)),
+		stopCollect: make(chan struct{}),
+		msgs: ledger{next: map[string]int{},
+			sent: map[string]int{}, sendFailed: map[string]int{}, seen: map[string]map[int]int{}},
+		regress: regression{counts: map[string]map[int]time.Duration{}, active: map[string]time.Duration{},
+			maxCount: map[string]int{}, lastReport: map[string]time.Time{}},
+	}
 	fmt.Printf("soak: seed %d, %v of faults, in %s\n", seed, duration, root)
 	defer s.cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	build := exec.Command("go", "build", "-o", s.bin, ".")
+	build := exec.Command("go", "build", "-o", s.paths.bin, ".")
 	build.Dir = "testdata/extprog"
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("building testdata/extprog: %v\n%s", err, out)
 	}
-	os.MkdirAll(s.cfg, 0o700)
-	if err := os.WriteFile(filepath.Join(s.cfg, "a.cue"), []byte(config(false)), 0o600); err != nil {
+	os.MkdirAll(s.paths.cfg, 0o700)
+	if err := os.WriteFile(filepath.Join(s.paths.cfg, "a.cue"), []byte(config(false)), 0o600); err != nil {
 		return err
 	}
 	if s.tr, err = transit.Open(transit.Options{Dir: filepath.Join(root, "transit")}); err != nil {
@@ -152,14 +181,14 @@ func run(duration time.Duration, seed uint64) error {
 			}
 		case n < 7:
 			flipped = !flipped
-			os.WriteFile(filepath.Join(s.cfg, "a.cue"), []byte(config(flipped)), 0o600)
-			s.flips++
+			os.WriteFile(filepath.Join(s.paths.cfg, "a.cue"), []byte(config(flipped)), 0o600)
+			s.faults.flips++
 		case n < 8:
-			bad := filepath.Join(s.cfg, "broken.cue")
+			bad := filepath.Join(s.paths.cfg, "broken.cue")
 			os.WriteFile(bad, []byte("tasks: X: {kind: \n"), 0o600)
 			time.Sleep(300 * time.Millisecond)
 			os.Remove(bad)
-			s.broken++
+			s.faults.broken++
 		default:
 			s.fill()
 		}
@@ -184,11 +213,11 @@ func run(duration time.Duration, seed uint64) error {
 }
 
 func (s *soak) startDaemon() error {
-	logf, err := os.OpenFile(filepath.Join(s.root, "daemon.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	logf, err := os.OpenFile(filepath.Join(s.paths.root, "daemon.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, "-c", s.cfg, "-s", s.state, "-T", s.tr.Dir(), "-p", "acme", "-o", "log:1,alert:1")
+	cmd := exec.Command(s.paths.bin, "-c", s.paths.cfg, "-s", s.paths.state, "-T", s.tr.Dir(), "-p", "acme", "-o", "log:1,alert:1")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return err
@@ -231,22 +260,22 @@ func (s *soak) traffic(task string, done <-chan struct{}) {
 
 func (s *soak) send(task string) {
 	s.mu.Lock()
-	s.next[task]++
-	n := s.next[task]
+	s.msgs.next[task]++
+	n := s.msgs.next[task]
 	s.mu.Unlock()
 	err := s.tr.Send(task, map[string]any{"i": float64(n)})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		s.sendFailed[task]++
+		s.msgs.sendFailed[task]++
 		return
 	}
-	s.sent[task]++
-	if s.seen[task] == nil {
-		s.seen[task] = map[int]int{}
+	s.msgs.sent[task]++
+	if s.msgs.seen[task] == nil {
+		s.msgs.seen[task] = map[int]int{}
 	}
-	if _, ok := s.seen[task][n]; !ok {
-		s.seen[task][n] = 0 // sent, not yet seen
+	if _, ok := s.msgs.seen[task][n]; !ok {
+		s.msgs.seen[task][n] = 0 // sent, not yet seen
 	}
 }
 
@@ -255,7 +284,7 @@ func (s *soak) fill() {
 	for range 2000 {
 		s.send("A")
 	}
-	s.fills++
+	s.faults.fills++
 }
 
 // collect reads the tasks' reports from Seen.
@@ -276,36 +305,36 @@ func (s *soak) collect(q *transit.Queue) {
 			task, _ := m["task"].(string)
 			i, _ := m["i"].(float64)
 			c, _ := m["count"].(float64)
-			if s.seen[task] == nil {
-				s.seen[task] = map[int]int{}
+			if s.msgs.seen[task] == nil {
+				s.msgs.seen[task] = map[int]int{}
 			}
-			s.seen[task][int(i)]++
-			if s.counts[task] == nil {
-				s.counts[task] = map[int]time.Duration{}
+			s.msgs.seen[task][int(i)]++
+			if s.regress.counts[task] == nil {
+				s.regress.counts[task] = map[int]time.Duration{}
 			}
-			if last := s.lastReport[task]; !last.IsZero() {
-				s.active[task] += min(now.Sub(last), activeGap)
+			if last := s.regress.lastReport[task]; !last.IsZero() {
+				s.regress.active[task] += min(now.Sub(last), activeGap)
 			}
 			count := int(c)
-			if count < s.maxCount[task] {
+			if count < s.regress.maxCount[task] {
 				// The state went back: to a count first reached how much
 				// working time before the last report?
-				if first, ok := s.counts[task][count]; ok {
-					if back := s.active[task] - first; back > s.worstBack {
-						s.worstBack, s.worstBackTask = back, task
+				if first, ok := s.regress.counts[task][count]; ok {
+					if back := s.regress.active[task] - first; back > s.regress.worstBack {
+						s.regress.worstBack, s.regress.worstBackTask = back, task
 					}
 				}
 				// The counts above it are reached again from now on.
-				for c := count + 1; c <= s.maxCount[task]; c++ {
-					delete(s.counts[task], c)
+				for c := count + 1; c <= s.regress.maxCount[task]; c++ {
+					delete(s.regress.counts[task], c)
 				}
-				s.maxCount[task] = count
+				s.regress.maxCount[task] = count
 			}
-			if _, ok := s.counts[task][count]; !ok {
-				s.counts[task][count] = s.active[task]
+			if _, ok := s.regress.counts[task][count]; !ok {
+				s.regress.counts[task][count] = s.regress.active[task]
 			}
-			s.maxCount[task] = max(s.maxCount[task], count)
-			s.lastReport[task] = now
+			s.regress.maxCount[task] = max(s.regress.maxCount[task], count)
+			s.regress.lastReport[task] = now
 		}
 		s.mu.Unlock()
 	}
@@ -316,7 +345,7 @@ func (s *soak) missing() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for _, seen := range s.seen {
+	for _, seen := range s.msgs.seen {
 		for _, c := range seen {
 			if c == 0 {
 				n++
@@ -332,7 +361,7 @@ func (s *soak) externalPids() []int {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, _ := os.ReadFile(p)
-		if strings.Contains(string(b), s.state) && strings.Contains(string(b), "-m\x00") {
+		if strings.Contains(string(b), s.paths.state) && strings.Contains(string(b), "-m\x00") {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 			pids = append(pids, pid)
 		}
@@ -347,7 +376,7 @@ func (s *soak) killExternal() {
 		return
 	}
 	syscall.Kill(pids[s.rng.IntN(len(pids))], syscall.SIGKILL)
-	s.kills++
+	s.faults.kills++
 }
 
 func (s *soak) killDaemon() error {
@@ -356,7 +385,7 @@ func (s *soak) killDaemon() error {
 	s.mu.Unlock()
 	d.Process.Kill()
 	s.waitDaemon(10 * time.Second)
-	s.daemonKills++
+	s.faults.daemonKills++
 	time.Sleep(time.Duration(s.rng.IntN(1000)) * time.Millisecond) // down a while: messages wait
 	return s.startDaemon()
 }
@@ -368,10 +397,10 @@ func (s *soak) sampleDaemon() {
 	s.mu.Unlock()
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid)); err == nil {
 		pages, _ := strconv.ParseFloat(strings.Fields(string(b))[1], 64)
-		s.rss = append(s.rss, pages*float64(os.Getpagesize())/(1<<20))
+		s.usage.rss = append(s.usage.rss, pages*float64(os.Getpagesize())/(1<<20))
 	}
 	if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
-		s.fds = append(s.fds, float64(len(fds)))
+		s.usage.fds = append(s.usage.fds, float64(len(fds)))
 	}
 }
 
@@ -381,8 +410,8 @@ func (s *soak) verdict() error {
 	var problems []error
 	sent, handled, lost, dups := 0, 0, 0, 0
 	for _, t := range tasks {
-		sent += s.sent[t]
-		for i, c := range s.seen[t] {
+		sent += s.msgs.sent[t]
+		for i, c := range s.msgs.seen[t] {
 			switch {
 			case c == 0:
 				lost++
@@ -400,8 +429,8 @@ func (s *soak) verdict() error {
 	if lost > 0 {
 		problems = append(problems, fmt.Errorf("%d messages accepted by a queue were never handled", lost))
 	}
-	if limit := time.Duration(saveEvery*float64(time.Second)) + 200*time.Millisecond; s.worstBack > limit { // slack: report timing
-		problems = append(problems, fmt.Errorf("task %s's state went back %v (save interval %vs)", s.worstBackTask, s.worstBack.Round(time.Millisecond), saveEvery))
+	if limit := time.Duration(saveEvery*float64(time.Second)) + 200*time.Millisecond; s.regress.worstBack > limit { // slack: report timing
+		problems = append(problems, fmt.Errorf("task %s's state went back %v (save interval %vs)", s.regress.worstBackTask, s.regress.worstBack.Round(time.Millisecond), saveEvery))
 	}
 	if pids := s.externalPids(); len(pids) > 0 {
 		problems = append(problems, fmt.Errorf("processes left: %v", pids))
@@ -418,16 +447,17 @@ func (s *soak) verdict() error {
 	if len(spills) > 0 {
 		problems = append(problems, fmt.Errorf("%d spill files left", len(spills)))
 	}
-	fmt.Printf("soak: sent %d (queue full: %d), handled %d, lost %d, handled twice %d\n", sent, sumMap(s.sendFailed), handled, lost, dups)
+	fmt.Printf("soak: sent %d (queue full: %d), handled %d, lost %d, handled twice %d\n", sent, sumMap(s.msgs.sendFailed), handled, lost, dups)
 	fmt.Printf("soak: kills of externals %d, of the daemon %d, flips %d, broken configs %d, queue fills %d\n",
-		s.kills, s.daemonKills, s.flips, s.broken, s.fills)
+		s.faults.kills, s.faults.daemonKills, s.faults.flips, s.faults.broken, s.faults.fills)
+	rss, fds := s.usage.rss, s.usage.fds
 	fmt.Printf("soak: worst state regression %v of working time (task %s); daemon RSS %s MiB, fds %s\n",
-		s.worstBack.Round(time.Millisecond), s.worstBackTask, spread(s.rss), spread(s.fds))
-	if len(s.rss) > 4 && quarterMax(s.rss[len(s.rss)*3/4:]) > 2*quarterMax(s.rss[:len(s.rss)/4])+10 {
-		problems = append(problems, fmt.Errorf("the daemon's memory grew: %s MiB", spread(s.rss)))
+		s.regress.worstBack.Round(time.Millisecond), s.regress.worstBackTask, spread(rss), spread(fds))
+	if len(rss) > 4 && quarterMax(rss[len(rss)*3/4:]) > 2*quarterMax(rss[:len(rss)/4])+10 {
+		problems = append(problems, fmt.Errorf("the daemon's memory grew: %s MiB", spread(rss)))
 	}
-	if len(s.fds) > 4 && quarterMax(s.fds[len(s.fds)*3/4:]) > quarterMax(s.fds[:len(s.fds)/4])+10 {
-		problems = append(problems, fmt.Errorf("the daemon's fds grew: %s", spread(s.fds)))
+	if len(fds) > 4 && quarterMax(fds[len(fds)*3/4:]) > quarterMax(fds[:len(fds)/4])+10 {
+		problems = append(problems, fmt.Errorf("the daemon's fds grew: %s", spread(fds)))
 	}
 	return errors.Join(problems...)
 }
@@ -467,7 +497,7 @@ func (s *soak) cleanup() {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, _ := os.ReadFile(p)
-		if strings.Contains(string(b), s.state) {
+		if strings.Contains(string(b), s.paths.state) {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -476,6 +506,6 @@ func (s *soak) cleanup() {
 		s.tr.RemoveAll()
 	}
 	if !keep {
-		os.RemoveAll(s.root)
+		os.RemoveAll(s.paths.root)
 	}
 }
