@@ -192,10 +192,20 @@ func (c *Controller) Load(cfg *schema.Config, kind LoadKind) []Result {
 	}
 	if first {
 		c.restoreHolds()
-	} else if released {
+	}
+	for name, st := range c.tasks {
+		if _, wanted := cfg.Tasks[name]; !wanted && st.hold != nil && st.running == nil && !st.stopping {
+			st.hold = nil // its config is gone: so is its hold
+			released = true
+			c.forget(name)
+		}
+	}
+	if released && !first {
 		c.saveHolds()
 	}
-	if confirmed {
+	if kind != Watched {
+		// Confirmed or not, this load answers the one asked for; removals
+		// still pending in cfg wait for a confirmation of their own.
 		c.confirmHash, c.confirmAt = "", time.Time{}
 	}
 	return c.reconcile(!confirmed)
@@ -246,10 +256,10 @@ func (c *Controller) Exited(name string, err error) []Result {
 // a change of its config.
 func (c *Controller) Failsafe(name, reason string) {
 	st := c.tasks[name]
-	if st == nil || st.running == nil || st.hold != nil {
+	if st == nil || st.running == nil || st.hold != nil && st.hold.Why == HoldFailsafe {
 		return
 	}
-	c.holdTask(name, st, HoldFailsafe, reason)
+	c.holdTask(name, st, HoldFailsafe, reason) // a retries hold of a running task gives way
 	c.reconcile(true)
 }
 
@@ -301,8 +311,8 @@ func (c *Controller) NextWake() time.Time {
 	}
 	earlier(c.confirmAt)
 	for _, st := range c.tasks {
-		if st.hold != nil {
-			continue
+		if st.hold != nil || st.stopping {
+			continue // nothing is due until it is released or stopped
 		}
 		earlier(st.retry.next)
 		if st.running != nil && st.retry.failures > 0 {
@@ -366,6 +376,7 @@ func (c *Controller) reconcile(deferRemovals bool) []Result {
 	observed := c.Observed()
 	var results []Result
 	var starts []schema.TaskSpec
+	deferred := false
 	for _, a := range Plan(c.desired.Tasks, observed) {
 		name := a.Task()
 		st := c.task(name)
@@ -374,6 +385,7 @@ func (c *Controller) reconcile(deferRemovals bool) []Result {
 		}
 		if stop, ok := a.(Stop); ok {
 			if _, wanted := c.desired.Tasks[name]; !wanted && deferRemovals {
+				deferred = true
 				if c.confirmHash != c.desired.SourceHash {
 					c.confirmHash, c.confirmAt = c.desired.SourceHash, now.Add(c.timing.ConfirmRemoval)
 				}
@@ -401,6 +413,9 @@ func (c *Controller) reconcile(deferRemovals bool) []Result {
 		case Start:
 			starts = append(starts, a.Spec)
 		}
+	}
+	if !deferred {
+		c.confirmHash, c.confirmAt = "", time.Time{}
 	}
 	// A failsafed task still running (the last daemon stopped before the
 	// failsafe ended it) is stopped.
@@ -438,8 +453,10 @@ func (c *Controller) done(a Action, err error) Result {
 		return Result{a, err}
 	}
 	c.logs.Log.Info("reconcile", "action", a.String())
-	// An internal task that started is well; an external process may
-	// still crash, and is forgiven once it has run for StableAfter.
+	// Nothing waits for a retry now. An internal task that started is
+	// well; an external process may still crash, and its failures are
+	// forgiven once it has run for StableAfter.
+	st.retry.next = time.Time{}
 	if st.running != nil && !st.running.External {
 		st.retry.reset()
 	}

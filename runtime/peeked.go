@@ -39,6 +39,13 @@ func (p *Peeked) Add(h *Host, task string, d transit.Delivery) {
 	p.list = append(p.list, peeked{d: d, upTo: pushed})
 }
 
+// Keep records d as peeked but never handed over: this receiver never
+// drops it, and it is peeked again by whoever serves the queue next.
+func (p *Peeked) Keep(d transit.Delivery) {
+	d.Msgs = nil
+	p.list = append(p.list, peeked{d: d, upTo: notHandedOver})
+}
+
 // Settle drops from q what the task has handled, given the mailbox's
 // finished count.
 func (p *Peeked) Settle(q *transit.Queue, done uint64) error {

@@ -104,21 +104,30 @@ func (r *Receiver) take() (transit.Delivery, error) {
 	if !peeked {
 		d, err = r.q.Receive(false)
 	}
-	if err != nil {
+	if err != nil && (peeked || len(d.Msgs) == 0) {
 		return d, err
 	}
+	// A taken batch comes with its messages even when part of it failed
+	// (a dead letter that could not be written): they are off the queue
+	// and must reach the task.
+	delivered := true
 	for _, m := range d.Msgs {
 		if r.o.Intercept != nil && r.o.Intercept(m) {
 			continue
 		}
-		if err := r.h.DeliverLocal(r.task, m); err != nil {
-			r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), err))
+		if derr := r.h.DeliverLocal(r.task, m); derr != nil {
+			delivered = false
+			r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), derr))
 		}
 	}
 	if peeked { // whatever it held (a wake, a dead letter) is dropped with it
-		r.peeked.Add(r.h, r.task, d)
+		if delivered {
+			r.peeked.Add(r.h, r.task, d)
+		} else {
+			r.peeked.Keep(d) // the task never got it: it stays queued
+		}
 	}
-	return d, nil
+	return d, err
 }
 
 // Release ends the receiver's hold once the task has stopped: with handled

@@ -21,6 +21,11 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 		d.ch.Error.Error("control queue: not a control message", "error", err, "message", m)
 		return false
 	}
+	if len(ops) > maxOpsPerMessage {
+		d.ch.Error.Error("control queue: too many operations in one message: only the first are done",
+			"operations", len(ops), "done", maxOpsPerMessage)
+		ops = ops[:maxOpsPerMessage]
+	}
 	for _, x := range ops {
 		op, err := control.DecodeOp(x)
 		reply := control.Reply{Type: op.Type, ID: op.ID, OK: true}
@@ -65,8 +70,8 @@ func (d *daemon) reply(to string, r control.Reply) {
 	}
 	defer d.tasks.tr.Forget(to) // reply queues are used once
 	msg, err := r.Message()
-	if err == nil && (d.tasks.tr.Served(to) || to == d.o.controlQueue+".doorbell") {
-		err = fmt.Errorf("reply_to %s is a served queue: refused", to)
+	if err == nil && (d.tasks.tr.Served(to) || to == d.o.controlQueue+".doorbell" || d.isTask(to)) {
+		err = fmt.Errorf("reply_to %s is a task's or a served queue: refused", to)
 	} else if err == nil {
 		var q *transit.Queue
 		if q, err = d.tasks.tr.Lookup(to); err == nil {
@@ -76,6 +81,20 @@ func (d *daemon) reply(to string, r control.Reply) {
 	if err != nil {
 		d.ch.Error.Error("control reply not delivered", "reply_to", to, "error", err)
 	}
+}
+
+// maxOpsPerMessage bounds the work one control message can ask for: the
+// owner goroutine does it all before it looks at anything else.
+const maxOpsPerMessage = 16
+
+// isTask reports whether name is a task's queue (configured, running or
+// held, wherever it runs): a reply there would become the task's input.
+func (d *daemon) isTask(name string) bool {
+	if _, ok := d.ctl.Desired().Tasks[name]; ok {
+		return true
+	}
+	_, ok := d.ctl.Observed()[name]
+	return ok
 }
 
 // reconcileNow reloads the config dir and applies it (or, dry, says what

@@ -288,6 +288,10 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	in := d.tasks.in
 	in.Stop()
 	observed := d.ctl.Observed()
+	stopping := map[string]bool{}
+	for _, ts := range d.ctl.Tasks() {
+		stopping[ts.Name] = ts.Stopping
+	}
 	for name, o := range observed {
 		if !o.External {
 			in.Unserve(name)
@@ -298,8 +302,8 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if d.exitExternals {
-		for _, o := range observed {
-			if o.External {
+		for name, o := range observed {
+			if o.External && !stopping[name] { // a stop under way ends by itself
 				d.tasks.Stop(o, false)
 			}
 		}
@@ -315,7 +319,8 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 			}
 		case ev := <-d.tasks.ext.sup.Events():
 			// The controller is done: it must not start anything again.
-			if ev.Requested {
+			if ev.Requested || d.tasks.gone[ev.Task] {
+				delete(d.tasks.gone, ev.Task)
 				d.tasks.inflight--
 			}
 		case s := <-sig:
@@ -326,8 +331,12 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 			d.tasks.inflight = 0
 		}
 	}
+	// The internal tasks get their own time to drain, whatever the stops
+	// above took.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancelDrain()
 	done := make(chan error, 1)
-	go func() { done <- d.tasks.host.Shutdown(ctx) }()
+	go func() { done <- d.tasks.host.Shutdown(drainCtx) }()
 	var err error
 	select {
 	case err = <-done:

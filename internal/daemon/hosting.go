@@ -27,6 +27,9 @@ type hosting struct {
 	// the stops under way (owner only).
 	stopped  chan stopResult
 	inflight int
+	// gone are externals asked to stop whose crash is already reported
+	// (queued on the supervisor's events): that report ends the stop.
+	gone map[string]bool
 	// failsafeGrace is how long a failsafed external gets after SIGTERM.
 	failsafeGrace time.Duration
 }
@@ -39,7 +42,7 @@ type stopResult struct {
 
 func newHosting(o *daemonOptions, host *runtime.Host, in *runtime.Inbound, tr *transit.Transit,
 	resolve func(string) (string, runtime.Factory, error)) *hosting {
-	h := &hosting{host: host, in: in, tr: tr, resolve: resolve, stopped: make(chan stopResult, 16)}
+	h := &hosting{host: host, in: in, tr: tr, resolve: resolve, stopped: make(chan stopResult, 16), gone: map[string]bool{}}
 	h.ext = newExternals(o, h)
 	return h
 }
@@ -129,6 +132,10 @@ const externalStopWait = ShutdownTimeout + runtime.SaveGrace + 5*time.Second
 // input: the end of a Stop, or a crash.
 func (h *hosting) exited(ev external.Exited, ctl *reconcile.Controller) {
 	h.ext.exited(ev.Task)
+	if h.gone[ev.Task] {
+		delete(h.gone, ev.Task)
+		ev.Requested = true // the stop asked for after it had crashed
+	}
 	if !ev.Requested {
 		h.host.Channels().Log.Info("external process exited unexpectedly", "task", ev.Task, "pid", ev.Process.Pid, "status", fmt.Sprint(ev.Err))
 		err := fmt.Errorf("process %d is gone", ev.Process.Pid)
@@ -169,9 +176,11 @@ func (h *hosting) Stop(o reconcile.Observed, failsafe bool) {
 		if failsafe {
 			grace, why = h.failsafeGrace, stopFailsafe
 		}
-		// Its end comes as an Exited event of the supervisor.
+		// Its end comes as an Exited event of the supervisor: a requested
+		// one, or the crash it reported before Stop and the owner has not
+		// taken yet.
 		if !h.ext.sup.Stop(o.Name, grace, why) {
-			go func() { h.stopped <- stopResult{o.Name, nil} }() // already gone
+			h.gone[o.Name] = true
 		}
 		return
 	}

@@ -93,9 +93,11 @@ type entry struct {
 	p    Process
 	// reaped is closed once cmd.Wait returned, for a process this
 	// supervisor started (its child); nil for an adopted one, which is
-	// polled instead.
+	// polled instead. It is set once, when the entry is made.
 	reaped  chan struct{}
 	waitErr error
+	// polled: a child that outlived SIGKILL's wait is left to Poll too.
+	polled bool
 	// stopping: Stop has been called (with reason); killed: it was sent
 	// SIGKILL. finished: its Exited event is sent, it is forgotten.
 	stopping bool
@@ -300,7 +302,7 @@ func (s *Supervisor) stop(e *entry, grace time.Duration) {
 	// Left to Poll, which reports its end (still as requested) when it comes.
 	s.o.Error.Error("external process still alive after SIGKILL", "task", e.name, "pid", e.p.Pid, "waited", killWait)
 	s.mu.Lock()
-	e.reaped = nil // Poll looks at it from now on
+	e.polled = true // Poll looks at it from now on
 	s.mu.Unlock()
 }
 
@@ -337,7 +339,7 @@ func (s *Supervisor) Poll() {
 	s.mu.Lock()
 	var gone []*entry
 	for _, e := range s.procs {
-		if e.reaped == nil && !e.finished && !e.p.Alive() {
+		if (e.reaped == nil || e.polled) && !e.finished && !e.p.Alive() {
 			gone = append(gone, e)
 		}
 	}
