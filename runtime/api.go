@@ -35,6 +35,14 @@ type Stateful interface {
 	Stateful()
 }
 
+// Forwarder marks a task whose every Send hands on the message it is
+// handling (the Router: its forwards are copies, transformed): what it
+// sends counts the hops of what it handles. For other tasks only a Send
+// of the very message being handled does (see HopBudget).
+type Forwarder interface {
+	ForwardsMessages()
+}
+
 // Context is a task's handle on the daemon. It is only valid on the task's
 // own goroutine (inside Message, SetConfig and timer work).
 type Context interface {

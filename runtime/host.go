@@ -70,6 +70,9 @@ type Options struct {
 	// OOBForward, if set, takes the records of every out-of-band channel
 	// instead of the OOB targets (see ChannelOptions.Forward).
 	OOBForward func(msg Message) error
+	// DeadLetter, if set, keeps a message that went past a budget (see
+	// HopBudget, CopyBudget) with the reason: the dead-letter queue.
+	DeadLetter func(queue, reason string, msg Message) error
 }
 
 // Remote is a transport to queues outside this process (System V today;
@@ -225,11 +228,20 @@ func (h *Host) Stop(ctx context.Context, name string) error {
 }
 
 // Send delivers msg to the named task in this process or, failing that,
-// through the remote transport to a queue of that name.
-func (h *Host) Send(qname string, msg Message) error {
+// through the remote transport to a queue of that name. It is a message
+// from outside any task: it belongs to no lineage and has taken no hops.
+func (h *Host) Send(qname string, msg Message) error { return h.send(qname, msg, nil, 1) }
+
+// send is Send of a message derived from lin (nil for none) that has
+// taken hops hops. A message past the hop budget, or one that would take
+// its lineage past the copy budget, is dead-lettered instead.
+func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error {
+	if hops > HopBudget {
+		return h.refuse(qname, msg, lin, fmt.Errorf("%w: %d hops (budget %d)", ErrHopBudget, hops, HopBudget))
+	}
 	if h.opts.Remote == nil {
 		if r := (*h.tasks.Load())[qname]; r != nil {
-			return r.mbox.push(item{msg: msg})
+			return h.push(r, msg, lin, hops)
 		}
 		return fmt.Errorf("%w: %q", ErrNoSuchQueue, qname)
 	}
@@ -239,7 +251,7 @@ func (h *Host) Send(qname string, msg Message) error {
 	c.Add(1)
 	r := (*h.tasks.Load())[qname]
 	if r == nil {
-		err := h.opts.Remote.Send(qname, msg)
+		err := h.remote(qname, msg, hops)
 		c.Add(-1)
 		return err
 	}
@@ -248,10 +260,68 @@ func (h *Host) Send(qname string, msg Message) error {
 		r.catch.mu.RLock()
 		defer r.catch.mu.RUnlock()
 		if r.catch.on.Load() {
-			return h.opts.Remote.Send(qname, msg)
+			return h.remote(qname, msg, hops)
 		}
 	}
-	return r.mbox.push(item{msg: msg})
+	return h.push(r, msg, lin, hops)
+}
+
+// push queues msg in a local task's mailbox as a member of lin.
+func (h *Host) push(r *runner, msg Message, lin *lineage, hops uint32) error {
+	if lin != nil && !lin.add() {
+		return h.refuse(r.name, msg, lin, fmt.Errorf("%w: more than %d messages from one", ErrCopyBudget, CopyBudget))
+	}
+	if err := r.mbox.push(item{msg: msg, lin: lin, hops: hops}); err != nil {
+		if lin != nil {
+			lin.done() // never queued
+		}
+		return err
+	}
+	return nil
+}
+
+// remote sends msg to a queue outside this process: it survives the
+// process, so it leaves no debt in a lineage. Its hops go with it.
+func (h *Host) remote(qname string, msg Message, hops uint32) error {
+	if hops > 1 {
+		if meta, ok := msg[MetaKey].(map[string]any); ok {
+			meta[hopsKey] = float64(hops)
+		} else {
+			msg[MetaKey] = map[string]any{hopsKey: float64(hops)}
+		}
+	}
+	return h.opts.Remote.Send(qname, msg)
+}
+
+// MetaKey holds a message's transport metadata (IPC::Transit's name).
+const MetaKey = ".ipc_transit_meta"
+
+// hopsKey, under MetaKey, is how many hops a message has taken.
+const hopsKey = "hops"
+
+// hopsOf reads the hops a message took before it reached this process.
+func hopsOf(msg Message) uint32 {
+	meta, _ := msg[MetaKey].(map[string]any)
+	if f, ok := meta[hopsKey].(float64); ok && f > 0 {
+		return uint32(min(f, HopBudget+1))
+	}
+	return 0
+}
+
+// refuse dead-letters msg (meant for qname) with why, and returns why. Of
+// a lineage that went past a budget only the first is dead-lettered: the
+// rest would be as many as the runaway made.
+func (h *Host) refuse(qname string, msg Message, lin *lineage, why error) error {
+	if lin != nil && lin.exceeded.Swap(true) {
+		return why
+	}
+	h.ch.Error.Error("message dead-lettered", "queue", qname, "reason", why.Error())
+	if h.opts.DeadLetter != nil {
+		if err := h.opts.DeadLetter(qname, why.Error(), msg); err != nil {
+			h.ch.Error.Error("writing a dead letter", "queue", qname, "error", err)
+		}
+	}
+	return why
 }
 
 func (h *Host) sendingTo(name string) *atomic.Int64 {
@@ -292,39 +362,16 @@ func (h *Host) finishCatchUp(name string, drain func()) {
 }
 
 // DeliverLocal hands msg to a task of this host only (never to its queue).
-func (h *Host) DeliverLocal(name string, msg Message) error {
+func (h *Host) DeliverLocal(name string, msg Message) error { return h.deliver(name, msg, nil) }
+
+// deliver hands msg, taken from a queue, to a local task as a member of
+// lin, with the hops it took before.
+func (h *Host) deliver(name string, msg Message, lin *lineage) error {
 	r := (*h.tasks.Load())[name]
 	if r == nil {
 		return fmt.Errorf("%w: %q", ErrNoSuchQueue, name)
 	}
-	return r.mbox.push(item{msg: msg})
-}
-
-// Progress reports how many items a local task's mailbox has accepted and
-// how many its handler has finished (ok false if it is not here): an item
-// accepted when pushed was n is handled once done reaches n.
-func (h *Host) Progress(name string) (pushed, done uint64, ok bool) {
-	r := (*h.tasks.Load())[name]
-	if r == nil {
-		return 0, 0, false
-	}
-	done = r.mbox.done.Load()
-	return r.mbox.pushed.Load(), done, true
-}
-
-// OnHandled has fn called after each batch of messages the task's handler
-// finishes (nil stops it); false if the task is not here.
-func (h *Host) OnHandled(name string, fn func()) bool {
-	r := (*h.tasks.Load())[name]
-	if r == nil {
-		return false
-	}
-	if fn == nil {
-		r.onHandled.Store(nil)
-	} else {
-		r.onHandled.Store(&fn)
-	}
-	return true
+	return h.push(r, msg, lin, hopsOf(msg))
 }
 
 // Depth is a local task's mailbox depth (ok false if it is not here).

@@ -62,11 +62,8 @@ type route struct {
 	mu   sync.Mutex
 	gone bool
 	// rx receives a task's messages (nil for a handler), holding them in
-	// the queue until handled.
+	// the queue until settled; it rings the drainer when one settles.
 	rx *Receiver
-	// waiting mirrors rx.Pending() for the task's goroutine, which rings
-	// the drainer after each batch while there is something to settle.
-	waiting atomic.Int32
 }
 
 // NewInbound prepares to serve queues for h, with doorbell as the queue
@@ -83,13 +80,7 @@ func NewInbound(h *Host, tr *transit.Transit, doorbell string, onError func(erro
 
 // ServeTask takes the messages of queue name for the host's task name.
 func (in *Inbound) ServeTask(name string) error {
-	r := &route{task: name}
-	in.h.OnHandled(name, func() {
-		if r.waiting.Load() > 0 {
-			in.ring(name)
-		}
-	})
-	return in.add(name, r)
+	return in.add(name, &route{task: name})
 }
 
 // ServeFunc hands the messages of queue name to fn, on the inbound's
@@ -105,7 +96,7 @@ func (in *Inbound) add(name string, r *route) error {
 	}
 	r.q = q
 	if r.task != "" {
-		r.rx = NewReceiver(in.h, q, r.task, ReceiverOptions{OnError: in.onError})
+		r.rx = NewReceiver(in.h, q, r.task, ReceiverOptions{OnError: in.onError, OnSettled: func() { in.ring(name) }})
 	}
 	if err := in.tr.SetDoorbell(name, in.bell.Name()); err != nil {
 		return err
@@ -155,13 +146,11 @@ func (in *Inbound) Release(name string, handled bool) {
 	if err := r.rx.Release(handled); err != nil {
 		in.onError(err)
 	}
-	r.waiting.Store(0)
 }
 
 // settle takes off r's queue what its task has handled.
 func (in *Inbound) settle(r *route) {
 	r.rx.Settle()
-	r.waiting.Store(int32(r.rx.Pending()))
 }
 
 // DeadLetters counts messages this inbound sent to the dead-letter queue.
@@ -296,7 +285,6 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 	var err error
 	if r.rx != nil {
 		d, err = r.rx.Next()
-		r.waiting.Store(int32(r.rx.Pending()))
 		if r.rx.Pending() > 0 {
 			throttled[name] = true // look again soon, to settle the rest
 		}
@@ -340,6 +328,5 @@ func (in *Inbound) catchUp(r *route) {
 				break
 			}
 		}
-		r.waiting.Store(int32(r.rx.Pending()))
 	})
 }

@@ -17,11 +17,14 @@ const (
 	ctlConfig
 )
 
-// item is one unit of work for a task's goroutine: a message, or (rarely) a
-// timer firing or config change. Kept to two words so queueing is cheap.
+// item is one unit of work for a task's goroutine: a message (with the
+// lineage it belongs to and how many hops it has taken), or (rarely) a
+// timer firing or config change. Kept small so queueing is cheap.
 type item struct {
-	msg Message
-	ctl *control
+	msg  Message
+	ctl  *control
+	lin  *lineage
+	hops uint32
 }
 
 type control struct {
@@ -30,7 +33,7 @@ type control struct {
 	config *configChange
 }
 
-// segSize items make one queue segment (16 B each: 2 KiB).
+// segSize items make one queue segment (32 B each: 4 KiB).
 const segSize = 128
 
 type segment struct {

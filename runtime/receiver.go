@@ -21,6 +21,9 @@ type ReceiverOptions struct {
 	// OnError gets what has no caller: a message not delivered, a handled
 	// one not taken off the queue, a kernel that cannot peek.
 	OnError func(error)
+	// OnSettled, if set, is called (from any goroutine) when a delivery's
+	// lineage settles: it can leave the queue, so Settle soon.
+	OnSettled func()
 }
 
 // Receiver moves one queue's messages to one task of a Host, at least
@@ -57,16 +60,13 @@ func (r *Receiver) Queue() *transit.Queue { return r.q }
 // the queue, waiting to be settled.
 func (r *Receiver) Pending() int { return r.peeked.Len() }
 
-// Settle takes off the queue what the task has handled.
+// Settle takes off the queue what is settled: handled, with everything
+// derived from it in this process.
 func (r *Receiver) Settle() {
 	if r.peeked.Len() == 0 {
 		return
 	}
-	_, done, ok := r.h.Progress(r.task)
-	if !ok {
-		return
-	}
-	if err := r.peeked.Settle(r.q, done); err != nil {
+	if err := r.peeked.Settle(r.q); err != nil {
 		r.o.OnError(fmt.Errorf("queue %s: taking a handled message off: %w", r.q.Name(), err))
 	}
 }
@@ -110,22 +110,27 @@ func (r *Receiver) take() (transit.Delivery, error) {
 	// A taken batch comes with its messages even when part of it failed
 	// (a dead letter that could not be written): they are off the queue
 	// and must reach the task.
+	var lin *lineage
+	if peeked {
+		lin = newLineage(r.o.OnSettled)
+	}
 	delivered := true
 	for _, m := range d.Msgs {
 		if r.o.Intercept != nil && r.o.Intercept(m) {
 			continue
 		}
-		if derr := r.h.DeliverLocal(r.task, m); derr != nil {
+		if derr := r.h.deliver(r.task, m, lin); derr != nil {
 			delivered = false
 			r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), derr))
 		}
 	}
 	if peeked { // whatever it held (a wake, a dead letter) is dropped with it
 		if delivered {
-			r.peeked.Add(r.h, r.task, d)
+			r.peeked.Add(d, lin)
 		} else {
-			r.peeked.Keep(d) // the task never got it: it stays queued
+			r.peeked.Keep(d) // the task never got it all: it stays queued
 		}
+		lin.done() // the receiver's own hold: handing over is done
 	}
 	return d, err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	stdruntime "runtime"
 	"sync"
 	"sync/atomic"
@@ -48,14 +49,43 @@ type runner struct {
 	// state is the task's state (Context.State); persist saves it.
 	state   map[string]any
 	persist persistence
-	// noRouter: the last emit found no Router (see Emit).
-	noRouter bool
+	out     outbound
 
 	catch catchUpGate
 	stats counters
-	// onHandled, if set, is called after each batch the handler finished
-	// (the inbound then takes the handled messages off the task's queue).
-	onHandled atomic.Pointer[func()]
+}
+
+// outbound is what the task's sends need to know (task goroutine only).
+type outbound struct {
+	// from is the message being handled, whose lineage and hops what the
+	// handler sends inherits (zero in timers and SetConfig).
+	from origin
+	// noRouter: the last emit found no Router (see Emit).
+	noRouter bool
+	// forwards: the task is a Forwarder.
+	forwards bool
+}
+
+// origin is where a message a task sends comes from: the message being
+// handled, its lineage and the hops it had taken.
+type origin struct {
+	msg  Message
+	lin  *lineage
+	hops uint32
+}
+
+// hops is how many hops msg, sent now, has taken: one more than the
+// message being handled if it hands that one on, else one.
+func (o *outbound) hops(msg Message) uint32 {
+	if o.forwards || o.from.msg != nil && sameMap(msg, o.from.msg) {
+		return o.from.hops + 1
+	}
+	return 1
+}
+
+// sameMap reports whether a and b are the same map (not equal maps).
+func sameMap(a, b Message) bool {
+	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // timerSet is a task's timers and the config's interval overrides.
@@ -115,6 +145,7 @@ func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
 		return nil, fmt.Errorf("factory for %s returned nil", spec.Kind)
 	}
 	_, r.stateful = r.task.(Stateful)
+	_, r.out.forwards = r.task.(Forwarder)
 	r.persist.first = r.stateful
 	if r.stateful {
 		if err := r.openState(); err != nil {
@@ -157,7 +188,9 @@ func (r *runner) loop() {
 				it := &s.items[i]
 				if it.ctl == nil {
 					msgs++
+					r.out.from = origin{it.msg, it.lin, it.hops}
 					r.handleMessage(it.msg)
+					r.out.from = origin{}
 				} else {
 					r.handleControl(it.ctl)
 				}
@@ -175,10 +208,16 @@ func (r *runner) loop() {
 		}
 		r.stats.busyNanos.Add(int64(time.Since(t0)))
 		r.stats.busySince.Store(0)
-		r.mbox.done.Add(all)
-		if f := r.onHandled.Load(); f != nil {
-			(*f)()
+		// Handled, and what they sent is counted in their lineages: each
+		// member is done (after the first-change save above).
+		for s := batch; s != nil; s = s.next {
+			for i := range s.items[:s.n] {
+				if l := s.items[i].lin; l != nil {
+					l.done()
+				}
+			}
 		}
+		r.mbox.done.Add(all)
 		r.mbox.recycle(batch)
 	}
 	r.finish()
@@ -492,19 +531,19 @@ func (r *runner) Emit(msg Message) {
 	msg = StampSource(msg, r.name)
 	err := r.Send("Router", msg)
 	switch {
-	case err != nil && !r.noRouter:
+	case err != nil && !r.out.noRouter:
 		// Say it once: a daemon without a Router would otherwise repeat
 		// this for every emit. It is said again after the next success.
-		r.noRouter = true
+		r.out.noRouter = true
 		r.h.ch.Error.Error("emitted message not delivered (further ones are counted, not logged)",
 			"task", r.name, "error", err)
-	case err == nil && r.noRouter:
-		r.noRouter = false
+	case err == nil && r.out.noRouter:
+		r.out.noRouter = false
 	}
 }
 
 func (r *runner) Send(qname string, msg Message) error {
-	if err := r.h.Send(qname, msg); err != nil {
+	if err := r.h.send(qname, msg, r.out.from.lin, r.out.hops(msg)); err != nil {
 		r.stats.sendFailures.Add(1)
 		if errors.Is(err, transit.ErrQueueFull) {
 			r.alert("queue full: message not sent", "queue", qname, "error", err)

@@ -559,6 +559,17 @@ const DeadLetterFile = "dead_letters.jsonl"
 // dead-letter queue (the raw text whole; a large one is spilled like any
 // message), or, when that queue is full, in DeadLetterFile. It waits
 // only briefly: a receiver must not stall on its dead letters.
+// DeadLetter keeps a decoded message that may not go on (meant for queue)
+// with the reason, as undecodable ones are kept: on DeadLetterQueue, or in
+// DeadLetterFile when that is full.
+func (t *Transit) DeadLetter(queue, reason string, msg map[string]any) error {
+	raw, err := AppendJSON(nil, msg)
+	if err != nil {
+		return fmt.Errorf("transit: dead letter for %s: %w", queue, err)
+	}
+	return t.deadLetter(queue, reason, raw)
+}
+
 func (t *Transit) deadLetter(queue, reason string, raw []byte) error {
 	m := map[string]any{
 		"reason": reason,

@@ -90,6 +90,7 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	cleanups = append(cleanups, func() { queueLock.Unlock() })
 	host, err := runtime.NewHost(runtime.Options{
 		StateDir: o.stateDir, OOB: o.oob, Level: level, Stdout: stdout, Stderr: stderr, Remote: tr,
+		DeadLetter: func(q, reason string, m runtime.Message) error { return tr.DeadLetter(q, reason, m) },
 	})
 	if err != nil {
 		return nil, 2, err

@@ -80,7 +80,8 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 		return err
 	}
 	host, err := runtime.NewHost(runtime.Options{StateDir: o.StateDir, OOB: o.OOB, Level: o.Level,
-		Stdout: stdout, Stderr: stderr, Remote: tr, OOBForward: sendDaemon})
+		Stdout: stdout, Stderr: stderr, Remote: tr, OOBForward: sendDaemon,
+		DeadLetter: func(q, reason string, m runtime.Message) error { return tr.DeadLetter(q, reason, m) }})
 	if err != nil {
 		return fail(2, err)
 	}
@@ -113,7 +114,17 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 	}
 	x.ch.Log.Info("external task running", "task", o.Task, "pid", os.Getpid())
 
+	// rang wakes the receive loop: a ring of the doorbell, or a delivery
+	// whose lineage settled (it can leave the queue).
+	rang := make(chan struct{}, 1)
+	ring := func() {
+		select {
+		case rang <- struct{}{}:
+		default:
+		}
+	}
 	rx := runtime.NewReceiver(host, q, o.Task, runtime.ReceiverOptions{
+		OnSettled: ring,
 		Intercept: func(m runtime.Message) bool {
 			spec, ok, err := configOf(m)
 			if ok {
@@ -125,7 +136,7 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 	})
 	var stopping atomic.Bool
 	done := make(chan struct{})
-	go func() { defer close(done); x.receive(rx, bell, &stopping) }()
+	go func() { defer close(done); x.receive(rx, bell, rang, &stopping) }()
 	stopReports := make(chan struct{})
 	defer close(stopReports)
 	go x.report(sendDaemon, stopReports)
@@ -230,15 +241,13 @@ func (x *process) report(send func(runtime.Message) error, stop <-chan struct{})
 // on bell (or a safety tick), leaves messages in the queue while the task
 // is at the high-water mark, and returns when stopping is set (a Wake of
 // bell makes a waiting receive return).
-func (x *process) receive(rx *runtime.Receiver, bell *transit.Queue, stopping *atomic.Bool) {
-	rang := make(chan struct{}, 1)
+func (x *process) receive(rx *runtime.Receiver, bell *transit.Queue, rang chan struct{}, stopping *atomic.Bool) {
 	ring := func() {
 		select {
 		case rang <- struct{}{}:
 		default:
 		}
 	}
-	x.host.OnHandled(x.o.Task, ring) // to settle soon after
 	go func() {
 		for !stopping.Load() {
 			if _, err := bell.Receive(true); err != nil {

@@ -82,6 +82,10 @@ type route struct {
 // New makes a Router with no routes.
 func New() runtime.Task { return &Router{} }
 
+// ForwardsMessages: what the Router sends are the messages it handles, so
+// they keep counting their hops (runtime.Forwarder).
+func (*Router) ForwardsMessages() {}
+
 // SetConfig replaces the routes; on error the old routes stay.
 func (r *Router) SetConfig(_ runtime.Context, config map[string]any) error {
 	routes, err := parseRoutes(config)

@@ -1,0 +1,186 @@
+package runtime
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/testenv"
+)
+
+// forwarder sends every message it gets to each of its targets.
+type forwarder struct{ to []string }
+
+func (f forwarder) Message(ctx Context, m Message) error {
+	for _, t := range f.to {
+		c := make(Message, len(m))
+		for k, v := range m {
+			c[k] = v
+		}
+		if err := ctx.Send(t, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// passer hands on the very message it handles to its target, and a copy
+// to its witness (if any).
+type passer struct{ to, witness string }
+
+func (p passer) Message(ctx Context, m Message) error {
+	if p.witness != "" {
+		if err := ctx.Send(p.witness, Message{"seen": true}); err != nil {
+			return err
+		}
+	}
+	return ctx.Send(p.to, m)
+}
+
+// deadLetters records what a host dead-letters.
+type deadLetters struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (d *deadLetters) add(_, reason string, _ Message) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.reasons = append(d.reasons, reason)
+	return nil
+}
+
+func (d *deadLetters) list() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.reasons...)
+}
+
+// A message taken from a kernel queue leaves it only when what it set off
+// in the process (here two more hops) has been handled: a crash before
+// that finds it still queued.
+func TestADeliveryStaysQueuedUntilItsInProcessHopsAreHandled(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	sink := gate{open: make(chan struct{}), rec: &recorder{}}
+	env.start(t, "Sink", sink, nil, nil)
+	env.start(t, "Mid", forwarder{to: []string{"Sink"}}, nil, nil)
+	env.start(t, "Head", forwarder{to: []string{"Mid"}}, nil, nil)
+	if err := env.in.ServeTask("Head"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	q, _ := env.outside.Queue("Head")
+	if err := q.Send(Message{"i": 1.0}); err != nil {
+		t.Fatal(err)
+	}
+	// Head and Mid have handled it; Sink holds it.
+	testenv.WaitFor(t, 10*time.Second, "the message at Sink", func() bool {
+		d, _ := env.Depth("Sink")
+		return d == 1
+	})
+	for range 3 { // the drainer has had every chance to settle
+		env.in.drainAll(map[string]bool{})
+		if st, err := q.Stats(); err != nil || st.Messages != 1 {
+			t.Fatalf("Head's queue before the last hop is handled: %+v, %v", st, err)
+		}
+	}
+	close(sink.open)
+	testenv.WaitFor(t, 10*time.Second, "Head's queue settled", func() bool {
+		st, _ := q.Stats()
+		return sink.rec.count() == 1 && st.Messages == 0
+	})
+}
+
+// A message whose copies double at every hop is stopped by the copy
+// budget: one dead letter says why, and no more than the budget is made.
+func TestCopyBudgetStopsADoublingMessage(t *testing.T) {
+	t.Parallel()
+	dl := &deadLetters{}
+	env := newInboundEnv(t)
+	env.opts.DeadLetter = dl.add
+	rec := &recorder{}
+	env.start(t, "Count", rec, nil, nil)
+	// Twice itself and once Count, each time: 2^n copies.
+	env.start(t, "Double", forwarder{to: []string{"Double", "Double", "Count"}}, nil, nil)
+	if err := env.in.ServeTask("Double"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	q, _ := env.outside.Queue("Double")
+	if err := q.Send(Message{"x": strings.Repeat("y", 1000)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the lineage spent and settled", func() bool {
+		st, _ := q.Stats()
+		d, _ := env.Depth("Double")
+		return len(dl.list()) > 0 && st.Messages == 0 && d == 0
+	})
+	if got := dl.list(); len(got) != 1 || !strings.Contains(got[0], "copy budget") {
+		t.Fatalf("dead letters %q, want one for the copy budget", got)
+	}
+	if n := rec.count(); n == 0 || n > CopyBudget {
+		t.Fatalf("Count got %d copies, want some and at most %d", n, CopyBudget)
+	}
+}
+
+// A message handed round in circles is stopped by the hop budget, in
+// process and across processes (the hops ride in its metadata). A task
+// that answers with a message of its own starts a new count.
+func TestHopBudgetStopsACycle(t *testing.T) {
+	t.Parallel()
+	dl := &deadLetters{}
+	env := newInboundEnv(t)
+	env.opts.DeadLetter = dl.add
+	rec := &recorder{}
+	env.start(t, "Seen", rec, nil, nil)
+	env.start(t, "Ping", passer{to: "Pong", witness: "Seen"}, nil, nil)
+	env.start(t, "Pong", passer{to: "Ping"}, nil, nil)
+	if err := env.in.ServeTask("Ping"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	q, _ := env.outside.Queue("Ping")
+	// It arrives having taken 10 hops elsewhere.
+	if err := q.Send(Message{MetaKey: map[string]any{hopsKey: 10.0}}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the cycle stopped and settled", func() bool {
+		st, _ := q.Stats()
+		return len(dl.list()) > 0 && st.Messages == 0
+	})
+	if got := dl.list(); len(got) != 1 || !strings.Contains(got[0], "hop budget") {
+		t.Fatalf("dead letters %q, want one for the hop budget", got)
+	}
+	// Ping is handled at hops 10, 12, ... 64, and tells Seen each time
+	// (a message of its own: one hop); at 64 the one to Pong goes past.
+	if n, want := rec.count(), (HopBudget-10)/2+1; n != want {
+		t.Fatalf("Ping handled it %d times, want %d", n, want)
+	}
+}
+
+// Messages born in a timer belong to no lineage: nothing waits for them.
+func TestTimerMessagesCarryNoDebt(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	rec := &recorder{}
+	th.start(t, "Seen", rec, nil, nil)
+	th.start(t, "Tick", &sendTicker{to: "Seen"}, nil, nil)
+	testenv.WaitFor(t, 10*time.Second, "ticks", func() bool { return rec.count() >= 3 })
+	for _, m := range rec.snapshot() {
+		if _, ok := m[MetaKey]; ok {
+			t.Fatalf("an in-process tick carries metadata: %v", m)
+		}
+	}
+}
+
+// sendTicker sends {} to its target every millisecond.
+type sendTicker struct{ to string }
+
+func (tk *sendTicker) SetConfig(ctx Context, _ map[string]any) error {
+	ctx.Recur("tick", time.Millisecond, func(ctx Context) { ctx.Send(tk.to, Message{}) })
+	return nil
+}
+
+func (*sendTicker) Message(Context, Message) error { return nil }
