@@ -138,7 +138,8 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 			errs[i] = fmt.Errorf("task %s: %w", spec.Name, err)
 			continue
 		}
-		r.catch.on.Store(spec.CatchUp && h.opts.Remote != nil)
+		r.catch.bounded = spec.CatchUp && h.opts.Remote != nil
+		r.catch.on.Store(r.catch.bounded)
 		rs[i] = r
 	}
 	h.publish(func(m map[string]*runner) {
@@ -256,6 +257,12 @@ func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error 
 		return err
 	}
 	c.Add(-1)
+	if r.catch.bounded && !r.catch.on.Load() && r.mbox.depth() >= MailboxBound {
+		// Past the bound the task's queue takes what is sent to it, and
+		// pushes back on its senders when full; the inbound moves it on
+		// as the task catches up, in order, as after a start.
+		r.catch.on.Store(true)
+	}
 	if r.catch.on.Load() {
 		r.catch.mu.RLock()
 		defer r.catch.mu.RUnlock()
@@ -265,6 +272,12 @@ func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error 
 	}
 	return h.push(r, msg, lin, hops)
 }
+
+// MailboxBound is how many items a task's mailbox holds before what tasks
+// in this process send it goes by way of its queue (for a task whose
+// queue the daemon serves: see TaskSpec.CatchUp). The kernel queue is
+// bounded and pushes back; a mailbox would only grow.
+const MailboxBound = 16 * HighWater
 
 // push queues msg in a local task's mailbox as a member of lin.
 func (h *Host) push(r *runner, msg Message, lin *lineage, hops uint32) error {

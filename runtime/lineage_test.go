@@ -184,3 +184,51 @@ func (tk *sendTicker) SetConfig(ctx Context, _ map[string]any) error {
 }
 
 func (*sendTicker) Message(Context, Message) error { return nil }
+
+// flood sends n numbered messages to "Slow" when it gets any message.
+type flood struct{ n int }
+
+func (f flood) Message(ctx Context, _ Message) error {
+	for i := range f.n {
+		if err := ctx.Send("Slow", Message{"i": float64(i)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A mailbox past its bound pushes back on the task's queue instead of
+// growing; what went there arrives later, in order.
+func TestAFullMailboxPushesBackOnTheQueue(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	const n = MailboxBound + 100
+	slow := gate{open: make(chan struct{}), rec: &recorder{}}
+	if err := env.Start(TaskSpec{Name: "Slow", Kind: "test.Slow", New: func() Task { return slow }, CatchUp: true}); err != nil {
+		t.Fatal(err)
+	}
+	env.start(t, "Flood", flood{n: n}, nil, nil)
+	if err := env.in.ServeTask("Slow"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	q, _ := env.outside.Queue("Slow")
+	testenv.WaitFor(t, 10*time.Second, "Slow caught up with its (empty) queue", func() bool { return !env.catchingUp("Slow") })
+	if err := env.Send("Flood", Message{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the rest in Slow's queue", func() bool {
+		st, _ := q.Stats()
+		return st.Messages > 0
+	})
+	if d, _ := env.Depth("Slow"); d > MailboxBound+1 {
+		t.Fatalf("Slow's mailbox grew to %d, bound %d", d, MailboxBound)
+	}
+	close(slow.open)
+	testenv.WaitFor(t, 30*time.Second, "every message handled", func() bool { return slow.rec.count() == n })
+	for i, m := range slow.rec.snapshot() {
+		if m["i"] != float64(i) {
+			t.Fatalf("message %d is %v: out of order", i, m["i"])
+		}
+	}
+}

@@ -119,6 +119,9 @@ type persistence struct {
 type catchUpGate struct {
 	on atomic.Bool
 	mu sync.RWMutex
+	// bounded: the task's queue is served here, so its mailbox can push
+	// back on it (see MailboxBound).
+	bounded bool
 }
 
 // counters are what status reports of the handler's work; atomic, as

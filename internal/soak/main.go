@@ -29,9 +29,11 @@ import (
 )
 
 // The tasks under traffic: A internal, B external, F flipped between the
-// two. All are acme.Counter: each message is counted in the task's state
-// and reported to the queue Seen with the count.
-var tasks = []string{"A", "B", "F"}
+// two, C at the end of an in-process chain (its messages are sent to the
+// Router, which forwards them to H1, H1 to H2, H2 to C, all in the
+// daemon). All four are acme.Counter: each message is counted in the
+// task's state and reported to the queue Seen with the count.
+var tasks = []string{"A", "B", "F", "C"}
 
 const saveEvery = 0.5 // seconds: the tasks' save_state
 
@@ -43,7 +45,10 @@ func config(flipped bool) string {
 	return fmt.Sprintf(`tasks: A: {kind: "Counter", intervals: save_state: %[1]v}
 tasks: B: {kind: "Counter", external: true, intervals: save_state: %[1]v}
 tasks: F: {kind: "Counter", external: %[2]v, intervals: save_state: %[1]v}
-tasks: Router: config: routes: []
+tasks: C: {kind: "Counter", intervals: save_state: %[1]v}
+tasks: H1: {kind: "Relay", config: to: "H2"}
+tasks: H2: {kind: "Relay", config: to: "C"}
+tasks: Router: config: routes: [{match: chain: true, forwards: [{qname: "H1"}]}]
 daemon: sample_every: 0.5
 `, saveEvery, flipped)
 }
@@ -263,7 +268,11 @@ func (s *soak) send(task string) {
 	s.msgs.next[task]++
 	n := s.msgs.next[task]
 	s.mu.Unlock()
-	err := s.tr.Send(task, map[string]any{"i": float64(n)})
+	queue, msg := task, map[string]any{"i": float64(n)}
+	if task == "C" { // by way of the chain
+		queue, msg["chain"] = "Router", true
+	}
+	err := s.tr.Send(queue, msg)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -436,7 +445,7 @@ func (s *soak) verdict() error {
 		problems = append(problems, fmt.Errorf("processes left: %v", pids))
 	}
 	names, _ := s.tr.Names()
-	want := map[string]bool{"A": true, "B": true, "F": true, "Seen": true, "Router": true, "MultiModule_control": true,
+	want := map[string]bool{"A": true, "B": true, "F": true, "C": true, "H1": true, "H2": true, "Seen": true, "Router": true, "MultiModule_control": true,
 		"MultiModule_control.doorbell": true, "MultiModule_control.oob": true, transit.DeadLetterQueue: true}
 	for _, n := range names {
 		if !want[n] && !strings.HasPrefix(n, "mmctl-") && !strings.HasPrefix(n, "reply") {
