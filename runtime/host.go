@@ -240,6 +240,9 @@ func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error 
 	if hops > HopBudget {
 		return h.refuse(qname, msg, lin, fmt.Errorf("%w: %d hops (budget %d)", ErrHopBudget, hops, HopBudget))
 	}
+	if hops > 1 { // handed on: the count goes with it, here or elsewhere
+		setHops(msg, hops)
+	}
 	if h.opts.Remote == nil {
 		if r := (*h.tasks.Load())[qname]; r != nil {
 			return h.push(r, msg, lin, hops)
@@ -252,7 +255,7 @@ func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error 
 	c.Add(1)
 	r := (*h.tasks.Load())[qname]
 	if r == nil {
-		err := h.remote(qname, msg, hops)
+		err := h.remote(qname, msg)
 		c.Add(-1)
 		return err
 	}
@@ -267,7 +270,7 @@ func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error 
 		r.catch.mu.RLock()
 		defer r.catch.mu.RUnlock()
 		if r.catch.on.Load() {
-			return h.remote(qname, msg, hops)
+			return h.remote(qname, msg)
 		}
 	}
 	return h.push(r, msg, lin, hops)
@@ -281,10 +284,10 @@ const MailboxBound = 16 * HighWater
 
 // push queues msg in a local task's mailbox as a member of lin.
 func (h *Host) push(r *runner, msg Message, lin *lineage, hops uint32) error {
-	if lin != nil && !lin.add() {
+	if lin != nil && !lin.add(hops > 1) { // hops > 1: handed on, not made anew
 		return h.refuse(r.name, msg, lin, fmt.Errorf("%w: more than %d messages from one", ErrCopyBudget, CopyBudget))
 	}
-	if err := r.mbox.push(item{msg: msg, lin: lin, hops: hops}); err != nil {
+	if err := r.mbox.push(item{msg: msg, lin: lin}); err != nil {
 		if lin != nil {
 			lin.done() // never queued
 		}
@@ -294,16 +297,16 @@ func (h *Host) push(r *runner, msg Message, lin *lineage, hops uint32) error {
 }
 
 // remote sends msg to a queue outside this process: it survives the
-// process, so it leaves no debt in a lineage. Its hops go with it.
-func (h *Host) remote(qname string, msg Message, hops uint32) error {
-	if hops > 1 {
-		if meta, ok := msg[MetaKey].(map[string]any); ok {
-			meta[hopsKey] = float64(hops)
-		} else {
-			msg[MetaKey] = map[string]any{hopsKey: float64(hops)}
-		}
+// process, so it leaves no debt in a lineage.
+func (h *Host) remote(qname string, msg Message) error { return h.opts.Remote.Send(qname, msg) }
+
+// setHops records in msg's metadata how many hops it has taken.
+func setHops(msg Message, hops uint32) {
+	if meta, ok := msg[MetaKey].(map[string]any); ok {
+		meta[hopsKey] = float64(hops)
+	} else {
+		msg[MetaKey] = map[string]any{hopsKey: float64(hops)}
 	}
-	return h.opts.Remote.Send(qname, msg)
 }
 
 // MetaKey holds a message's transport metadata (IPC::Transit's name).
@@ -312,13 +315,15 @@ const MetaKey = ".ipc_transit_meta"
 // hopsKey, under MetaKey, is how many hops a message has taken.
 const hopsKey = "hops"
 
-// hopsOf reads the hops a message took before it reached this process.
+// hopsOf is how many hops a message being handled has taken: at least
+// the one that brought it here, more if its metadata says so (from this
+// process or another).
 func hopsOf(msg Message) uint32 {
 	meta, _ := msg[MetaKey].(map[string]any)
-	if f, ok := meta[hopsKey].(float64); ok && f > 0 {
+	if f, ok := meta[hopsKey].(float64); ok && f > 1 {
 		return uint32(min(f, HopBudget+1))
 	}
-	return 0
+	return 1
 }
 
 // refuse dead-letters msg (meant for qname) with why, and returns why. Of
@@ -378,13 +383,13 @@ func (h *Host) finishCatchUp(name string, drain func()) {
 func (h *Host) DeliverLocal(name string, msg Message) error { return h.deliver(name, msg, nil) }
 
 // deliver hands msg, taken from a queue, to a local task as a member of
-// lin, with the hops it took before.
+// lin (its hops, from before, are in its metadata).
 func (h *Host) deliver(name string, msg Message, lin *lineage) error {
 	r := (*h.tasks.Load())[name]
 	if r == nil {
 		return fmt.Errorf("%w: %q", ErrNoSuchQueue, name)
 	}
-	return h.push(r, msg, lin, hopsOf(msg))
+	return h.push(r, msg, lin, 0)
 }
 
 // Depth is a local task's mailbox depth (ok false if it is not here).

@@ -14,9 +14,10 @@ const (
 	// an IP TTL. It is carried across processes in the message's
 	// metadata.
 	HopBudget = 64
-	// CopyBudget is how many messages one message taken from a queue may
-	// give rise to in this process, itself included (static_forwards and
-	// fan-out make copies).
+	// CopyBudget is how many copies of the messages of one delivery taken
+	// from a queue may be handed on in this process (static_forwards and
+	// fan-out make copies). Messages a task makes of its own do not count:
+	// a task may answer one message with many.
 	CopyBudget = 10000
 )
 
@@ -57,10 +58,10 @@ func newLineage(onSettled func()) *lineage {
 	return l
 }
 
-// add counts a new member; false (and nothing counted) once the copy
-// budget is spent.
-func (l *lineage) add() bool {
-	if l.copies.Add(1) > CopyBudget {
+// add counts a new member, a copy handed on if copied; false (and
+// nothing counted) once the copy budget is spent.
+func (l *lineage) add(copied bool) bool {
+	if copied && l.copies.Add(1) > CopyBudget {
 		return false
 	}
 	l.pending.Add(1)

@@ -9,13 +9,23 @@ import (
 	"github.com/multimodule/multimodule/internal/testenv"
 )
 
-// forwarder sends every message it gets to each of its targets.
+// forwarder sends a copy of every message it gets to each of its
+// targets, as the Router does (a Forwarder: its copies count).
 type forwarder struct{ to []string }
+
+func (forwarder) ForwardsMessages() {}
 
 func (f forwarder) Message(ctx Context, m Message) error {
 	for _, t := range f.to {
 		c := make(Message, len(m))
 		for k, v := range m {
+			if meta, ok := v.(map[string]any); ok && k == MetaKey { // a copy of its own, as the Router's deep copy
+				mc := make(map[string]any, len(meta))
+				for mk, mv := range meta {
+					mc[mk] = mv
+				}
+				v = mc
+			}
 			c[k] = v
 		}
 		if err := ctx.Send(t, c); err != nil {

@@ -18,13 +18,13 @@ const (
 )
 
 // item is one unit of work for a task's goroutine: a message (with the
-// lineage it belongs to and how many hops it has taken), or (rarely) a
-// timer firing or config change. Kept small so queueing is cheap.
+// lineage it belongs to), or (rarely) a timer firing or config change.
+// Kept to three words so queueing is cheap (a message's hops, rarely
+// needed, ride in its metadata).
 type item struct {
-	msg  Message
-	ctl  *control
-	lin  *lineage
-	hops uint32
+	msg Message
+	ctl *control
+	lin *lineage
 }
 
 type control struct {
@@ -33,7 +33,7 @@ type control struct {
 	config *configChange
 }
 
-// segSize items make one queue segment (32 B each: 4 KiB).
+// segSize items make one queue segment (24 B each: 3 KiB).
 const segSize = 128
 
 type segment struct {

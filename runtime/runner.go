@@ -67,18 +67,17 @@ type outbound struct {
 }
 
 // origin is where a message a task sends comes from: the message being
-// handled, its lineage and the hops it had taken.
+// handled and its lineage.
 type origin struct {
-	msg  Message
-	lin  *lineage
-	hops uint32
+	msg Message
+	lin *lineage
 }
 
 // hops is how many hops msg, sent now, has taken: one more than the
 // message being handled if it hands that one on, else one.
 func (o *outbound) hops(msg Message) uint32 {
-	if o.forwards || o.from.msg != nil && sameMap(msg, o.from.msg) {
-		return o.from.hops + 1
+	if o.from.msg != nil && (o.forwards || sameMap(msg, o.from.msg)) {
+		return hopsOf(o.from.msg) + 1
 	}
 	return 1
 }
@@ -186,15 +185,24 @@ func (r *runner) loop() {
 		t0 := time.Now()
 		r.stats.busySince.Store(t0.UnixNano())
 		var msgs, all uint64
+		deferred := false // lineage members left to be done after the save
 		for s := batch; s != nil; s = s.next {
 			for i := range s.items[:s.n] {
 				it := &s.items[i]
 				if it.ctl == nil {
 					msgs++
-					r.out.from = origin{it.msg, it.lin, it.hops}
+					r.out.from = origin{it.msg, it.lin}
 					r.handleMessage(it.msg)
-					r.out.from = origin{}
+					if it.lin != nil {
+						if r.persist.first {
+							deferred = true
+						} else {
+							it.lin.done()
+							it.lin = nil
+						}
+					}
 				} else {
+					r.out.from = origin{}
 					r.handleControl(it.ctl)
 				}
 			}
@@ -211,12 +219,16 @@ func (r *runner) loop() {
 		}
 		r.stats.busyNanos.Add(int64(time.Since(t0)))
 		r.stats.busySince.Store(0)
-		// Handled, and what they sent is counted in their lineages: each
-		// member is done (after the first-change save above).
-		for s := batch; s != nil; s = s.next {
-			for i := range s.items[:s.n] {
-				if l := s.items[i].lin; l != nil {
-					l.done()
+		r.out.from = origin{}
+		// A message is done in its lineage once handled (what it sent is
+		// counted by then); after the first change since a start, only
+		// once that change is saved (above).
+		if deferred {
+			for s := batch; s != nil; s = s.next {
+				for i := range s.items[:s.n] {
+					if l := s.items[i].lin; l != nil {
+						l.done()
+					}
 				}
 			}
 		}

@@ -58,6 +58,7 @@ type figure struct {
 
 var figures = []figure{
 	{"Delivery", "In-process delivery, task to task", metric{"InProcessDelivery", "mm-msgs/s"}, metric{"InProcessDelivery", "bare-msgs/s"}, true, "msgs/s", "baseline: a buffered Go channel carrying the same maps"},
+	{"Delivery", "In-process delivery, at least once (each message in its lineage)", metric{"InProcessDelivery", "mm-acked-msgs/s"}, metric{"InProcessDelivery", "mm-msgs/s"}, true, "msgs/s", "baseline: the same path for messages in no lineage (born in a timer)"},
 	{"Delivery", "Router hop (Example1 -> Router -> Sink)", metric{"RouterHop", "router-msgs/s"}, metric{"RouterHop", "direct-msgs/s"}, true, "msgs/s", "baseline: Example1 sending straight to Sink"},
 	{"Delivery", "Message codec, encode + decode", metric{"Codec/transit", "ns/op"}, metric{"Codec/encoding-json", "ns/op"}, false, "ns", "baseline: encoding/json"},
 	{"Delivery", "Cross-process, one message per send", metric{"CrossProcess", "mm-msgs/s"}, metric{"CrossProcess", "bare-msgs/s"}, true, "msgs/s", "baseline: bare msgsnd/msgrcv + encoding/json to a second process"},
