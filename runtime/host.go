@@ -312,6 +312,19 @@ func (h *Host) Progress(name string) (pushed, done uint64, ok bool) {
 	return r.mbox.pushed.Load(), done, true
 }
 
+// Durable is how far a local task's handled items may leave the queues
+// they came from, as a mailbox count like Progress's done (ok false if it
+// is not here). It is done, except while a stateful task's state cannot be
+// saved: then it stops at what the last successful save covered, so that
+// those messages come again after a crash (see runner's persistence).
+func (h *Host) Durable(name string) (uint64, bool) {
+	r := (*h.tasks.Load())[name]
+	if r == nil {
+		return 0, false
+	}
+	return r.durable(), true
+}
+
 // OnHandled has fn called after each batch of messages the task's handler
 // finishes (nil stops it); false if the task is not here.
 func (h *Host) OnHandled(name string, fn func()) bool {

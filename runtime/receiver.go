@@ -57,12 +57,13 @@ func (r *Receiver) Queue() *transit.Queue { return r.q }
 // the queue, waiting to be settled.
 func (r *Receiver) Pending() int { return r.peeked.Len() }
 
-// Settle takes off the queue what the task has handled.
+// Settle takes off the queue what the task has handled, as far as its
+// state is saved (Host.Durable).
 func (r *Receiver) Settle() {
 	if r.peeked.Len() == 0 {
 		return
 	}
-	_, done, ok := r.h.Progress(r.task)
+	done, ok := r.h.Durable(r.task)
 	if !ok {
 		return
 	}
