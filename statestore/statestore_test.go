@@ -417,3 +417,35 @@ func TestCompactionBoundsTheFile(t *testing.T) {
 		t.Fatalf("after reopen: gen %d bad %v err %v, want generation 50 intact", snap.Generation, bad, err)
 	}
 }
+
+func TestFailedCompactionKeepsTheSnapshotAndTheFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	s := openStore(t, path)
+	// A directory where the copy would go (with something in it, so it is
+	// not removed) makes every compaction fail.
+	if err := os.MkdirAll(filepath.Join(path+".compact", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("b"), 1<<20)
+	var compactErrs int
+	for i := range 12 {
+		gen, err := s.Save(append([]byte(fmt.Sprintf("%03d", i)), big[:len(big)-i*(1<<16)]...))
+		switch {
+		case errors.Is(err, ErrCompact):
+			compactErrs++
+		case err != nil:
+			t.Fatalf("save %d: %v", i, err)
+		}
+		if gen != uint64(i+1) {
+			t.Fatalf("save %d: generation %d, want %d even when compaction fails", i, gen, i+1)
+		}
+	}
+	if compactErrs == 0 {
+		t.Fatal("no compaction was attempted: the test does not grow the file enough")
+	}
+	snap, _, err := s.Load()
+	if err != nil || snap.Generation != 12 {
+		t.Fatalf("Load after failed compactions: gen %d, %v", snap.Generation, err)
+	}
+}
