@@ -103,6 +103,14 @@ type timerSet struct {
 }
 
 // persistence is how a Stateful task's state is kept in its state file.
+//
+// The settle rule (DESIGN section 6): a handled message may leave its
+// queue only while the task's state can be saved. While saves succeed a
+// handled message is done in its lineage at once, ahead of the next save,
+// so a SIGKILL costs at most one save interval of state, as it always did.
+// Once a save fails (failing), the lineages of the messages it handles
+// are parked: they stay queued and come again after a crash, until a save
+// succeeds and releases them.
 type persistence struct {
 	store     *statestore.Store
 	savedJSON []byte // the state as last saved, to skip unchanged saves
@@ -111,6 +119,12 @@ type persistence struct {
 	first bool
 	// gen is the generation last saved or restored; atomic for status.
 	gen atomic.Uint64
+	// failing: the last save failed (set and cleared by the task's
+	// goroutine; atomic for status).
+	failing atomic.Bool
+	// parked are lineage members handled while saves fail (task goroutine
+	// only): done once a save succeeds.
+	parked []*lineage
 }
 
 // catchUpGate: while on, senders in this process still use the task's
@@ -194,7 +208,7 @@ func (r *runner) loop() {
 					r.out.from = origin{it.msg, it.lin}
 					r.handleMessage(it.msg)
 					if it.lin != nil {
-						if r.persist.first {
+						if r.persist.first || r.persist.failing.Load() {
 							deferred = true
 						} else {
 							it.lin.done()
@@ -213,21 +227,28 @@ func (r *runner) loop() {
 			// The first change after a start is saved at once: a process
 			// that dies within its first save interval then loses at most
 			// its own work, not its predecessor's unsaved tail as well.
+			// After a failure the save timer retries, not every batch.
 			gen := r.persist.gen.Load()
 			r.saveState()
-			r.persist.first = r.persist.gen.Load() == gen
+			r.persist.first = r.persist.gen.Load() == gen && !r.persist.failing.Load()
 		}
 		r.stats.busyNanos.Add(int64(time.Since(t0)))
 		r.stats.busySince.Store(0)
 		r.out.from = origin{}
 		// A message is done in its lineage once handled (what it sent is
 		// counted by then); after the first change since a start, only
-		// once that change is saved (above).
+		// once that change is saved (above); while saves fail, once one
+		// succeeds.
 		if deferred {
+			failing := r.persist.failing.Load()
 			for s := batch; s != nil; s = s.next {
 				for i := range s.items[:s.n] {
 					if l := s.items[i].lin; l != nil {
-						l.done()
+						if failing {
+							r.persist.parked = append(r.persist.parked, l)
+						} else {
+							l.done()
+						}
 					}
 				}
 			}
@@ -278,7 +299,30 @@ func (r *runner) handleStateControl(ctl any) {
 		r.messageFailed(fmt.Errorf("%s transform: %w", ControlKey, err))
 		return
 	}
+	if !r.stateful {
+		t.Apply(r.state)
+		r.h.ch.Log.Info("state transformed", "task", r.name, "transform", tr)
+		return
+	}
+	// A transform must not leave a state that cannot be saved: two valid
+	// transforms can nest it past the loader's depth limit. Such a
+	// transform is refused and undone, so the task keeps saving (and
+	// settling) and a transform that comes again after a restart is
+	// refused again rather than wedging the task. Transforms are rare:
+	// the copy and the encoding cost nothing that matters.
+	before := message.DeepCopy(r.state).(map[string]any)
 	t.Apply(r.state)
+	b, err := json.Marshal(r.state)
+	if err == nil {
+		err = checkState(b)
+	}
+	if err != nil {
+		r.state = before
+		err = fmt.Errorf("%s transform refused, the state is unchanged: %w", ControlKey, err)
+		r.messageFailed(err)
+		r.alert("state transform refused: the state it makes could not be saved and loaded", "error", err)
+		return
+	}
 	r.h.ch.Log.Info("state transformed", "task", r.name, "transform", tr)
 }
 
@@ -365,7 +409,10 @@ func (r *runner) applyConfig(c *configChange) error {
 		}
 		if r.timers.save == nil {
 			r.addTimer(func() *recurTimer {
-				r.timers.save = r.newTimer(SaveStateTimer, every, func(Context) { r.persist.first = false; r.saveState() })
+				r.timers.save = r.newTimer(SaveStateTimer, every, func(Context) {
+					r.persist.first = false
+					r.saveState()
+				})
 				return r.timers.save
 			})
 		} else {
@@ -464,10 +511,29 @@ func (r *runner) openState() error {
 	return nil
 }
 
+// checkState is the loader's decoder (json.Unmarshal into a map, in
+// openState) as a check on an encoded state, limits included: json.Valid
+// runs the scanner Unmarshal runs first, with its nesting limit (10,000),
+// without building the value. The store runs it before every save and on
+// every snapshot it loads, so a state the loader could not read is never
+// written, and one written anyway (by an older version) is passed over
+// for the previous snapshot.
+func checkState(b []byte) error {
+	if !json.Valid(b) {
+		var v any
+		err := json.Unmarshal(b, &v) // only to say why
+		return fmt.Errorf("state is not JSON the loader reads: %w", err)
+	}
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return errors.New("state is not a JSON object")
+	}
+	return nil
+}
+
 // openAndLoad opens a state file and loads it; on any error but
 // ErrNoSnapshot the file is closed again.
 func openAndLoad(path string) (*statestore.Store, statestore.Snapshot, []statestore.Quarantined, error) {
-	st, err := statestore.Open(path, statestore.Options{})
+	st, err := statestore.Open(path, statestore.Options{Check: checkState})
 	if err != nil {
 		return nil, statestore.Snapshot{}, nil, err
 	}
@@ -479,34 +545,59 @@ func openAndLoad(path string) (*statestore.Store, statestore.Snapshot, []statest
 	return st, snap, bad, err
 }
 
-// saveState writes the state if it changed since the last save.
+// saveState writes the state if it changed since the last save. Once it
+// is saved (or found unchanged), the messages parked while saves failed
+// may leave their queues.
 func (r *runner) saveState() {
 	if r.persist.store == nil {
 		return
 	}
 	b, err := json.Marshal(r.state)
 	if err != nil {
-		r.stats.failures.Add(1)
-		r.h.ch.Error.Error("state is not JSON: not saved", "task", r.name, "error", err)
+		r.saveFailed(fmt.Errorf("state is not JSON: %w", err))
 		return
 	}
-	if bytes.Equal(b, r.persist.savedJSON) {
-		return
-	}
-	gen, err := r.persist.store.Save(b)
-	if err != nil {
-		r.stats.failures.Add(1)
-		r.persist.err = err
-		r.h.ch.Error.Error("saving state failed", "task", r.name, "error", err)
-		return
-	}
-	if r.persist.gen.Load() == 0 {
-		r.h.markSaved(r.name)
+	if !bytes.Equal(b, r.persist.savedJSON) {
+		gen, err := r.persist.store.Save(b)
+		if err != nil && !errors.Is(err, statestore.ErrCompact) {
+			r.saveFailed(err)
+			return
+		}
+		if err != nil { // saved; only the file's compaction failed
+			r.h.ch.Error.Error("state saved, but compacting its file failed", "task", r.name, "error", err)
+		}
+		if r.persist.gen.Load() == 0 {
+			r.h.markSaved(r.name)
+		}
+		r.persist.savedJSON = b
+		r.persist.gen.Store(gen)
 	}
 	r.persist.err = nil
-	r.persist.savedJSON = b
-	r.persist.gen.Store(gen)
+	for _, l := range r.persist.parked {
+		l.done()
+	}
+	r.persist.parked = nil
+	if r.persist.failing.Load() {
+		r.persist.failing.Store(false)
+		r.h.ch.Alert.Info("state saved again: handled messages leave their queue again",
+			"task", r.name, "metric", "state_save", "level", "ok", "previous", "severe", "generation", r.persist.gen.Load())
+	}
 }
+
+// saveFailed records a failed save. The task's handled messages stay on
+// its queue from now on (see persistence), and a severe alert says so
+// once; it stands until a save succeeds, which sends an ok alert.
+func (r *runner) saveFailed(err error) {
+	r.stats.failures.Add(1)
+	r.persist.err = err
+	r.h.ch.Error.Error("saving state failed", "task", r.name, "error", err)
+	if !r.persist.failing.Swap(true) {
+		r.h.ch.Alert.Error("state cannot be saved: its handled messages stay queued until a save succeeds",
+			"task", r.name, "metric", "state_save", "level", "severe", "previous", "ok", "error", err,
+			"generation", r.persist.gen.Load())
+	}
+}
+
 
 func (r *runner) alert(msg string, kv ...any) {
 	r.h.ch.Alert.Warn(msg, append([]any{"task", r.name}, kv...)...)

@@ -13,6 +13,40 @@
 // so a flipped bit anywhere in a snapshot is caught. Load returns the newest
 // snapshot that verifies; the ones that do not are moved to a quarantine
 // bucket (kept for forensics, never loaded again) and reported to the caller.
+//
+// A snapshot verifies when its header, length and CRC are right and, if the
+// store has a check (Options.Check: the caller's own decoder, with its
+// limits), the check accepts its payload. Save runs the same check before
+// it writes anything, so a state the loader could not read back is refused
+// and the newest snapshot stays the last good one; a snapshot written
+// before the check existed (or under a laxer one) is quarantined by Load
+// like a bad checksum, and the previous one is loaded.
+//
+// bbolt never gives pages back to the file system: every freed page stays
+// in the file for reuse, and large snapshots, which need runs of
+// contiguous pages, keep growing it. After a Save, a file larger than
+// CompactFactor times what it holds (its snapshots and quarantined ones)
+// plus CompactFloor is compacted: copied into a fresh file beside it
+// (bbolt.Compact, committed with fsync), renamed over the old one, the
+// directory fsync'd. The store keeps the new file open from before the
+// rename, so bbolt's lock on the state never lapses, and Open checks that
+// the file it locked is still the one at its path (a process that waited
+// on the old file retries on the new one).
+//
+// Sentinel errors (test with errors.Is):
+//   - ErrLocked (Open): another process, or another Store in this one, has
+//     the file open.
+//   - ErrCorruptFile (Open, Load, Save): bbolt cannot read the file; close
+//     the store and MoveAside.
+//   - ErrNoSnapshot (Load): no snapshot verifies (a new store, or all were
+//     quarantined).
+//   - ErrBadHeader, ErrLength, ErrChecksum, ErrUnloadable: why a snapshot
+//     was quarantined (Quarantined.Err).
+//   - ErrUnloadable (Save): the payload fails Options.Check; nothing was
+//     written and the newest snapshot is unchanged.
+//   - ErrCompact (Save): the snapshot was saved (the generation returned is
+//     valid) but compacting the file afterwards failed; the file is as it
+//     was, and compaction is tried again once it grows further.
 package statestore
 
 import (
@@ -25,6 +59,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,6 +88,27 @@ var (
 	ErrBadHeader = errors.New("statestore: bad snapshot header")
 	ErrLength    = errors.New("statestore: snapshot length mismatch")
 	ErrChecksum  = errors.New("statestore: snapshot checksum mismatch")
+	// ErrUnloadable means a payload fails the store's check (Options.Check):
+	// the loader could not read it back. Save refuses such a payload; Load
+	// quarantines such a snapshot.
+	ErrUnloadable = errors.New("statestore: state would not load")
+)
+
+// ErrCompact means Save saved its snapshot but could not compact the file
+// afterwards (a full disk, say). The state is safe; the file is larger
+// than it needs to be.
+var ErrCompact = errors.New("statestore: compacting the state file failed")
+
+// The compaction bound: a file larger than CompactFactor times the bytes
+// of the snapshots it holds plus CompactFloor is compacted after a Save.
+// The floor keeps small states from being compacted over and over for a
+// few pages of bbolt overhead; the factor leaves room for the snapshot
+// being written beside the kept ones and for bbolt's growth steps.
+const (
+	CompactFactor = 4
+	CompactFloor  = 1 << 20
+	// compactTxMax bounds the memory a compaction holds before it commits.
+	compactTxMax = 16 << 20
 )
 
 const (
@@ -81,14 +137,28 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now stamps snapshots; defaults to time.Now.
 	Now func() time.Time
+	// Check, if set, is how the caller will decode a payload, with its
+	// limits: Save refuses a payload it rejects (ErrUnloadable) and Load
+	// treats a snapshot it rejects as failing verification. It must be
+	// safe for concurrent use.
+	Check func(payload []byte) error
 }
 
 // Store is an open state file. Its methods are safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	path string
-	keep int
-	now  func() time.Time
+	// mu guards db: a compaction replaces it (write lock); everything
+	// else uses it under the read lock, and bbolt orders the transactions.
+	mu    sync.RWMutex
+	db    *bolt.DB
+	path  string
+	keep  int
+	now   func() time.Time
+	check func([]byte) error
+	lock  time.Duration
+	// compactFailedAt is the file's size when a compaction last failed
+	// (under mu's write lock): it is not tried again until the file is
+	// larger, so a full disk does not cost a copy of the file per save.
+	compactFailedAt int64
 }
 
 // Snapshot is one verified saved state.
@@ -133,7 +203,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 			s, err = nil, fmt.Errorf("%w: %s: %v", ErrCorruptFile, path, r)
 		}
 	}()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	db, err := openBolt(path, opts.LockTimeout)
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
@@ -147,7 +217,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		}
 		return nil, fmt.Errorf("statestore: open %s: %w", path, err)
 	}
-	s = &Store{db: db, path: path, keep: opts.Keep, now: opts.Now}
+	s = &Store{db: db, path: path, keep: opts.Keep, now: opts.Now, check: opts.Check, lock: opts.LockTimeout}
 	if err := s.update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(snapshotsBucket); err != nil {
 			return err
@@ -158,18 +228,66 @@ func Open(path string, opts Options) (s *Store, err error) {
 		db.Close()
 		return nil, err
 	}
+	// A file left oversized by an older version (or a failed compaction)
+	// is brought within the bound now; failing that, it is used as it is.
+	s.maybeCompact()
 	return s, nil
+}
+
+// openBolt opens path with bbolt, making sure that the file it locked is
+// still the one at path: a compaction by the previous owner renames a new
+// file over the one this process may have been waiting to lock, and
+// holding the lock of a file no longer at path would let two stores own
+// one state.
+func openBolt(path string, timeout time.Duration) (*bolt.DB, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var f *os.File
+		db, err := bolt.Open(path, 0o600, &bolt.Options{
+			Timeout: max(time.Until(deadline), time.Millisecond),
+			OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+				fh, err := os.OpenFile(name, flag, mode)
+				f = fh
+				return fh, err
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		held, herr := f.Stat()
+		now, nerr := os.Stat(path)
+		if herr == nil && nerr == nil && os.SameFile(held, now) {
+			return db, nil
+		}
+		db.Close()
+		if time.Now().After(deadline) {
+			return nil, berrors.ErrTimeout
+		}
+	}
 }
 
 // Path is the file the store uses.
 func (s *Store) Path() string { return s.path }
 
 // Close releases the file and its lock.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Close()
+}
 
 // Save writes payload as a new snapshot (generation one past the newest
 // stored) and prunes all but the newest Keep, in one fsync'd transaction.
+// A payload that fails Options.Check is refused (ErrUnloadable) before
+// anything is written. Afterwards the file is compacted if it outgrew the
+// bound (see the package doc); an error wrapping ErrCompact comes with a
+// valid generation: the snapshot was saved.
 func (s *Store) Save(payload []byte) (gen uint64, err error) {
+	if s.check != nil {
+		if cerr := s.check(payload); cerr != nil {
+			return 0, fmt.Errorf("%w: %w", ErrUnloadable, cerr)
+		}
+	}
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(snapshotsBucket)
 		// Generations only grow, even past quarantined ones, so no two
@@ -199,7 +317,10 @@ func (s *Store) Save(payload []byte) (gen uint64, err error) {
 		}
 		return nil
 	})
-	return gen, err
+	if err != nil {
+		return 0, err
+	}
+	return gen, s.maybeCompact()
 }
 
 // Load returns the newest snapshot that verifies. Snapshots newer than it
@@ -219,13 +340,18 @@ func (s *Store) Load() (snap Snapshot, bad []Quarantined, err error) {
 				return fmt.Errorf("%w: %s: more than %d snapshots fail verification", ErrCorruptFile, s.path, s.keep+maxBad)
 			}
 			got, derr := decode(v)
-			if derr == nil && got.Generation == binary.BigEndian.Uint64(k) {
-				snap = got
-				return nil
-			}
-			if derr == nil {
+			if derr == nil && got.Generation != binary.BigEndian.Uint64(k) {
 				derr = fmt.Errorf("%w: key says generation %d, snapshot says %d",
 					ErrBadHeader, binary.BigEndian.Uint64(k), got.Generation)
+			}
+			if derr == nil && s.check != nil {
+				if cerr := s.check(got.Payload); cerr != nil {
+					derr = fmt.Errorf("%w: %w", ErrUnloadable, cerr)
+				}
+			}
+			if derr == nil {
+				snap = got
+				return nil
 			}
 			gen := binary.BigEndian.Uint64(k)
 			bad = append(bad, Quarantined{Generation: gen, Err: derr})
@@ -246,6 +372,8 @@ func (s *Store) Load() (snap Snapshot, bad []Quarantined, err error) {
 
 // QuarantineCount reports how many bad snapshots the file holds aside.
 func (s *Store) QuarantineCount() (n int, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	err = s.db.View(func(tx *bolt.Tx) error {
 		n = tx.Bucket(quarantineBucket).Stats().KeyN
 		return nil
@@ -255,6 +383,8 @@ func (s *Store) QuarantineCount() (n int, err error) {
 
 // Check runs bbolt's consistency check over the whole file.
 func (s *Store) Check() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return s.db.View(func(tx *bolt.Tx) error {
 		var first error
 		for err := range tx.Check() { // drain: the checker goroutine sends them all
@@ -275,7 +405,102 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 			err = fmt.Errorf("%w: %s: %v", ErrCorruptFile, s.path, r)
 		}
 	}()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return s.db.Update(fn)
+}
+
+// maybeCompact compacts the file if it is larger than the bound (see the
+// package doc). Small files (the common case) cost one stat.
+func (s *Store) maybeCompact() error {
+	fi, err := os.Stat(s.path)
+	if err != nil || fi.Size() <= CompactFloor {
+		return nil // a file we cannot stat is for the next open to judge
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fi.Size() <= s.compactFailedAt {
+		return nil
+	}
+	var held int64
+	err = s.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{snapshotsBucket, quarantineBucket} {
+			if b := tx.Bucket(name); b != nil {
+				b.ForEach(func(k, v []byte) error { held += int64(len(k) + len(v)); return nil })
+			}
+		}
+		return nil
+	})
+	if err != nil || fi.Size() <= CompactFactor*held+CompactFloor {
+		return nil
+	}
+	if err := s.compact(); err != nil {
+		s.compactFailedAt = fi.Size()
+		return fmt.Errorf("%w: %s: %w", ErrCompact, s.path, err)
+	}
+	s.compactFailedAt = 0
+	return nil
+}
+
+// compact copies the database into a fresh file beside it and renames that
+// over the old one; the caller holds mu's write lock. The new file is open
+// (and locked) before the rename, so the lock on the state never lapses.
+// On failure the old file stays in use, untouched.
+func (s *Store) compact() (err error) {
+	tmp := s.path + ".compact"
+	// A leftover of a compaction cut short: never renamed, so never the
+	// state; bbolt would open it as a database and the copy would collide.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: s.lock})
+	if err != nil {
+		return err
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			dst.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := compactInto(dst, s.db); err != nil {
+		return err
+	}
+	// Each of Compact's transactions committed with fsync: the copy is on
+	// disk before it takes the state's name.
+	if err := os.Rename(tmp, s.path); err != nil {
+		return err
+	}
+	renamed = true
+	old := s.db
+	s.db = dst
+	// The old file is unlinked; closing it drops its lock, which no one
+	// can use (openBolt checks the file it locked is still at path).
+	old.Close()
+	return syncDir(filepath.Dir(s.path))
+}
+
+// compactInto runs bbolt.Compact, turning a fault on a damaged source page
+// into an error, as update does.
+func compactInto(dst, src *bolt.DB) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorruptFile, r)
+		}
+	}()
+	return bolt.Compact(dst, src, compactTxMax)
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // MoveAside renames a corrupt state file out of the way (keeping it for

@@ -2,6 +2,7 @@ package statestore
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -288,4 +289,163 @@ func TestDamagedFilesNeverCrash(t *testing.T) {
 		cases++
 	}
 	t.Logf("%d damaged files handled", cases)
+}
+
+// jsonCheck is a loader's check as the runtime passes one: the payload
+// must be JSON that encoding/json accepts (which includes its nesting
+// limit of 10,000).
+func jsonCheck(b []byte) error {
+	if !json.Valid(b) {
+		var v any
+		return fmt.Errorf("not loadable JSON: %w", json.Unmarshal(b, &v))
+	}
+	return nil
+}
+
+// deepJSON nests n objects.
+func deepJSON(n int) []byte {
+	return []byte(strings.Repeat(`{"a":`, n) + "1" + strings.Repeat("}", n))
+}
+
+func TestSnapshotThatDoesNotDecodeFallsBackAndQuarantines(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	// Written without a check, as an older version did: both checksum.
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]byte{[]byte(`{"ct":"good"}`), deepJSON(10001)} {
+		if _, err := s.Save(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+
+	s, err = Open(path, Options{Check: jsonCheck})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	snap, bad, err := s.Load()
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if snap.Generation != 1 || string(snap.Payload) != `{"ct":"good"}` {
+		t.Fatalf("loaded gen %d %.40q, want the previous snapshot", snap.Generation, snap.Payload)
+	}
+	if len(bad) != 1 || bad[0].Generation != 2 || !errors.Is(bad[0].Err, ErrUnloadable) {
+		t.Fatalf("quarantined %+v, want generation 2 as unloadable", bad)
+	}
+	if n, _ := s.QuarantineCount(); n != 1 {
+		t.Fatalf("quarantine holds %d, want 1", n)
+	}
+	if gen, err := s.Save([]byte(`{}`)); err != nil || gen != 3 {
+		t.Fatalf("save after quarantine: gen %d err %v", gen, err)
+	}
+}
+
+func TestSaveRefusesStateTheLoaderCannotRead(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	s, err := Open(path, Options{Check: jsonCheck})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Save(deepJSON(10000)); err != nil {
+		t.Fatalf("a state at the limit: %v", err)
+	}
+	gen, err := s.Save(deepJSON(10001))
+	if !errors.Is(err, ErrUnloadable) || gen != 0 {
+		t.Fatalf("Save of a state past the limit: gen %d err %v, want ErrUnloadable", gen, err)
+	}
+	s.Close()
+	s = openStore(t, path)
+	snap, bad, err := s.Load()
+	if err != nil || len(bad) != 0 || snap.Generation != 1 || !bytes.Equal(snap.Payload, deepJSON(10000)) {
+		t.Fatalf("after a refused save: gen %d bad %v err %v, want generation 1 unchanged", snap.Generation, bad, err)
+	}
+}
+
+func TestCompactionBoundsTheFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 2 << 20
+	payload := func(i int) []byte {
+		// Sizes vary, as a real state's do: bbolt then cannot reuse a
+		// freed run of pages for a larger snapshot and grows the file.
+		b := bytes.Repeat([]byte{byte('a' + i%26)}, size-(i%5)*(size/8))
+		copy(b, fmt.Sprintf("save-%03d", i))
+		return b
+	}
+	var largest int64
+	for i := range 50 {
+		if _, err := s.Save(payload(i)); err != nil {
+			t.Fatalf("save %d: %v", i, err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		largest = max(largest, fi.Size())
+		var held int64
+		s.db.View(func(tx *bboltTx) error {
+			tx.Bucket(snapshotsBucket).ForEach(func(k, v []byte) error { held += int64(len(k) + len(v)); return nil })
+			return nil
+		})
+		if bound := CompactFactor*held + CompactFloor; fi.Size() > bound {
+			t.Fatalf("after save %d the file is %d bytes, over %d (%dx its %d bytes of snapshots + %d)",
+				i, fi.Size(), bound, CompactFactor, held, CompactFloor)
+		}
+	}
+	t.Logf("largest file: %.1f MiB for %d snapshots of up to %.1f MiB", float64(largest)/(1<<20), DefaultKeep, float64(size)/(1<<20))
+	// The store still holds the state file's lock after compactions.
+	if _, err := Open(path, Options{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open while the store is open: %v, want ErrLocked", err)
+	}
+	if matches, _ := filepath.Glob(path + ".*"); len(matches) != 0 {
+		t.Fatalf("left behind: %v", matches)
+	}
+	s.Close()
+	s = openStore(t, path)
+	snap, bad, err := s.Load()
+	if err != nil || len(bad) != 0 || snap.Generation != 50 || !bytes.Equal(snap.Payload, payload(49)) {
+		t.Fatalf("after reopen: gen %d bad %v err %v, want generation 50 intact", snap.Generation, bad, err)
+	}
+}
+
+func TestFailedCompactionKeepsTheSnapshotAndTheFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	s := openStore(t, path)
+	// A directory where the copy would go (with something in it, so it is
+	// not removed) makes every compaction fail.
+	if err := os.MkdirAll(filepath.Join(path+".compact", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("b"), 1<<20)
+	var compactErrs int
+	for i := range 12 {
+		gen, err := s.Save(append([]byte(fmt.Sprintf("%03d", i)), big[:len(big)-i*(1<<16)]...))
+		switch {
+		case errors.Is(err, ErrCompact):
+			compactErrs++
+		case err != nil:
+			t.Fatalf("save %d: %v", i, err)
+		}
+		if gen != uint64(i+1) {
+			t.Fatalf("save %d: generation %d, want %d even when compaction fails", i, gen, i+1)
+		}
+	}
+	if compactErrs == 0 {
+		t.Fatal("no compaction was attempted: the test does not grow the file enough")
+	}
+	snap, _, err := s.Load()
+	if err != nil || snap.Generation != 12 {
+		t.Fatalf("Load after failed compactions: gen %d, %v", snap.Generation, err)
+	}
 }
