@@ -598,7 +598,6 @@ func (r *runner) saveFailed(err error) {
 	}
 }
 
-
 func (r *runner) alert(msg string, kv ...any) {
 	r.h.ch.Alert.Warn(msg, append([]any{"task", r.name}, kv...)...)
 }
