@@ -114,6 +114,13 @@ type taskState struct {
 	retry    retry
 	hold     *Hold
 	restarts []time.Time
+	// failedStops counts the stops in a row that failed (an external that
+	// had to be killed, an internal task that did not drain). Unlike
+	// retry, a change of config and a stable run do not forgive it: a task
+	// flipped between internal and external changes its config at every
+	// flip and may run for long in between, yet must end held if it never
+	// stops when asked. Only a stop that succeeds (or Clear) resets it.
+	failedStops int
 }
 
 // retry is the backoff of one task: the only place failures are counted
@@ -221,8 +228,15 @@ func (c *Controller) Stopped(name string, err error) []Result {
 		return nil
 	}
 	st.stopping, st.running = false, nil
-	if err != nil {
-		c.fail(name, st, fmt.Errorf("stopping: %w", err))
+	if err == nil {
+		st.failedStops = 0
+	} else {
+		st.failedStops++
+		err = fmt.Errorf("stopping: %w", err)
+		c.fail(name, st, err)
+		if ha := c.desired.Tasks[name].Restart.HoldAfter; ha > 0 && st.failedStops >= ha && st.hold == nil {
+			c.holdTask(name, st, HoldRetries, fmt.Sprintf("%d stops in a row failed: %v", st.failedStops, err))
+		}
 	}
 	c.forget(name)
 	return c.reconcile(true)
@@ -280,6 +294,7 @@ func (c *Controller) Clear(name string) ([]Result, error) {
 	}
 	st.hold = nil
 	st.retry.reset()
+	st.failedStops = 0
 	c.saveHolds()
 	c.logs.Log.Info("task cleared: retrying", "task", name)
 	return c.reconcile(true), nil
