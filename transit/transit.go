@@ -555,6 +555,17 @@ func (t *Transit) unspill(queue, ref string, remove bool) ([]byte, error) {
 // full (nobody reads it): appended JSON lines in the transit dir.
 const DeadLetterFile = "dead_letters.jsonl"
 
+// DeadLetter keeps msg, which arrived on queue but has no place there (a
+// message sent to a doorbell), with the reason, as the receivers do with
+// what they cannot decode.
+func (t *Transit) DeadLetter(queue, reason string, msg map[string]any) error {
+	raw, err := AppendJSON(nil, msg)
+	if err != nil {
+		raw = []byte(fmt.Sprint(msg))
+	}
+	return t.deadLetter(queue, reason, raw)
+}
+
 // deadLetter keeps what could not be delivered, with the reason: on the
 // dead-letter queue (the raw text whole; a large one is spilled like any
 // message), or, when that queue is full, in DeadLetterFile. It waits
