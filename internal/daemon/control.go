@@ -176,6 +176,8 @@ func (d *daemon) status() control.StatusReply {
 			t.HeldReason, t.HoldMessage = ts.Hold.Why, ts.Hold.Message
 		case ts.Stopping: // the host may already have let go of it while it drains
 			t.Status = "stopping"
+		case isRunning && d.mon.stalls[name] != "":
+			t.Status = "stalled"
 		case isRunning:
 			t.Status = "running"
 		case wanted && spec.Disabled:
@@ -185,6 +187,9 @@ func (d *daemon) status() control.StatusReply {
 		}
 		for _, c := range ts.Conditions(isRunning) {
 			t.Conditions = append(t.Conditions, condition(c))
+		}
+		if why := d.mon.stalls[name]; why != "" && isRunning {
+			t.Conditions = append(t.Conditions, control.Condition{Type: "Responding", Status: "False", Reason: "Stalled", Message: why})
 		}
 		if isRunning && t.Where == "internal" {
 			t.Kind, t.Pid, t.Stateful = s.Kind, os.Getpid(), ptr(s.Stateful)
