@@ -114,13 +114,13 @@ type taskState struct {
 	retry    retry
 	hold     *Hold
 	restarts []time.Time
-	// failedStops counts the stops in a row that failed (an external that
-	// had to be killed, an internal task that did not drain). Unlike
-	// retry, a change of config and a stable run do not forgive it: a task
-	// flipped between internal and external changes its config at every
-	// flip and may run for long in between, yet must end held if it never
-	// stops when asked. Only a stop that succeeds (or Clear) resets it.
-	failedStops int
+	// failedStops are when stops failed (an external that had to be
+	// killed, an internal task that did not drain), within RestartWindow.
+	// Unlike retry, nothing but Clear forgives them: a task flipped
+	// between internal and external changes its config at every flip,
+	// runs for long in between, and stops well every other time (as an
+	// internal task), yet must end held if it will not stop when asked.
+	failedStops []time.Time
 }
 
 // retry is the backoff of one task: the only place failures are counted
@@ -228,14 +228,13 @@ func (c *Controller) Stopped(name string, err error) []Result {
 		return nil
 	}
 	st.stopping, st.running = false, nil
-	if err == nil {
-		st.failedStops = 0
-	} else {
-		st.failedStops++
+	if err != nil {
+		now := c.clock.Now()
+		st.failedStops = append(recent(st.failedStops, now, c.timing.RestartWindow), now)
 		err = fmt.Errorf("stopping: %w", err)
 		c.fail(name, st, err)
-		if ha := c.desired.Tasks[name].Restart.HoldAfter; ha > 0 && st.failedStops >= ha && st.hold == nil {
-			c.holdTask(name, st, HoldRetries, fmt.Sprintf("%d stops in a row failed: %v", st.failedStops, err))
+		if ha := c.desired.Tasks[name].Restart.HoldAfter; ha > 0 && len(st.failedStops) >= ha && st.hold == nil {
+			c.holdTask(name, st, HoldRetries, fmt.Sprintf("%d stops failed within %v: %v", len(st.failedStops), c.timing.RestartWindow, err))
 		}
 	}
 	c.forget(name)
@@ -294,7 +293,7 @@ func (c *Controller) Clear(name string) ([]Result, error) {
 	}
 	st.hold = nil
 	st.retry.reset()
-	st.failedStops = 0
+	st.failedStops = nil
 	c.saveHolds()
 	c.logs.Log.Info("task cleared: retrying", "task", name)
 	return c.reconcile(true), nil
@@ -563,12 +562,17 @@ func (c *Controller) Tasks() []TaskState {
 
 // recentRestarts counts the restarts in the window, forgetting older ones.
 func (st *taskState) recentRestarts(now time.Time, window time.Duration) int {
+	st.restarts = recent(st.restarts, now, window)
+	return len(st.restarts)
+}
+
+// recent drops the times (oldest first) that are more than window ago.
+func recent(ts []time.Time, now time.Time, window time.Duration) []time.Time {
 	i := 0
-	for i < len(st.restarts) && now.Sub(st.restarts[i]) > window {
+	for i < len(ts) && now.Sub(ts[i]) > window {
 		i++
 	}
-	st.restarts = st.restarts[i:]
-	return len(st.restarts)
+	return ts[i:]
 }
 
 // Condition is one of a task's conditions, as Kubernetes reports them.

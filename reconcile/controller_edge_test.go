@@ -116,8 +116,8 @@ func TestFailsafeOverridesARetriesHoldOfARunningTask(t *testing.T) {
 
 // An external that never stops when asked (every stop ends in SIGKILL),
 // flipped between internal and external again and again, ends held: the
-// config change at each flip and the long runs between flips do not
-// forgive the failed stops.
+// config change at each flip, the long runs between flips and the clean
+// stops of its internal turns do not forgive the failed stops.
 func TestATaskThatWillNotStopEndsHeldAcrossFlips(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
@@ -131,15 +131,25 @@ func TestATaskThatWillNotStopEndsHeldAcrossFlips(t *testing.T) {
 	}
 	load("h0")
 	h.wantCalls("start A external")
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= 5; i++ {
 		h.clock.advance(time.Minute) // a stable run before each flip
 		h.c.Tick()
+		wasExt := ext
 		ext = !ext
 		load(fmt.Sprint("h", i))
 		h.wantCalls("stop A")
-		h.c.Stopped("A", errors.New("did not exit within the grace: killed"))
-		if i < 3 {
-			h.tickToWake()
+		if wasExt {
+			h.c.Stopped("A", errors.New("did not exit within the grace: killed"))
+		} else {
+			h.c.Stopped("A", nil)
+		}
+		if i < 5 {
+			if st := h.state("A"); st.Hold != nil {
+				t.Fatalf("flip %d: held too early: %+v", i, st.Hold)
+			}
+			if wasExt {
+				h.tickToWake()
+			}
 			h.target.take()
 			if h.state("A").Running == nil {
 				t.Fatalf("flip %d: not started again: %+v", i, h.state("A"))
@@ -147,7 +157,7 @@ func TestATaskThatWillNotStopEndsHeldAcrossFlips(t *testing.T) {
 		}
 	}
 	st := h.state("A")
-	if st.Hold == nil || !strings.Contains(st.Hold.Message, "3 stops in a row failed") {
+	if st.Hold == nil || !strings.Contains(st.Hold.Message, "3 stops failed within") {
 		t.Fatalf("after 3 killed stops: %+v", st)
 	}
 	h.clock.advance(time.Hour)
