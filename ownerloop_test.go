@@ -152,6 +152,7 @@ func TestAnEditDuringStartUpIsApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.args = []string{"--load-timeout", "60s"} // slow as this machine may be
+	began := time.Now()
 	d := e.daemon()
 	// The first load takes seconds: edit during it.
 	time.Sleep(200 * time.Millisecond) // not a wait for a result: just to be inside the first load
@@ -173,6 +174,7 @@ func TestAnEditDuringStartUpIsApplied(t *testing.T) {
 		}
 		return false
 	})
+	t.Logf("applied %v after the start", time.Since(began))
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	d.wait(t)
 }
