@@ -215,8 +215,13 @@ func (in *Inbound) waitBell() {
 			in.deadLetterAll(d.Msgs)
 		}
 		// Junk (an odd mtype, undecodable text) was dead-lettered by the
-		// queue: counted, and the wait goes on.
-		in.dead.Add(uint64(d.Dead))
+		// queue: counted, and the wait goes on. Where there was junk, the
+		// doorbell may have been full and rings lost: sweep now rather
+		// than at the next SweepInterval.
+		if d.Dead > 0 {
+			in.dead.Add(uint64(d.Dead))
+			in.sweepNow.Store(true)
+		}
 	}
 }
 
