@@ -114,6 +114,13 @@ type taskState struct {
 	retry    retry
 	hold     *Hold
 	restarts []time.Time
+	// failedStops are when stops failed (an external that had to be
+	// killed, an internal task that did not drain), within RestartWindow.
+	// Unlike retry, nothing but Clear forgives them: a task flipped
+	// between internal and external changes its config at every flip,
+	// runs for long in between, and stops well every other time (as an
+	// internal task), yet must end held if it will not stop when asked.
+	failedStops []time.Time
 }
 
 // retry is the backoff of one task: the only place failures are counted
@@ -222,7 +229,13 @@ func (c *Controller) Stopped(name string, err error) []Result {
 	}
 	st.stopping, st.running = false, nil
 	if err != nil {
-		c.fail(name, st, fmt.Errorf("stopping: %w", err))
+		now := c.clock.Now()
+		st.failedStops = append(recent(st.failedStops, now, c.timing.RestartWindow), now)
+		err = fmt.Errorf("stopping: %w", err)
+		c.fail(name, st, err)
+		if ha := c.desired.Tasks[name].Restart.HoldAfter; ha > 0 && len(st.failedStops) >= ha && st.hold == nil {
+			c.holdTask(name, st, HoldRetries, fmt.Sprintf("%d stops failed within %v: %v", len(st.failedStops), c.timing.RestartWindow, err))
+		}
 	}
 	c.forget(name)
 	return c.reconcile(true)
@@ -280,6 +293,7 @@ func (c *Controller) Clear(name string) ([]Result, error) {
 	}
 	st.hold = nil
 	st.retry.reset()
+	st.failedStops = nil
 	c.saveHolds()
 	c.logs.Log.Info("task cleared: retrying", "task", name)
 	return c.reconcile(true), nil
@@ -548,12 +562,17 @@ func (c *Controller) Tasks() []TaskState {
 
 // recentRestarts counts the restarts in the window, forgetting older ones.
 func (st *taskState) recentRestarts(now time.Time, window time.Duration) int {
+	st.restarts = recent(st.restarts, now, window)
+	return len(st.restarts)
+}
+
+// recent drops the times (oldest first) that are more than window ago.
+func recent(ts []time.Time, now time.Time, window time.Duration) []time.Time {
 	i := 0
-	for i < len(st.restarts) && now.Sub(st.restarts[i]) > window {
+	for i < len(ts) && now.Sub(ts[i]) > window {
 		i++
 	}
-	st.restarts = st.restarts[i:]
-	return len(st.restarts)
+	return ts[i:]
 }
 
 // Condition is one of a task's conditions, as Kubernetes reports them.

@@ -2,7 +2,9 @@ package reconcile
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,4 +112,55 @@ func TestFailsafeOverridesARetriesHoldOfARunningTask(t *testing.T) {
 	if len(ft.calls) == 0 {
 		t.Errorf("failsafe of a running, retries-held task did nothing (hold %s): it keeps running past its failsafe", st.Hold.Why)
 	}
+}
+
+// An external that never stops when asked (every stop ends in SIGKILL),
+// flipped between internal and external again and again, ends held: the
+// config change at each flip, the long runs between flips and the clean
+// stops of its internal turns do not forgive the failed stops.
+func TestATaskThatWillNotStopEndsHeldAcrossFlips(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	ext := true
+	load := func(hash string) {
+		mods := []func(*schema.TaskSpec){withRestart(1, 1, 3)}
+		if ext {
+			mods = append(mods, external)
+		}
+		h.c.Load(config(spec("A", "A", hash, mods...)), Watched)
+	}
+	load("h0")
+	h.wantCalls("start A external")
+	for i := 1; i <= 5; i++ {
+		h.clock.advance(time.Minute) // a stable run before each flip
+		h.c.Tick()
+		wasExt := ext
+		ext = !ext
+		load(fmt.Sprint("h", i))
+		h.wantCalls("stop A")
+		if wasExt {
+			h.c.Stopped("A", errors.New("did not exit within the grace: killed"))
+		} else {
+			h.c.Stopped("A", nil)
+		}
+		if i < 5 {
+			if st := h.state("A"); st.Hold != nil {
+				t.Fatalf("flip %d: held too early: %+v", i, st.Hold)
+			}
+			if wasExt {
+				h.tickToWake()
+			}
+			h.target.take()
+			if h.state("A").Running == nil {
+				t.Fatalf("flip %d: not started again: %+v", i, h.state("A"))
+			}
+		}
+	}
+	st := h.state("A")
+	if st.Hold == nil || !strings.Contains(st.Hold.Message, "3 stops failed within") {
+		t.Fatalf("after 3 killed stops: %+v", st)
+	}
+	h.clock.advance(time.Hour)
+	h.c.Tick()
+	h.wantCalls()
 }

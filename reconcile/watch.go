@@ -81,6 +81,9 @@ func NewWatcher(dir string, o WatchOptions) (*Watcher, error) {
 	return w, nil
 }
 
+// Close releases a watcher that will not Run (Run closes it when it ends).
+func (w *Watcher) Close() error { return w.fw.Close() }
+
 // Changes delivers the new content hash after each change.
 func (w *Watcher) Changes() <-chan string { return w.changes }
 

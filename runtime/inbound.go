@@ -201,7 +201,26 @@ func (in *Inbound) waitBell() {
 		case d.Ring != "":
 			in.ring(d.Ring)
 		case len(d.Msgs) > 0:
-			in.onError(fmt.Errorf("doorbell %s: %d messages sent to the doorbell itself were dropped", in.bell.Name(), len(d.Msgs)))
+			in.deadLetterAll(d.Msgs)
+		}
+		// Junk (an odd mtype, undecodable text) was dead-lettered by the
+		// queue: counted, and the wait goes on. Where there was junk, the
+		// doorbell may have been full and rings lost: sweep now rather
+		// than at the next SweepInterval.
+		if d.Dead > 0 {
+			in.dead.Add(uint64(d.Dead))
+			in.sweepNow.Store(true)
+		}
+	}
+}
+
+// deadLetterAll keeps messages sent to the doorbell itself, which only
+// carries rings, on the dead-letter queue.
+func (in *Inbound) deadLetterAll(msgs []Message) {
+	for _, m := range msgs {
+		in.dead.Add(1)
+		if err := in.tr.DeadLetter(in.bell.Name(), "a message on a doorbell, which carries only rings", m); err != nil {
+			in.onError(fmt.Errorf("doorbell %s: %w", in.bell.Name(), err))
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -279,10 +280,12 @@ func (q *Queue) Receive(wait bool) (Delivery, error) {
 	bp := q.getBuf()
 	buf := (*bp)[:cap(*bp)]
 	defer func() { q.putBuf(bp, buf) }()
-	// Waiting, ask for types up to 2, lowest first, so that a wake-up jumps
-	// the queue; not waiting, take whatever is first, of any type, so that
-	// a foreign program's odd mtype never sits in the queue forever.
-	flags, msgtyp := 0, int64(-mtypeData)
+	// Waiting, ask for any type, lowest first, so that a wake-up jumps the
+	// queue; not waiting, take whatever is first. Either way a foreign
+	// program's odd mtype is taken (and dead-lettered by decode), never
+	// left to fill the queue: a doorbell full of them would stall every
+	// ring and even the wake-up that stops its waiter.
+	flags, msgtyp := 0, int64(-math.MaxInt64)
 	if !wait {
 		flags, msgtyp = unix.IPC_NOWAIT, 0
 	}
@@ -419,6 +422,11 @@ func (q *Queue) decodeAs(mtype uint64, text []byte, peeked bool) (Delivery, erro
 	if mtype == mtypeWake && len(text) == 1 && text[0] == tagWake {
 		d.Wake = true
 		return d, nil
+	}
+	// Ours are 2 (1 for a wake); IPC::Transit sends 1. Anything else is
+	// not a message for us.
+	if mtype != mtypeData && mtype != mtypeWake {
+		return d, dead("unexpected mtype "+strconv.FormatUint(mtype, 10), text)
 	}
 	switch text[0] {
 	case tagRing:

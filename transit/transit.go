@@ -555,21 +555,21 @@ func (t *Transit) unspill(queue, ref string, remove bool) ([]byte, error) {
 // full (nobody reads it): appended JSON lines in the transit dir.
 const DeadLetterFile = "dead_letters.jsonl"
 
-// deadLetter keeps what could not be delivered, with the reason: on the
-// dead-letter queue (the raw text whole; a large one is spilled like any
-// message), or, when that queue is full, in DeadLetterFile. It waits
-// only briefly: a receiver must not stall on its dead letters.
-// DeadLetter keeps a decoded message that may not go on (meant for queue)
-// with the reason, as undecodable ones are kept: on DeadLetterQueue, or in
-// DeadLetterFile when that is full.
+// DeadLetter keeps msg, which has no place on queue (a message sent to a
+// doorbell, one past a hop or copy budget), with the reason, as the
+// receivers do with what they cannot decode.
 func (t *Transit) DeadLetter(queue, reason string, msg map[string]any) error {
 	raw, err := AppendJSON(nil, msg)
 	if err != nil {
-		return fmt.Errorf("transit: dead letter for %s: %w", queue, err)
+		raw = []byte(fmt.Sprint(msg))
 	}
 	return t.deadLetter(queue, reason, raw)
 }
 
+// deadLetter keeps what could not be delivered, with the reason: on the
+// dead-letter queue (the raw text whole; a large one is spilled like any
+// message), or, when that queue is full, in DeadLetterFile. It waits
+// only briefly: a receiver must not stall on its dead letters.
 func (t *Transit) deadLetter(queue, reason string, raw []byte) error {
 	m := map[string]any{
 		"reason": reason,

@@ -8,7 +8,6 @@ import (
 	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
-	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -43,7 +42,11 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 			st := d.status()
 			reply.Status = &st
 		case control.Reconcile:
-			reply.Results, err = d.reconcileNow(op.DryRun)
+			// Answered when the load it needs ends: loading runs beside
+			// the owner and may take seconds.
+			d.requestLoad(loadRequest{kind: reconcile.Forced, apply: !op.DryRun,
+				waiters: []waiter{{replyTo: op.ReplyTo, reply: reply, dry: op.DryRun}}})
+			continue
 		case control.Clear:
 			err = d.clear(op.Task)
 		case control.CleanlyExit:
@@ -58,9 +61,10 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 	return exit
 }
 
-// reply answers a control request. Replies go only to an existing queue
-// that no daemon serves (a reply must not become a task's input), and
-// wait only briefly for room: the daemon's own work comes first.
+// reply answers a control request from the owner. Replies go only to an
+// existing queue that no daemon serves (a reply must not become a task's
+// input), and wait only briefly for room: the daemon's own work comes
+// first.
 func (d *daemon) reply(to string, r control.Reply) {
 	if to == "" {
 		if !r.OK {
@@ -68,19 +72,28 @@ func (d *daemon) reply(to string, r control.Reply) {
 		}
 		return
 	}
-	defer d.tasks.tr.Forget(to) // reply queues are used once
-	msg, err := r.Message()
-	if err == nil && (d.tasks.tr.Served(to) || to == d.o.controlQueue+".doorbell" || d.isTask(to)) {
-		err = fmt.Errorf("reply_to %s is a task's or a served queue: refused", to)
-	} else if err == nil {
-		var q *transit.Queue
-		if q, err = d.tasks.tr.Lookup(to); err == nil {
-			err = q.SendWithin(msg, 200*time.Millisecond)
-		}
-	}
-	if err != nil {
+	if err := sendReply(d.tasks.tr, d.o.controlQueue, to, r, d.isTask, 200*time.Millisecond); err != nil {
 		d.ch.Error.Error("control reply not delivered", "reply_to", to, "error", err)
 	}
+}
+
+// sendReply sends r to the queue to, unless it is served or a task's
+// (isTask), waiting at most wait for room. It is safe on any goroutine if
+// isTask is.
+func sendReply(tr *transit.Transit, controlQueue, to string, r control.Reply, isTask func(string) bool, wait time.Duration) error {
+	defer tr.Forget(to) // reply queues are used once
+	msg, err := r.Message()
+	if err != nil {
+		return err
+	}
+	if tr.Served(to) || to == controlQueue+".doorbell" || isTask(to) {
+		return fmt.Errorf("reply_to %s is a task's or a served queue: refused", to)
+	}
+	q, err := tr.Lookup(to)
+	if err != nil {
+		return err
+	}
+	return q.SendWithin(msg, wait)
 }
 
 // maxOpsPerMessage bounds the work one control message can ask for: the
@@ -95,31 +108,6 @@ func (d *daemon) isTask(name string) bool {
 	}
 	_, ok := d.ctl.Observed()[name]
 	return ok
-}
-
-// reconcileNow reloads the config dir and applies it (or, dry, says what
-// applying it would do). Removals are applied at once: an operator asked.
-func (d *daemon) reconcileNow(dry bool) ([]control.ActionResult, error) {
-	if dry {
-		cfg, err := load(d.schema, d.o.configDir, d.tasks.resolve)
-		if err != nil {
-			return nil, fmt.Errorf("config does not load:\n%v", schema.Format(err))
-		}
-		return actions(d.ctl.PlanFor(cfg)), nil
-	}
-	results, err := d.reload(reconcile.Forced)
-	if err != nil {
-		return nil, err
-	}
-	var out []control.ActionResult
-	for _, r := range results {
-		e := control.ActionResult{Task: r.Action.Task(), Action: r.Action.String()}
-		if r.Err != nil {
-			e.Error = r.Err.Error()
-		}
-		out = append(out, e)
-	}
-	return out, nil
 }
 
 // actions renders a plan for the wire.
@@ -188,6 +176,8 @@ func (d *daemon) status() control.StatusReply {
 			t.HeldReason, t.HoldMessage = ts.Hold.Why, ts.Hold.Message
 		case ts.Stopping: // the host may already have let go of it while it drains
 			t.Status = "stopping"
+		case isRunning && d.mon.stalls[name] != "":
+			t.Status = "stalled"
 		case isRunning:
 			t.Status = "running"
 		case wanted && spec.Disabled:
@@ -197,6 +187,9 @@ func (d *daemon) status() control.StatusReply {
 		}
 		for _, c := range ts.Conditions(isRunning) {
 			t.Conditions = append(t.Conditions, condition(c))
+		}
+		if why := d.mon.stalls[name]; why != "" && isRunning {
+			t.Conditions = append(t.Conditions, control.Condition{Type: "Responding", Status: "False", Reason: "Stalled", Message: why})
 		}
 		if isRunning && t.Where == "internal" {
 			t.Kind, t.Pid, t.Stateful = s.Kind, os.Getpid(), ptr(s.Stateful)
@@ -226,7 +219,7 @@ func (d *daemon) status() control.StatusReply {
 		Daemon: control.DaemonStatus{
 			Pid: os.Getpid(), Started: d.started.UTC().Format(time.RFC3339),
 			UptimeS: now.Sub(d.started).Seconds(), ConfigDir: d.o.configDir,
-			ConfigHash: d.ctl.Desired().SourceHash, ConfigError: d.configErr,
+			ConfigHash: d.ctl.Desired().SourceHash, ConfigError: d.cfg.err,
 			StateDir: d.o.stateDir, TransitDir: d.tasks.tr.Dir(), ControlQueue: d.o.controlQueue,
 			DeadLetters: d.tasks.in.DeadLetters(),
 			Metrics:     d.mon.tracker.DaemonValues(),

@@ -40,37 +40,41 @@ type daemon struct {
 	mon       *monitoring
 	started   time.Time
 
-	// control carries the control queue's requests to the owner; closing
-	// is closed when the owner stops taking them, so that the inbound
-	// never blocks handing one over.
-	control chan runtime.Message
-	closing chan struct{}
-	// configErr is the last config load problem, for status; the tasks run
-	// on the last good config meanwhile.
-	configErr string
+	// intake carries the control queue's requests to the owner.
+	intake *intake
+	// cfg is the config dir's loading.
+	cfg configState
 	// exitExternals: the shutdown stops the externals too.
 	exitExternals bool
 	// stopMetrics stops the Prometheus endpoint (--metrics-addr).
 	stopMetrics func()
 }
 
+// configState is the loading of the config dir (the owner's).
+type configState struct {
+	loads   *loader
+	resolve func(kind string) (string, runtime.Factory, error)
+	// err is the last config load problem, for status; the tasks run on
+	// the last good config meanwhile.
+	err string
+}
+
 func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (_ *daemon, code int, err error) {
-	d := &daemon{o: o, started: time.Now(), control: make(chan runtime.Message, 64), closing: make(chan struct{})}
+	resolve := resolver(k.Registry, strings.Split(o.namespaces, ","))
+	d := &daemon{o: o, started: time.Now(), cfg: configState{loads: newLoader(o.loadTimeout), resolve: resolve}}
 	if d.schema, err = k.Schema(); err != nil {
 		return nil, 1, err
 	}
-	resolve := resolver(k.Registry, strings.Split(o.namespaces, ","))
-	cfg, err := load(d.schema, o.configDir, resolve)
+	// The watcher is armed before the first load: an edit made while it
+	// runs is seen and loaded after it (the first hash is taken now).
+	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
+		OnError: func(err error) { d.ch.Error.Error("watching the config dir", "error", err) },
+	})
 	if err != nil {
-		return nil, 1, fmt.Errorf("config %s:\n%s", o.configDir, schema.Format(err))
+		return nil, 1, fmt.Errorf("watching %s: %w", o.configDir, err)
 	}
-	lock, err := statestore.LockDir(o.stateDir)
-	if err != nil {
-		return nil, 1, err
-	}
-	d.lock = lock
-	// What was set up is undone when a later step fails.
-	cleanups := []func(){func() { lock.Unlock() }}
+	// Until serve runs it, nothing else closes it.
+	cleanups := []func(){func() { d.watcher.Close() }}
 	defer func() {
 		if err != nil {
 			for i := len(cleanups) - 1; i >= 0; i-- {
@@ -78,6 +82,17 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 			}
 		}
 	}()
+	cfg, err := d.firstLoad()
+	if err != nil {
+		return nil, 1, err
+	}
+	lock, err := statestore.LockDir(o.stateDir)
+	if err != nil {
+		return nil, 1, err
+	}
+	d.lock = lock
+	// What was set up is undone when a later step fails.
+	cleanups = append(cleanups, func() { lock.Unlock() })
 	tr, err := transit.Open(transit.Options{Dir: o.transitDir})
 	if err != nil {
 		return nil, 1, err
@@ -110,30 +125,20 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	if err != nil {
 		return nil, 1, err
 	}
-	if err := in.ServeFunc(o.controlQueue, func(m runtime.Message) {
-		select {
-		case d.control <- m:
-		case <-d.closing:
-			d.ch.Log.Info("control request dropped: the daemon is shutting down", "request", m)
-		}
-	}); err != nil {
+	d.tasks = newHosting(o, host, in, tr, resolve)
+	d.intake = newIntake(d.ch, tr, o.controlQueue)
+	if err := in.ServeFunc(o.controlQueue, d.intake.take); err != nil {
 		return nil, 1, err
 	}
-	d.tasks = newHosting(o, host, in, tr, resolve)
 	if err := in.ServeFunc(control.OOBQueue(o.controlQueue), d.mon.oobHandler(d.tasks.ext.sup)); err != nil {
 		return nil, 1, err
-	}
-	d.watcher, err = reconcile.NewWatcher(o.configDir, reconcile.WatchOptions{
-		OnError: func(err error) { d.ch.Error.Error("watching the config dir", "error", err) },
-	})
-	if err != nil {
-		return nil, 1, fmt.Errorf("watching %s: %w", o.configDir, err)
 	}
 	d.ctl = reconcile.NewController(d.tasks, reconcile.SystemClock{},
 		reconcile.Loggers{Log: d.ch.Log, Error: d.ch.Error, Alert: d.ch.Alert},
 		reconcile.HoldFile(filepath.Join(o.stateDir, "held.json")), reconcile.Timing{})
 	for _, obs := range d.tasks.adopt() {
 		d.ctl.Adopt(obs)
+		d.intake.noteTasks([]string{obs.Name})
 	}
 	d.apply(cfg, reconcile.Watched)
 	return d, 0, nil
@@ -178,27 +183,12 @@ func isStateful(factory runtime.Factory) bool {
 // apply hands a loaded config to the controller and the parts that follow
 // it (the stateless tasks every external runs, the monitor's limits).
 func (d *daemon) apply(cfg *schema.Config, kind reconcile.LoadKind) []reconcile.Result {
+	d.intake.noteTasks(cfg.Names())
 	d.tasks.setStateless(cfg)
 	d.mon.configure(cfg)
 	results := d.ctl.Load(cfg, kind)
 	d.tasks.pushBundles()
 	return results
-}
-
-// reload loads the config dir and, if it loads, applies it. A dir that
-// does not load changes nothing that runs.
-func (d *daemon) reload(kind reconcile.LoadKind) ([]reconcile.Result, error) {
-	cfg, err := load(d.schema, d.o.configDir, d.tasks.resolve)
-	if err != nil {
-		d.configErr = strings.TrimSpace(schema.Format(err))
-		d.ch.Error.Error("config not applied: the running tasks are unchanged", "error", d.configErr)
-		return nil, fmt.Errorf("config not applied:\n%s", d.configErr)
-	}
-	if d.configErr != "" {
-		d.ch.Log.Info("config loads again", "config", d.o.configDir)
-	}
-	d.configErr = ""
-	return d.apply(cfg, kind), nil
 }
 
 // serve runs the owner goroutine until a signal or a cleanly_exit, then
@@ -224,15 +214,19 @@ func (d *daemon) serve(sig <-chan os.Signal) int {
 		select {
 		case s := <-sig:
 			reason = "signal " + s.String()
-		case m := <-d.control:
+		case m := <-d.intake.ch:
 			if d.handleControl(m) {
 				reason = "cleanly_exit"
 			}
 		case <-d.watcher.Changes():
-			d.reload(reconcile.Watched)
+			d.requestLoad(loadRequest{kind: reconcile.Watched, apply: true})
+		case r := <-d.cfg.loads.results:
+			d.loaded(r)
+		case <-d.cfg.loads.freed:
+			d.freed()
 		case <-wake.C:
 			if confirm, _ := d.ctl.Tick(); confirm {
-				d.reload(reconcile.Confirming)
+				d.requestLoad(loadRequest{kind: reconcile.Confirming, apply: true})
 			}
 		case r := <-d.tasks.stopped:
 			d.tasks.inflight--
@@ -279,7 +273,7 @@ const ShutdownTimeout = 10 * time.Second
 // second signal exits at once.
 func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	d.ch.Log.Info("shutting down", "reason", reason)
-	close(d.closing)
+	close(d.intake.closing)
 	defer d.lock.Unlock()
 	defer d.queueLock.Unlock()
 	defer d.tasks.host.Close()
@@ -287,7 +281,19 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 		defer d.stopMetrics() // before the channels it logs to close
 	}
 	in := d.tasks.in
-	in.Stop()
+	// The inbound's goroutines end promptly unless its doorbell is jammed;
+	// it is not worth more than the shutdown's bound, nor a second signal.
+	switch d.await(sig, "stopping the inbound", ShutdownTimeout, in.Stop) {
+	case awaitSignal:
+		return 130
+	case awaitTimeout:
+		d.ch.Error.Error("the inbound did not stop within the shutdown timeout: going on", "timeout", ShutdownTimeout)
+	}
+	for _, w := range d.cfg.loads.waiting() {
+		r := w.reply
+		r.OK, r.Error = false, "the daemon is shutting down: not applied"
+		d.reply(w.replyTo, r)
+	}
 	observed := d.ctl.Observed()
 	stopping := map[string]bool{}
 	for _, ts := range d.ctl.Tasks() {
@@ -325,7 +331,7 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 				d.tasks.inflight--
 			}
 		case s := <-sig:
-			d.ch.Error.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
+			d.secondSignal(s, "waiting for tasks to stop")
 			return 130
 		case <-ctx.Done():
 			d.ch.Error.Error("tasks still stopping when the shutdown timed out", "tasks", d.tasks.inflight)
@@ -336,14 +342,15 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	// above took.
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancelDrain()
-	done := make(chan error, 1)
-	go func() { done <- d.tasks.host.Shutdown(drainCtx) }()
 	var err error
-	select {
-	case err = <-done:
-	case s := <-sig:
-		d.ch.Error.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
+	// Bounded by drainCtx itself; the margin covers the tasks' SaveGrace.
+	switch d.await(sig, "draining and saving the internal tasks", ShutdownTimeout+runtime.SaveGrace+time.Second,
+		func() { err = d.tasks.host.Shutdown(drainCtx) }) {
+	case awaitSignal:
 		return 130
+	case awaitTimeout:
+		d.ch.Error.Error("shutdown incomplete: the internal tasks did not finish draining and saving; their messages stay queued")
+		return 1
 	}
 	// What the tasks handled leaves their queues; after an incomplete
 	// shutdown it stays, to be handled again (at least once).
@@ -358,4 +365,37 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 	}
 	d.ch.Log.Info("stopped cleanly")
 	return 0
+}
+
+// What await saw first.
+const (
+	awaitDone = iota
+	awaitSignal
+	awaitTimeout
+)
+
+// await runs slow beside the shutdown and waits for it, at most limit,
+// and not at all past a second signal: every wait of the shutdown goes
+// through here or selects on sig itself, so a second SIGTERM or SIGINT
+// always exits at once. slow's results may be read only after awaitDone.
+func (d *daemon) await(sig <-chan os.Signal, what string, limit time.Duration, slow func()) int {
+	done := make(chan struct{})
+	go func() { slow(); close(done) }()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-done:
+		return awaitDone
+	case s := <-sig:
+		d.secondSignal(s, what)
+		return awaitSignal
+	case <-t.C:
+		return awaitTimeout
+	}
+}
+
+// secondSignal says why the shutdown ends unfinished.
+func (d *daemon) secondSignal(s os.Signal, what string) {
+	d.ch.Error.Error("second signal: exiting at once without finishing the shutdown; unhandled messages stay queued",
+		"signal", s.String(), "while", what)
 }

@@ -30,8 +30,9 @@ type hosting struct {
 	// gone are externals asked to stop whose crash is already reported
 	// (queued on the supervisor's events): that report ends the stop.
 	gone map[string]bool
-	// failsafeGrace is how long a failsafed external gets after SIGTERM.
-	failsafeGrace time.Duration
+	// failsafeGrace is how long a failsafed external gets after SIGTERM,
+	// stopGrace any other (--stop-grace).
+	failsafeGrace, stopGrace time.Duration
 }
 
 // stopResult is the end of a Stop.
@@ -42,7 +43,8 @@ type stopResult struct {
 
 func newHosting(o *daemonOptions, host *runtime.Host, in *runtime.Inbound, tr *transit.Transit,
 	resolve func(string) (string, runtime.Factory, error)) *hosting {
-	h := &hosting{host: host, in: in, tr: tr, resolve: resolve, stopped: make(chan stopResult, 16), gone: map[string]bool{}}
+	h := &hosting{host: host, in: in, tr: tr, resolve: resolve, stopped: make(chan stopResult, 16), gone: map[string]bool{},
+		stopGrace: o.stopGrace}
 	h.ext = newExternals(o, h)
 	return h
 }
@@ -123,10 +125,10 @@ func (h *hosting) Start(specs []schema.TaskSpec) []error {
 	return errs
 }
 
-// externalStopWait is how long an external may take to drain and save
+// DefaultStopGrace is how long an external may take to drain and save
 // after SIGTERM (its own shutdown bound, its save grace, and a margin)
-// before it is killed.
-const externalStopWait = ShutdownTimeout + runtime.SaveGrace + 5*time.Second
+// before it is killed (--stop-grace).
+const DefaultStopGrace = ShutdownTimeout + runtime.SaveGrace + 5*time.Second
 
 // exited turns the end of an external process into the controller's
 // input: the end of a Stop, or a crash.
@@ -151,7 +153,7 @@ func (h *hosting) exited(ev external.Exited, ctl *reconcile.Controller) {
 	}
 	var err error
 	if ev.Killed && ev.Reason != stopFailsafe {
-		err = fmt.Errorf("external process %d did not exit within %v of SIGTERM: killed with its process group", ev.Process.Pid, externalStopWait)
+		err = fmt.Errorf("external process %d did not exit within %v of SIGTERM: killed with its process group", ev.Process.Pid, h.stopGrace)
 	}
 	ctl.Stopped(ev.Task, err)
 }
@@ -172,7 +174,7 @@ func (h *hosting) Reconfigure(t schema.TaskSpec) error {
 func (h *hosting) Stop(o reconcile.Observed, failsafe bool) {
 	h.inflight++
 	if o.External {
-		grace, why := externalStopWait, stopAsked
+		grace, why := h.stopGrace, stopAsked
 		if failsafe {
 			grace, why = h.failsafeGrace, stopFailsafe
 		}

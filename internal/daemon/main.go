@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
 
@@ -38,6 +39,8 @@ type daemonOptions struct {
 	transitDir   string
 	task         string // -m: run as the external process of this task
 	metricsAddr  string
+	loadTimeout  time.Duration // bounds one evaluation of the config dir
+	stopGrace    time.Duration // an external's time between SIGTERM and SIGKILL
 }
 
 func defaultStateDir() string {
@@ -66,9 +69,11 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	both(&o.oob, "o", "oob", "", "out-of-band channels, e.g. log:1,alert:2,error:/var/log/mm.err,debug:router (defaults "+runtime.DefaultOOB+")")
 	both(&o.transitDir, "T", "transit-dir", transit.DefaultDir(), "transit `dir` naming the System V queues (env "+transit.EnvDir+")")
 	both(&o.task, "m", "task", "", "run as the external process of this `task` (the daemon starts these itself)")
+	fs.DurationVar(&o.loadTimeout, "load-timeout", DefaultLoadTimeout, "give up a config load after this `duration` (the last good config keeps running)")
+	fs.DurationVar(&o.stopGrace, "stop-grace", DefaultStopGrace, "an external task's time to exit after SIGTERM before SIGKILL of its process group (`duration`)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (host:port; off when empty)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s -c CONFIG_DIR [-q control_queue] [-p namespaces] [-s state_dir] [-d level] [-o oob] [-T transit_dir] [--metrics-addr host:port]\n", fs.Name())
+		fmt.Fprintf(stderr, "usage: %s -c CONFIG_DIR [-q control_queue] [-p namespaces] [-s state_dir] [-d level] [-o oob] [-T transit_dir] [--metrics-addr host:port] [--load-timeout 10s] [--stop-grace 20s]\n", fs.Name())
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

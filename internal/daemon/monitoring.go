@@ -26,6 +26,8 @@ type monitoring struct {
 	procs   *monitor.ProcSampler
 	reports reports
 	refused refusals
+	// stalls are the running externals found stopped or silent, with why.
+	stalls map[string]string
 	// config is the config the limits come from; checked the spec hashes
 	// whose limits were checked for order.
 	config  *schema.Config
@@ -37,7 +39,7 @@ type monitoring struct {
 
 func newMonitoring(ch *runtime.Channels) *monitoring {
 	return &monitoring{ch: ch, tracker: monitor.NewTracker(monitor.BoxMemory()), procs: monitor.NewProcSampler(),
-		reports: reports{m: map[string]monitor.Counters{}}, config: &schema.Config{}, checked: map[string]string{},
+		reports: reports{m: map[string]monitor.Counters{}}, stalls: map[string]string{}, config: &schema.Config{}, checked: map[string]string{},
 		every: time.Second, sampledEvery: time.Second}
 }
 
@@ -107,6 +109,7 @@ func (d *daemon) sample() {
 	self, rs := d.readings(now)
 	changes := d.mon.tracker.Observe(now, self, rs)
 	d.mon.reports.retain(d.mon.tracker.Tracked)
+	d.checkStalls(now)
 	for _, c := range changes {
 		lvl, msg, args := c.Alert()
 		d.ch.Alert.Log(context.Background(), lvl, msg, args...)

@@ -86,7 +86,7 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 		return fail(2, err)
 	}
 	defer host.Close()
-	x := &process{o: o, host: host, ch: host.Channels(), running: map[string]string{}, token: spec.Token}
+	x := &process{o: o, host: host, tr: tr, ch: host.Channels(), running: map[string]string{}, token: spec.Token}
 	x.reportEvery.Store(int64(reportInterval(spec)))
 	// Record ourselves: a daemon that died between starting us and
 	// recording us must still find and adopt us.
@@ -173,6 +173,7 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 type process struct {
 	o       ProcessOptions
 	host    *runtime.Host
+	tr      *transit.Transit
 	ch      *runtime.Channels
 	running map[string]string // task -> applied spec hash
 	token   string
@@ -250,8 +251,16 @@ func (x *process) receive(rx *runtime.Receiver, bell *transit.Queue, rang chan s
 	}
 	go func() {
 		for !stopping.Load() {
-			if _, err := bell.Receive(true); err != nil {
+			d, err := bell.Receive(true)
+			if err != nil {
 				time.Sleep(100 * time.Millisecond) // do not spin on a broken queue
+			}
+			// The queue dead-letters junk (an odd mtype); a message
+			// sent to the doorbell itself is kept there too.
+			for _, m := range d.Msgs {
+				if err := x.tr.DeadLetter(bell.Name(), "a message on a doorbell, which carries only rings", m); err != nil {
+					x.ch.Error.Error("doorbell", "task", x.o.Task, "error", err)
+				}
 			}
 			ring()
 		}

@@ -7,6 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"syscall"
 	"time"
 
 	mm "github.com/multimodule/multimodule"
@@ -241,3 +245,23 @@ func (r *Relay) SetConfig(_ mm.Context, cfg map[string]any) error {
 func (r *Relay) Message(ctx mm.Context, msg mm.Message) error { return ctx.Send(r.to, msg) }
 
 func init() { mm.Register("acme.Relay", func() mm.Task { return &Relay{} }) }
+
+// Deaf, in an external process (-m), ignores SIGTERM and starts a child
+// (sleep) in its process group: only SIGKILL of the group ends them. In
+// the daemon it is an ordinary task (the daemon must still hear signals).
+type Deaf struct{ child *exec.Cmd }
+
+func (*Deaf) Stateful() {}
+
+func (d *Deaf) SetConfig(mm.Context, map[string]any) error {
+	if d.child != nil || !slices.Contains(os.Args, "-m") {
+		return nil
+	}
+	signal.Ignore(syscall.SIGTERM)
+	d.child = exec.Command("sleep", "600")
+	return d.child.Start()
+}
+
+func (*Deaf) Message(mm.Context, mm.Message) error { return nil }
+
+func init() { mm.Register("acme.Deaf", func() mm.Task { return &Deaf{} }) }

@@ -1,0 +1,102 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+)
+
+// silentAfter is how many report intervals an external may stay silent
+// before it is called stalled. An idle external reports only every 10th
+// interval (runtime/external: report), so the bound leaves room for one
+// such gap and a late delivery.
+const silentAfter = 15
+
+// stalled says why a running external does not work, or "" if it does:
+// its process is stopped (SIGSTOP, a debugger: state T or t in /proc), or
+// it has sent no report for silentAfter report intervals. A stopped
+// process is alive to every other check (its pid and start time are
+// right), and its messages just wait in its queue.
+func (d *daemon) stalled(task string, pid int, started time.Time, now time.Time) string {
+	if st := procState(pid); st == 'T' || st == 't' {
+		return fmt.Sprintf("process %d is stopped (state %c: SIGSTOP or a debugger); its messages wait in its queue", pid, st)
+	}
+	every := seconds(d.tasks.ext.reportEvery)
+	if every <= 0 {
+		every = time.Second
+	}
+	last := started
+	if c, ok := d.mon.reports.get(task); ok && c.At.After(last) {
+		last = c.At
+	}
+	if silent := now.Sub(last); silent > silentAfter*every {
+		return fmt.Sprintf("process %d has sent no report for %v (it reports every %v)", pid, silent.Round(time.Second), every)
+	}
+	return ""
+}
+
+// procState is the state letter of /proc/PID/stat (R, S, D, T, t, Z, …),
+// or 0 if it cannot be read.
+func procState(pid int) byte {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// "pid (comm) S ...": comm may hold spaces and parentheses; the state
+	// follows the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
+}
+
+// checkStalls alerts when a running external stalls and when it works
+// again (level ok), once per transition; status shows the reason
+// meanwhile. On the owner goroutine, once a sample.
+func (d *daemon) checkStalls(now time.Time) {
+	seen := map[string]bool{}
+	for _, st := range d.ctl.Tasks() {
+		if st.Running == nil || !st.Running.External || st.Stopping {
+			continue
+		}
+		p, ok := d.tasks.ext.sup.Lookup(st.Name)
+		if !ok || !p.Alive() {
+			continue
+		}
+		seen[st.Name] = true
+		why := d.stalled(st.Name, p.Pid, p.Started, now)
+		was := d.mon.stalls[st.Name]
+		switch {
+		case why != "" && was == "":
+			d.mon.stalls[st.Name] = why
+			d.ch.Alert.Log(context.Background(), slog.LevelError, "external task stalled", "task", st.Name,
+				"metric", "responding", "level", "severe", "reason", why, "queued", d.queued(st.Name))
+		case why == "" && was != "":
+			delete(d.mon.stalls, st.Name)
+			d.ch.Alert.Log(context.Background(), slog.LevelInfo, "external task responding again", "task", st.Name,
+				"metric", "responding", "level", "ok")
+		case why != "":
+			d.mon.stalls[st.Name] = why // the silence grows
+		}
+	}
+	for name := range d.mon.stalls {
+		if !seen[name] { // stopped, exited or moved in: no longer ours to watch
+			delete(d.mon.stalls, name)
+		}
+	}
+}
+
+// queued is how many messages wait in a task's queue (-1 if unknown).
+func (d *daemon) queued(task string) int {
+	if q, err := d.tasks.tr.Lookup(task); err == nil {
+		if qs, err := q.Stats(); err == nil {
+			return int(qs.Messages)
+		}
+	}
+	return -1
+}
