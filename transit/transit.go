@@ -219,7 +219,7 @@ func (t *Transit) Queue(name string) (*Queue, error) {
 		return q, nil
 	}
 	if !ValidName(name) {
-		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, name)
+		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, Excerpt(name))
 	}
 	_, id, err := t.resolve(name)
 	if err != nil {
@@ -241,7 +241,7 @@ func (t *Transit) Queue(name string) (*Queue, error) {
 // not recreate a queue its owner has removed).
 func (t *Transit) Lookup(name string) (*Queue, error) {
 	if !ValidName(name) {
-		return nil, fmt.Errorf("%w %q", ErrBadName, name)
+		return nil, fmt.Errorf("%w %q", ErrBadName, Excerpt(name))
 	}
 	if _, err := os.Stat(filepath.Join(t.dir, name)); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrNoQueue, name)
@@ -390,7 +390,7 @@ func (t *Transit) Names() ([]string, error) {
 // its doorbell registration and its spill files.
 func (t *Transit) Remove(name string) error {
 	if !ValidName(name) {
-		return fmt.Errorf("%w %q", ErrBadName, name)
+		return fmt.Errorf("%w %q", ErrBadName, Excerpt(name))
 	}
 	path := filepath.Join(t.dir, name)
 	b, err := os.ReadFile(path)
@@ -453,7 +453,7 @@ func (t *Transit) SendQueue(name string) (*Queue, error) {
 		return q, nil
 	}
 	if !ValidName(name) {
-		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, name)
+		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, Excerpt(name))
 	}
 	if _, err := os.Lstat(filepath.Join(t.dir, name)); err == nil {
 		return t.Queue(name) // it exists: nothing is created
@@ -555,7 +555,7 @@ func (t *Transit) doorbellPath(name string) string { return filepath.Join(t.dir,
 // queue name. Senders notice within a second.
 func (t *Transit) SetDoorbell(name, doorbell string) error {
 	if !ValidName(name) || !ValidName(doorbell) {
-		return fmt.Errorf("%w: %q or %q", ErrBadName, name, doorbell)
+		return fmt.Errorf("%w: %q or %q", ErrBadName, Excerpt(name), Excerpt(doorbell))
 	}
 	dir := filepath.Join(t.dir, ".doorbell")
 	if err := t.privateDir(dir); err != nil {

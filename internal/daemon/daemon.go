@@ -78,7 +78,8 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 			}
 		}
 	}()
-	tr, err := transit.Open(transit.Options{Dir: o.transitDir})
+	var qlimit queueLimit
+	tr, err := transit.Open(qlimit.transitOptions(o.transitDir, cfg))
 	if err != nil {
 		return nil, 1, err
 	}
@@ -96,6 +97,7 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	}
 	cleanups = append(cleanups, func() { host.Close() })
 	d.ch = host.Channels()
+	qlimit.alert.Store(d.ch.Alert)
 	d.mon = newMonitoring(d.ch)
 	if o.metricsAddr != "" {
 		if d.stopMetrics, err = d.mon.serveMetrics(o.metricsAddr); err != nil {
@@ -113,7 +115,7 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 		select {
 		case d.control <- m:
 		case <-d.closing:
-			d.ch.Log.Info("control request dropped: the daemon is shutting down", "request", m)
+			d.ch.Log.Info("control request dropped: the daemon is shutting down", "request", transit.Excerpt(m))
 		}
 	}); err != nil {
 		return nil, 1, err

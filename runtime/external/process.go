@@ -55,7 +55,15 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 	if err := json.Unmarshal(b, &spec); err != nil {
 		return fail(1, fmt.Errorf("spec %s: %w", SpecPath(o.StateDir, o.Task), err))
 	}
-	tr, err := transit.Open(transit.Options{Dir: o.TransitDir})
+	// The alert channel exists only once the host does; a send before
+	// that cannot happen (no task runs yet).
+	var alerts atomic.Pointer[slog.Logger]
+	tr, err := transit.Open(transit.Options{Dir: o.TransitDir, MaxQueues: spec.MaxQueues,
+		OnQueueLimit: func(queue string, limit int) {
+			if a := alerts.Load(); a != nil {
+				queueLimitAlert(a, o.Task, queue, limit)
+			}
+		}})
 	if err != nil {
 		return fail(1, err)
 	}
@@ -85,7 +93,8 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 		return fail(2, err)
 	}
 	defer host.Close()
-	x := &process{o: o, host: host, ch: host.Channels(), running: map[string]string{}, token: spec.Token}
+	alerts.Store(host.Channels().Alert)
+	x := &process{o: o, host: host, tr: tr, ch: host.Channels(), running: map[string]string{}, token: spec.Token}
 	x.reportEvery.Store(int64(reportInterval(spec)))
 	// Record ourselves: a daemon that died between starting us and
 	// recording us must still find and adopt us.
@@ -162,11 +171,21 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 type process struct {
 	o       ProcessOptions
 	host    *runtime.Host
+	tr      *transit.Transit
 	ch      *runtime.Channels
 	running map[string]string // task -> applied spec hash
 	token   string
 	// reportEvery is the time between two reports to the daemon.
 	reportEvery atomic.Int64
+}
+
+// queueLimitAlert says on the alert channel that task's process has
+// created as many queues on demand as it may: further sends to new names
+// fail with transit.ErrTooManyQueues (said once, until it is hit again).
+func queueLimitAlert(alert *slog.Logger, task, queue string, limit int) {
+	alert.Warn("too many queues created on demand: sends to new queue names fail",
+		"task", task, "metric", "queues_created", "value", limit, "threshold", limit, "level", "severe",
+		"queue", queue)
 }
 
 func reportInterval(spec Spec) time.Duration {
@@ -297,6 +316,7 @@ func (x *process) configure(spec Spec, err error) {
 		err = errors.New("config message without this process's token or for another task: refused")
 	default:
 		x.reportEvery.Store(int64(reportInterval(spec)))
+		x.tr.SetMaxQueues(spec.MaxQueues)
 		err = x.apply(spec)
 	}
 	if err != nil {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // Kind is the Router's registered kind.
@@ -232,7 +233,7 @@ func (r *Router) route(ctx runtime.Context, msg runtime.Message) error {
 	if !routed {
 		r.unrouted++
 		if _, oob := msg[runtime.OOBMarker]; !oob {
-			ctx.Debug("unrouted message", "message", msg, "unrouted_total", r.unrouted)
+			ctx.Debug("unrouted message", "message", transit.Excerpt(msg), "unrouted_total", r.unrouted)
 		}
 		return nil
 	}
