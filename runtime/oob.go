@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The out-of-band channels every task and the daemon report on.
@@ -100,6 +102,11 @@ func OpenChannels(spec string, opts ChannelOptions) (*Channels, error) {
 		case strings.Contains(target, "/"):
 			f := files[target]
 			if f == nil {
+				// Checked now, not only on first write, so that a planted
+				// link stops the daemon at start with a clear error.
+				if err := checkLogFile(target); err != nil {
+					return nil, fmt.Errorf("out-of-band channel %s: %w", ch, err)
+				}
 				f = &lazyFile{path: target}
 				files[target] = f
 				c.closers = append(c.closers, f)
@@ -244,12 +251,74 @@ func (l *lazyFile) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil && l.err == nil {
-		l.f, l.err = os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		l.f, l.err = openLogFile(l.path)
 	}
 	if l.err != nil {
 		return 0, l.err
 	}
 	return l.f.Write(p)
+}
+
+// ErrUnsafeLogFile: an out-of-band file target is a symbolic link, not a
+// regular file, not owned by this user or has other links. A daemon run
+// as root would otherwise append to whatever another user's link (in
+// /tmp, in a shared working directory) points at.
+var ErrUnsafeLogFile = errors.New("refusing to write an out-of-band file")
+
+// checkLogFile refuses an existing path that openLogFile would refuse; a
+// path that does not exist yet is fine (openLogFile creates it).
+func checkLogFile(path string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(path, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return checkLogStat(path, &st)
+}
+
+func checkLogStat(path string, st *unix.Stat_t) error {
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return fmt.Errorf("%w %s: it is a symbolic link", ErrUnsafeLogFile, path)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%w %s: not a regular file", ErrUnsafeLogFile, path)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%w %s: owned by uid %d, not %d", ErrUnsafeLogFile, path, st.Uid, os.Geteuid())
+	case st.Nlink > 1:
+		return fmt.Errorf("%w %s: it has %d links", ErrUnsafeLogFile, path, st.Nlink)
+	}
+	return nil
+}
+
+// openLogFile opens path to append, creating it 0600, without following
+// a symbolic link (O_NOFOLLOW) and, after opening (fstat: what was
+// opened, not what the name pointed at a moment before), only if it is a
+// regular file of this user's with no other links. O_NONBLOCK keeps a
+// planted FIFO from hanging the open.
+func openLogFile(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return nil, fmt.Errorf("%w %s: it is a symbolic link", ErrUnsafeLogFile, path)
+	case errors.Is(err, unix.ENXIO): // a FIFO nobody reads, a socket
+		return nil, fmt.Errorf("%w %s: not a regular file", ErrUnsafeLogFile, path)
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if err := checkLogStat(path, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 func (l *lazyFile) Close() error {

@@ -208,6 +208,9 @@ type DaemonSpec struct {
 	// FailsafeGrace is the seconds a failsafed external has between
 	// SIGTERM and SIGKILL.
 	FailsafeGrace float64 `json:"failsafe_grace"`
+	// MaxQueues bounds the queues one process creates on demand by
+	// sending (transit.Options.MaxQueues).
+	MaxQueues int `json:"max_queues"`
 }
 
 // Error is one problem, located in a config file.

@@ -137,6 +137,8 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			[]string{"bad.cue:1:", "tasks.E.limits.fds"}},
 		{"sampling too fast", "daemon: sample_every: 0.01\n",
 			[]string{"bad.cue:1:23", "daemon.sample_every"}},
+		{"no queues at all", "daemon: max_queues: 0\n",
+			[]string{"bad.cue:1:", "daemon.max_queues"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,7 +185,7 @@ func TestLoadLimits(t *testing.T) {
 	s := newSchema(t)
 	dir := testenv.WriteFiles(t, map[string]string{"a.cue": `
 tasks: E: limits: {memory: {warn: 0.05, failsafe: "200MiB"}, cpu: severe: 1.5, queue_fill: warn: 0.5}
-daemon: {limits: fds: warn: 10, sample_every: 0.25}
+daemon: {limits: fds: warn: 10, sample_every: 0.25, max_queues: 50}
 `})
 	cfg, err := s.Load(dir)
 	if err != nil {
@@ -195,12 +197,12 @@ daemon: {limits: fds: warn: 10, sample_every: 0.25}
 		t.Fatalf("limits %+v", l)
 	}
 	d := cfg.Daemon
-	if d.Limits["fds"].Warn.Value != 10 || d.SampleEvery != 0.25 || d.FailsafeGrace != 5 {
+	if d.Limits["fds"].Warn.Value != 10 || d.SampleEvery != 0.25 || d.FailsafeGrace != 5 || d.MaxQueues != 50 {
 		t.Fatalf("daemon %+v", d)
 	}
 	// The default settings without a daemon section.
 	dir = testenv.WriteFiles(t, map[string]string{"a.cue": "tasks: E: {}\n"})
-	if cfg, err = s.Load(dir); err != nil || cfg.Daemon.SampleEvery != 1 || cfg.Daemon.FailsafeGrace != 5 {
+	if cfg, err = s.Load(dir); err != nil || cfg.Daemon.SampleEvery != 1 || cfg.Daemon.FailsafeGrace != 5 || cfg.Daemon.MaxQueues != 1000 {
 		t.Fatalf("defaults %+v, %v", cfg.Daemon, err)
 	}
 }

@@ -390,7 +390,7 @@ func (d *decoder) number() (any, error) {
 	d.i = i
 	f, err := strconv.ParseFloat(string(p[start:i]), 64)
 	if err != nil {
-		return nil, d.errorf("number %s out of range", p[start:i])
+		return nil, d.errorf("number %s out of range", excerpt(p[start:i], 64))
 	}
 	return f, nil
 }

@@ -19,9 +19,30 @@ type Queue struct {
 	t    *Transit
 	name string
 	id   atomic.Int64 // changes if the queue is removed and recreated
+	// capacity is the kernel queue's msg_qbytes as last read (0: unknown):
+	// a text larger than it is spilled even under msgmax, since the
+	// kernel would never take it (msgmax may be set above msgmnb).
+	capacity atomic.Int64
 }
 
 func (q *Queue) qid() int { return int(q.id.Load()) }
+
+// setID records the kernel queue's id and reads its capacity.
+func (q *Queue) setID(id int) {
+	q.id.Store(int64(id))
+	if ds, err := msgstat(id); err == nil {
+		q.capacity.Store(int64(ds.Qbytes))
+	}
+}
+
+// maxInline is the largest text sent as it is: msgmax, or the queue's
+// capacity when that is smaller.
+func (q *Queue) maxInline() int {
+	if c := int(q.capacity.Load()); c > 0 && c < q.t.msgmax {
+		return c
+	}
+	return q.t.msgmax
+}
 
 // reopen finds the queue again after its kernel queue was removed: under
 // the same key while the key file exists (the name still stands for it),
@@ -35,7 +56,7 @@ func (q *Queue) reopen() error {
 	if err != nil {
 		return err
 	}
-	q.id.Store(int64(id))
+	q.setID(id)
 	return nil
 }
 
@@ -178,7 +199,7 @@ func (q *Queue) sendText(buf []byte) error { return q.sendTextWithin(buf, q.t.op
 
 func (q *Queue) sendTextWithin(buf []byte, wait time.Duration) error {
 	var spilled string
-	if len(buf)-typeSize > q.t.msgmax {
+	if len(buf)-typeSize > q.maxInline() {
 		if len(buf)-typeSize > q.t.opts.MaxMessage {
 			return fmt.Errorf("%w: %d bytes to %s (limit %d)", ErrTooLarge, len(buf)-typeSize, q.name, q.t.opts.MaxMessage)
 		}
@@ -205,13 +226,19 @@ func (q *Queue) sendTextWithin(buf []byte, wait time.Duration) error {
 func (q *Queue) sendWait(buf []byte, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	backoff := 50 * time.Microsecond
-	recreated := false
+	recreated, checked := false, false
 	for {
 		err := msgsnd(q.qid(), buf, unix.IPC_NOWAIT)
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, unix.EAGAIN):
+			if !checked {
+				checked = true
+				if err := q.fits(len(buf) - typeSize); err != nil {
+					return err // no wait would make room
+				}
+			}
 			if time.Now().After(deadline) {
 				st, _ := q.Stats()
 				return fmt.Errorf("%w: %s (%d of %d bytes in %d messages) after waiting %v",
@@ -230,6 +257,21 @@ func (q *Queue) sendWait(buf []byte, wait time.Duration) error {
 			return fmt.Errorf("transit: send to %s: %w", q.name, err)
 		}
 	}
+}
+
+// fits checks that a text of n bytes can ever be queued: the kernel
+// keeps a message that is larger than the queue's capacity waiting
+// forever (EAGAIN), as if the queue were full.
+func (q *Queue) fits(n int) error {
+	ds, err := msgstat(q.qid())
+	if err != nil {
+		return nil // the send itself tells what is wrong
+	}
+	q.capacity.Store(int64(ds.Qbytes))
+	if uint64(n) > ds.Qbytes {
+		return fmt.Errorf("transit: send to %s: %w (%d > capacity %d)", q.name, ErrExceedsCapacity, n, ds.Qbytes)
+	}
+	return nil
 }
 
 // msgNoError truncates an oversized message instead of failing (Linux).
@@ -430,7 +472,14 @@ func (q *Queue) decodeAs(mtype uint64, text []byte, peeked bool) (Delivery, erro
 	}
 	switch text[0] {
 	case tagRing:
-		d.Ring = string(text[1:])
+		name := string(text[1:])
+		if !ValidName(name) {
+			return d, dead("a doorbell ring that names no valid queue", text)
+		}
+		if !q.t.acceptsRings(q.name) {
+			return d, dead("a doorbell ring on a queue that is not a doorbell", text)
+		}
+		d.Ring = name
 		return d, nil
 	case tagSpill:
 		ref := string(text[1:])
@@ -447,6 +496,11 @@ func (q *Queue) decodeAs(mtype uint64, text []byte, peeked bool) (Delivery, erro
 		text = body
 	case tagBatch:
 		return q.decodeBatch(d, text[1:])
+	}
+	if c := text[0]; c < 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+		// A control byte no framing of ours starts with (a wake-up with
+		// the wrong type included): say so rather than blame the JSON.
+		return d, dead(fmt.Sprintf("unknown framing: the text starts with byte 0x%02x", c), text)
 	}
 	m, err := DecodeJSON(text)
 	if err != nil {

@@ -61,7 +61,20 @@ var (
 	ErrNoQueue = errors.New("no such queue")
 	// ErrTooLarge: the message exceeds the spill size limit.
 	ErrTooLarge = errors.New("message too large")
+	// ErrTooManyQueues: a send would create a queue beyond
+	// Options.MaxQueues. The queue is not created and the message not sent.
+	ErrTooManyQueues = errors.New("too many queues created on demand")
+	// ErrExceedsCapacity: the message (or its spill reference) is larger
+	// than the queue's capacity (msg_qbytes), so no wait would ever make
+	// room for it.
+	ErrExceedsCapacity = errors.New("larger than the queue can ever hold")
 )
+
+// DefaultMaxQueues is Options.MaxQueues when it is zero: far more queues
+// than a real config sends to, far fewer than the kernel's msgmni (32000
+// by default), so that a few hostile messages naming thousands of queues
+// cannot use them all up.
+const DefaultMaxQueues = 1000
 
 // DeadLetterQueue receives every message that could not be decoded, with
 // the reason.
@@ -102,6 +115,17 @@ type Options struct {
 	SendTimeout time.Duration
 	// MaxMessage bounds a spilled message (default 64 MiB).
 	MaxMessage int
+	// MaxQueues bounds how many queues Send creates on demand (to a name
+	// that has no queue yet): kernel queues outlive the process, and a
+	// message may name any number of them. Queues opened with Queue (the
+	// ones a process serves, replies, the dead-letter queue) do not
+	// count. Zero means DefaultMaxQueues; negative, no bound.
+	MaxQueues int
+	// OnQueueLimit, if set, is called when a send is refused with
+	// ErrTooManyQueues for the first time, and again only after the count
+	// fell below the limit: an alert, not one per refused message. It is
+	// called on the sending goroutine, with no lock held.
+	OnQueueLimit func(queue string, limit int)
 }
 
 // Transit is one process's access to the queues in a transit dir. It is
@@ -117,6 +141,17 @@ type Transit struct {
 	mu       sync.Mutex
 	queues   map[string]*Queue
 	doorbell map[string]doorbellEntry
+	// bells are the queues this process registered as doorbells: rings
+	// are taken only from doorbells (see acceptsRings).
+	bells map[string]bool
+	// made are the queues Send created on demand (still existing, as far
+	// as this process knows; false while being made), bounded by
+	// maxQueues; limitHit is set
+	// while the bound refuses sends, so that OnQueueLimit fires once.
+	made      map[string]bool
+	maxQueues int
+	limitHit  bool
+	pruned    time.Time
 }
 
 type doorbellEntry struct {
@@ -140,8 +175,12 @@ func Open(opts Options) (*Transit, error) {
 	if opts.MaxMessage <= 0 {
 		opts.MaxMessage = 64 << 20
 	}
+	if opts.MaxQueues == 0 {
+		opts.MaxQueues = DefaultMaxQueues
+	}
 	t := &Transit{dir: opts.Dir, opts: opts, uid: os.Geteuid(), msgmax: kernelLimit("msgmax", 8192),
-		queues: map[string]*Queue{}, doorbell: map[string]doorbellEntry{}}
+		queues: map[string]*Queue{}, doorbell: map[string]doorbellEntry{}, bells: map[string]bool{},
+		made: map[string]bool{}, maxQueues: opts.MaxQueues}
 	if err := t.privateDir(t.dir); err != nil {
 		return nil, err
 	}
@@ -180,14 +219,14 @@ func (t *Transit) Queue(name string) (*Queue, error) {
 		return q, nil
 	}
 	if !ValidName(name) {
-		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, name)
+		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, Excerpt(name))
 	}
 	_, id, err := t.resolve(name)
 	if err != nil {
 		return nil, err
 	}
 	q = &Queue{t: t, name: name}
-	q.id.Store(int64(id))
+	q.setID(id)
 	t.mu.Lock()
 	if old := t.queues[name]; old != nil {
 		q = old
@@ -202,7 +241,7 @@ func (t *Transit) Queue(name string) (*Queue, error) {
 // not recreate a queue its owner has removed).
 func (t *Transit) Lookup(name string) (*Queue, error) {
 	if !ValidName(name) {
-		return nil, fmt.Errorf("%w %q", ErrBadName, name)
+		return nil, fmt.Errorf("%w %q", ErrBadName, Excerpt(name))
 	}
 	if _, err := os.Stat(filepath.Join(t.dir, name)); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrNoQueue, name)
@@ -351,7 +390,7 @@ func (t *Transit) Names() ([]string, error) {
 // its doorbell registration and its spill files.
 func (t *Transit) Remove(name string) error {
 	if !ValidName(name) {
-		return fmt.Errorf("%w %q", ErrBadName, name)
+		return fmt.Errorf("%w %q", ErrBadName, Excerpt(name))
 	}
 	path := filepath.Join(t.dir, name)
 	b, err := os.ReadFile(path)
@@ -371,6 +410,7 @@ func (t *Transit) Remove(name string) error {
 	t.mu.Lock()
 	delete(t.queues, name)
 	delete(t.doorbell, name)
+	t.unmake(name)
 	t.mu.Unlock()
 	os.Remove(t.doorbellPath(name))
 	os.RemoveAll(t.spillDir(name))
@@ -391,13 +431,120 @@ func (t *Transit) RemoveAll() error {
 	return errors.Join(errs...)
 }
 
-// Send queues msg on the named queue, creating it if needed.
+// Send queues msg on the named queue, creating it if needed, within
+// Options.MaxQueues (ErrTooManyQueues beyond it).
 func (t *Transit) Send(name string, msg map[string]any) error {
-	q, err := t.Queue(name)
+	q, err := t.SendQueue(name)
 	if err != nil {
 		return err
 	}
 	return q.Send(msg)
+}
+
+// SendQueue is Queue for a sender: a queue it has to create counts
+// against Options.MaxQueues, and beyond the bound it returns
+// ErrTooManyQueues (naming the queue and the bound) without creating
+// anything. Sending to queues that exist is never refused.
+func (t *Transit) SendQueue(name string) (*Queue, error) {
+	t.mu.Lock()
+	q := t.queues[name]
+	t.mu.Unlock()
+	if q != nil {
+		return q, nil
+	}
+	if !ValidName(name) {
+		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, Excerpt(name))
+	}
+	if _, err := os.Lstat(filepath.Join(t.dir, name)); err == nil {
+		return t.Queue(name) // it exists: nothing is created
+	}
+	t.mu.Lock()
+	limit := t.maxQueues
+	_, counted := t.made[name]
+	if limit >= 0 && len(t.made) >= limit && !counted {
+		t.pruneMade()
+	}
+	if limit >= 0 && len(t.made) >= limit && !counted {
+		first := !t.limitHit
+		t.limitHit = true
+		t.mu.Unlock()
+		if first && t.opts.OnQueueLimit != nil {
+			t.opts.OnQueueLimit(name, limit)
+		}
+		return nil, fmt.Errorf("%w: sending to %s would create a queue beyond this process's limit of %d (max_queues)",
+			ErrTooManyQueues, name, limit)
+	}
+	// Counted before it is made (as pending), so that concurrent senders
+	// cannot pass the bound together; given back if making it fails.
+	if !counted {
+		t.made[name] = false
+	}
+	t.mu.Unlock()
+	q, err := t.Queue(name)
+	t.mu.Lock()
+	if err != nil && !counted {
+		t.unmake(name)
+	} else if err == nil {
+		t.made[name] = true
+	}
+	t.mu.Unlock()
+	return q, err
+}
+
+// pruneMade forgets, at most once a second, the queues made on demand
+// whose names have gone (removed by mmctl or another process), so that
+// the bound counts queues that exist. Called with t.mu held.
+func (t *Transit) pruneMade() {
+	if time.Since(t.pruned) < time.Second {
+		return
+	}
+	t.pruned = time.Now()
+	for name, made := range t.made {
+		if !made {
+			continue // being made: its name is not published yet
+		}
+		if _, err := os.Lstat(filepath.Join(t.dir, name)); errors.Is(err, os.ErrNotExist) {
+			t.unmake(name)
+		}
+	}
+}
+
+// unmake uncounts a queue made on demand. Called with t.mu held.
+func (t *Transit) unmake(name string) {
+	delete(t.made, name)
+	if t.maxQueues < 0 || len(t.made) < t.maxQueues {
+		t.limitHit = false
+	}
+}
+
+// QueuesMade is how many queues Send created on demand that still exist
+// as far as this process knows; it never exceeds MaxQueues.
+func (t *Transit) QueuesMade() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.made)
+}
+
+// MaxQueues is the bound on queues created on demand (negative: none).
+func (t *Transit) MaxQueues() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.maxQueues
+}
+
+// SetMaxQueues changes the bound (a reloaded config): zero means
+// DefaultMaxQueues, negative no bound. Queues made already stay; a lower
+// bound only refuses new ones.
+func (t *Transit) SetMaxQueues(n int) {
+	if n == 0 {
+		n = DefaultMaxQueues
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.maxQueues = n
+	if n < 0 || len(t.made) < n {
+		t.limitHit = false
+	}
 }
 
 // --- doorbells ---
@@ -408,12 +555,15 @@ func (t *Transit) doorbellPath(name string) string { return filepath.Join(t.dir,
 // queue name. Senders notice within a second.
 func (t *Transit) SetDoorbell(name, doorbell string) error {
 	if !ValidName(name) || !ValidName(doorbell) {
-		return fmt.Errorf("%w: %q or %q", ErrBadName, name, doorbell)
+		return fmt.Errorf("%w: %q or %q", ErrBadName, Excerpt(name), Excerpt(doorbell))
 	}
 	dir := filepath.Join(t.dir, ".doorbell")
 	if err := t.privateDir(dir); err != nil {
 		return err
 	}
+	t.mu.Lock()
+	t.bells[doorbell] = true
+	t.mu.Unlock()
 	tmp, err := os.CreateTemp(dir, ".tmp-")
 	if err != nil {
 		return fmt.Errorf("transit: %w", err)
@@ -432,6 +582,18 @@ func (t *Transit) SetDoorbell(name, doorbell string) error {
 func (t *Transit) Served(name string) bool {
 	_, err := os.Stat(t.doorbellPath(name))
 	return err == nil
+}
+
+// acceptsRings reports whether a ring on queue name is a ring: name is a
+// doorbell this process registered, or at least not a queue someone
+// serves (a served queue has a doorbell of its own; a doorbell never
+// has). Elsewhere a text that looks like a ring is a stranger's, and is
+// dead-lettered rather than taken as a hint and dropped.
+func (t *Transit) acceptsRings(name string) bool {
+	t.mu.Lock()
+	bell := t.bells[name]
+	t.mu.Unlock()
+	return bell || !t.Served(name)
 }
 
 // ClearDoorbell stops senders from ringing for queue name.
@@ -516,7 +678,7 @@ func (t *Transit) spill(queue string, text []byte) (string, error) {
 // deleting.
 func (t *Transit) unspill(queue, ref string, remove bool) ([]byte, error) {
 	if !spillNameRE.MatchString(ref) {
-		return nil, fmt.Errorf("spill reference %q is not a spill file name", truncate(ref, 80))
+		return nil, fmt.Errorf("spill reference %q is not a spill file name", excerpt([]byte(ref), 80))
 	}
 	path := filepath.Join(t.spillDir(queue), ref)
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
@@ -605,11 +767,41 @@ func (t *Transit) deadLetter(queue, reason string, raw []byte) error {
 	return nil
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// MaxLogged bounds how much of a message a log record or an error
+// carries: enough to recognise it, never megabytes of a stranger's text.
+const MaxLogged = 512
+
+// Excerpt renders a message (a map, as JSON), or raw text ([]byte or
+// string), for a log record or an error: at most MaxLogged bytes of it,
+// and, when cut, its total length. Invalid UTF-8 is replaced, so that a
+// log line stays text.
+func Excerpt(v any) string {
+	var b []byte
+	switch v := v.(type) {
+	case []byte:
+		b = v
+	case string:
+		b = []byte(v)
+	case map[string]any:
+		var err error
+		if b, err = AppendJSON(nil, v); err != nil {
+			return fmt.Sprintf("(unencodable message: %v)", err)
+		}
+	default:
+		b = fmt.Append(nil, v)
 	}
-	return s[:n] + "…"
+	return excerpt(b, MaxLogged)
+}
+
+func excerpt(b []byte, n int) string {
+	if len(b) <= n {
+		return strings.ToValidUTF8(string(b), "\ufffd")
+	}
+	cut := n
+	for cut > 0 && cut > n-utf8.UTFMax && !utf8.RuneStart(b[cut]) {
+		cut-- // do not split a character
+	}
+	return fmt.Sprintf("%s… (%d bytes in all)", strings.ToValidUTF8(string(b[:cut]), "\ufffd"), len(b))
 }
 
 // canPeek reports whether this kernel copies a queued message at an index

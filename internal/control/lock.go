@@ -17,7 +17,19 @@ var ErrQueueServed = errors.New("is served by another daemon")
 // QueueLock is a daemon's claim on its control queue. Two daemons with
 // different state dirs but one transit dir would otherwise both read the
 // same control queue, each taking the other's requests.
-type QueueLock struct{ f *os.File }
+//
+// The claim is a lock on a directory of its own (HoldDir), besides the
+// lock file: a lock on a file guards nothing once the file is deleted (a
+// /tmp cleaner, a careless rm), since the next daemon creates a new file
+// and locks that. The lock file stays, locked too, for the holder's pid
+// in a second daemon's message and to keep out daemons of older versions,
+// which lock only the file.
+type QueueLock struct{ dir, f *os.File }
+
+// HoldDir is the directory whose lock is the claim on the control queue.
+func HoldDir(transitDir, queue string) string {
+	return filepath.Join(transitDir, ".control", queue+".d")
+}
 
 // LockPath is the lock file of the control queue in transitDir.
 func LockPath(transitDir, queue string) string {
@@ -47,24 +59,39 @@ func LockQueue(transitDir, queue, stateDir string) (*QueueLock, error) {
 			dir, os.Geteuid(), st.Mode&0o7777, st.Uid)
 	}
 	path := LockPath(transitDir, queue)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
+	served := func() error {
+		where := transitDir
+		if abs, err := filepath.Abs(transitDir); err == nil {
+			where = abs
+		}
+		return fmt.Errorf("control queue %s in %s %w: %s", queue, where, ErrQueueServed, holder(path))
+	}
+	hold := HoldDir(transitDir, queue)
+	if err := os.Mkdir(hold, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("control queue lock: %w", err)
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
+	fd, err := unix.Open(hold, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		defer f.Close()
+		return nil, fmt.Errorf("control queue lock: %s: %w", hold, err)
+	}
+	d := os.NewFile(uintptr(fd), hold)
+	if err := flock(d); err != nil {
+		d.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			where := transitDir
-			if abs, err := filepath.Abs(transitDir); err == nil {
-				where = abs
-			}
-			return nil, fmt.Errorf("control queue %s in %s %w: %s", queue, where, ErrQueueServed, holder(path))
+			return nil, served()
+		}
+		return nil, fmt.Errorf("control queue lock %s: %w", hold, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("control queue lock: %w", err)
+	}
+	if err := flock(f); err != nil {
+		f.Close()
+		d.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, served()
 		}
 		return nil, fmt.Errorf("control queue lock %s: %w", path, err)
 	}
@@ -75,7 +102,17 @@ func LockQueue(transitDir, queue, stateDir string) (*QueueLock, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt(fmt.Appendf(nil, "%d\n%s\n", os.Getpid(), stateDir), 0)
 	}
-	return &QueueLock{f: f}, nil
+	return &QueueLock{dir: d, f: f}, nil
+}
+
+// flock takes f's exclusive lock without waiting.
+func flock(f *os.File) error {
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // holder describes the daemon holding the lock at path, as its file says.
@@ -99,5 +136,5 @@ func (l *QueueLock) Unlock() error {
 	if l == nil {
 		return nil
 	}
-	return l.f.Close()
+	return errors.Join(l.f.Close(), l.dir.Close())
 }

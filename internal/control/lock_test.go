@@ -47,3 +47,24 @@ func TestLockQueue(t *testing.T) {
 		t.Errorf("a lock dir others can write to: %v", err)
 	}
 }
+
+// Deleting the lock file does not let a second daemon serve the queue.
+func TestLockQueueSurvivesDeletingTheLockFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "transit")
+	first, err := LockQueue(dir, "Q", "/var/lib/mm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(LockPath(dir, "Q")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockQueue(dir, "Q", "/elsewhere"); !errors.Is(err, ErrQueueServed) {
+		t.Fatalf("second lock after the file was deleted: %v, want ErrQueueServed", err)
+	}
+	first.Unlock()
+	again, err := LockQueue(dir, "Q", "/elsewhere")
+	if err != nil {
+		t.Fatalf("after Unlock: %v", err)
+	}
+	again.Unlock()
+}

@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"github.com/multimodule/multimodule/reconcile"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // The control protocol: what mmctl (and the tests) send on the daemon's
@@ -282,7 +283,7 @@ func DecodeOp(op any) (Op, error) {
 	case math.IsNaN(*strict.Expires) || math.IsInf(*strict.Expires, 0):
 		return r, fmt.Errorf("%w: expires %v is not a time", ErrMalformed, *strict.Expires)
 	case !strict.Type.Valid():
-		return r, fmt.Errorf("%w: unknown control type %q (want status, reconcile, clear, cleanly_exit)", ErrMalformed, strict.Type)
+		return r, fmt.Errorf("%w: unknown control type %q (want status, reconcile, clear, cleanly_exit)", ErrMalformed, transit.Excerpt(string(strict.Type)))
 	case strict.Type == Clear && strict.Task == "":
 		return r, fmt.Errorf("%w: clear needs a task", ErrMalformed)
 	}

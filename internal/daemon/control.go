@@ -17,7 +17,7 @@ import (
 func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 	ops, err := control.Ops(m)
 	if err != nil {
-		d.ch.Error.Error("control queue: not a control message", "error", err, "message", m)
+		d.ch.Error.Error("control queue: not a control message", "error", err, "message", transit.Excerpt(m))
 		return false
 	}
 	if len(ops) > maxOpsPerMessage {
@@ -34,7 +34,7 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 			continue
 		}
 		if float64(time.Now().UnixMicro())/1e6 > op.Expires {
-			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", x)
+			d.ch.Log.Info("control request expired before the daemon saw it: ignored", "request", transit.Excerpt(x))
 			continue
 		}
 		switch op.Type {
@@ -222,7 +222,7 @@ func (d *daemon) status() control.StatusReply {
 			ConfigHash: d.ctl.Desired().SourceHash, ConfigError: d.cfg.err,
 			StateDir: d.o.stateDir, TransitDir: d.tasks.tr.Dir(), ControlQueue: d.o.controlQueue,
 			DeadLetters: d.tasks.in.DeadLetters(),
-			Metrics:     d.mon.tracker.DaemonValues(),
+			Metrics:     withQueueCounts(d.mon.tracker.DaemonValues(), d.tasks.tr),
 		},
 		Tasks: tasks,
 		Plan:  actions(d.ctl.Plan()),

@@ -93,7 +93,8 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	d.lock = lock
 	// What was set up is undone when a later step fails.
 	cleanups = append(cleanups, func() { lock.Unlock() })
-	tr, err := transit.Open(transit.Options{Dir: o.transitDir})
+	var qlimit queueLimit
+	tr, err := transit.Open(qlimit.transitOptions(o.transitDir, cfg))
 	if err != nil {
 		return nil, 1, err
 	}
@@ -112,6 +113,7 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	}
 	cleanups = append(cleanups, func() { host.Close() })
 	d.ch = host.Channels()
+	qlimit.alert.Store(d.ch.Alert)
 	d.mon = newMonitoring(d.ch)
 	if o.metricsAddr != "" {
 		if d.stopMetrics, err = d.mon.serveMetrics(o.metricsAddr); err != nil {

@@ -21,6 +21,8 @@ type externals struct {
 	// config last applied says; reportEvery its sample interval.
 	stateless   []external.NamedSpec
 	reportEvery float64
+	// maxQueues is daemon: max_queues, for each process's transit.
+	maxQueues int
 	// running are the specs of the externals the controller runs, by task.
 	running map[string]schema.TaskSpec
 }
@@ -47,10 +49,12 @@ func (x *externals) setStateless(cfg *schema.Config, resolve func(string) (strin
 		}
 	}
 	x.reportEvery = cfg.Daemon.SampleEvery
+	x.maxQueues = cfg.Daemon.MaxQueues
 }
 
 func (x *externals) bundle(t schema.TaskSpec) external.Spec {
-	return external.Spec{Task: external.Named(t.Name, t), Stateless: x.stateless, ReportEvery: x.reportEvery}
+	return external.Spec{Task: external.Named(t.Name, t), Stateless: x.stateless, ReportEvery: x.reportEvery,
+		MaxQueues: x.maxQueues}
 }
 
 // adopt takes over the externals a previous daemon left running, as the

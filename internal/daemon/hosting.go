@@ -56,6 +56,7 @@ var _ reconcile.Target = (*hosting)(nil)
 func (h *hosting) setStateless(cfg *schema.Config) {
 	h.ext.setStateless(cfg, h.resolve)
 	h.failsafeGrace = seconds(cfg.Daemon.FailsafeGrace)
+	applyMaxQueues(h.tr, cfg)
 }
 
 // pushBundles hands every running external the stateless tasks as they

@@ -31,6 +31,11 @@ func LogPath(stateDir, task string) string {
 func (s Spec) Hash() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%g\x00", s.Task.Hash, s.ReportEvery)
+	if s.MaxQueues != 0 && s.MaxQueues != transit.DefaultMaxQueues {
+		// Only when set otherwise, so that the hashes of bundles from
+		// before the setting existed (adopted processes) stay the same.
+		fmt.Fprintf(h, "q%d\x00", s.MaxQueues)
+	}
 	for _, t := range s.Stateless {
 		h.Write([]byte(t.Name + "\x00" + t.Hash))
 	}

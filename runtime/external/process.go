@@ -55,7 +55,15 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 	if err := json.Unmarshal(b, &spec); err != nil {
 		return fail(1, fmt.Errorf("spec %s: %w", SpecPath(o.StateDir, o.Task), err))
 	}
-	tr, err := transit.Open(transit.Options{Dir: o.TransitDir})
+	// The alert channel exists only once the host does; a send before
+	// that cannot happen (no task runs yet).
+	var alerts atomic.Pointer[slog.Logger]
+	tr, err := transit.Open(transit.Options{Dir: o.TransitDir, MaxQueues: spec.MaxQueues,
+		OnQueueLimit: func(queue string, limit int) {
+			if a := alerts.Load(); a != nil {
+				queueLimitAlert(a, o.Task, queue, limit)
+			}
+		}})
 	if err != nil {
 		return fail(1, err)
 	}
@@ -86,6 +94,7 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 		return fail(2, err)
 	}
 	defer host.Close()
+	alerts.Store(host.Channels().Alert)
 	x := &process{o: o, host: host, tr: tr, ch: host.Channels(), running: map[string]string{}, token: spec.Token}
 	x.reportEvery.Store(int64(reportInterval(spec)))
 	// Record ourselves: a daemon that died between starting us and
@@ -179,6 +188,15 @@ type process struct {
 	token   string
 	// reportEvery is the time between two reports to the daemon.
 	reportEvery atomic.Int64
+}
+
+// queueLimitAlert says on the alert channel that task's process has
+// created as many queues on demand as it may: further sends to new names
+// fail with transit.ErrTooManyQueues (said once, until it is hit again).
+func queueLimitAlert(alert *slog.Logger, task, queue string, limit int) {
+	alert.Warn("too many queues created on demand: sends to new queue names fail",
+		"task", task, "metric", "queues_created", "value", limit, "threshold", limit, "level", "severe",
+		"queue", queue)
 }
 
 func reportInterval(spec Spec) time.Duration {
@@ -315,6 +333,7 @@ func (x *process) configure(spec Spec, err error) {
 		err = errors.New("config message without this process's token or for another task: refused")
 	default:
 		x.reportEvery.Store(int64(reportInterval(spec)))
+		x.tr.SetMaxQueues(spec.MaxQueues)
 		err = x.apply(spec)
 	}
 	if err != nil {

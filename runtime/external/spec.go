@@ -27,6 +27,9 @@ type Spec struct {
 	// ReportEvery is the seconds between two reports of the task's
 	// counters to the daemon.
 	ReportEvery float64 `json:"report_every"`
+	// MaxQueues bounds the queues the process creates on demand by
+	// sending (daemon: max_queues; 0: transit's default).
+	MaxQueues int `json:"max_queues,omitempty"`
 }
 
 // NamedSpec is one task's spec with the name and hash JSON leaves out.

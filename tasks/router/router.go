@@ -32,6 +32,7 @@ import (
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/runtime"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // Kind is the Router's registered kind.
@@ -236,11 +237,23 @@ func (r *Router) route(ctx runtime.Context, msg runtime.Message) error {
 	if !routed {
 		r.unrouted++
 		if _, oob := msg[runtime.OOBMarker]; !oob {
-			ctx.Debug("unrouted message", "message", msg, "unrouted_total", r.unrouted)
+			ctx.Debug("unrouted message", "message", transit.Excerpt(msg), "unrouted_total", r.unrouted)
 		}
 		return nil
 	}
-	return errors.Join(send(ctx, msg, pending, true, errs)...)
+	return joinBounded(send(ctx, msg, pending, true, errs))
+}
+
+// maxErrors is how many of a message's failed forwards its error names:
+// a message may fan out to thousands of queues, and its error is logged.
+const maxErrors = 3
+
+// joinBounded joins the first maxErrors errors and counts the rest.
+func joinBounded(errs []error) error {
+	if len(errs) <= maxErrors {
+		return errors.Join(errs...)
+	}
+	return errors.Join(append(errs[:maxErrors:maxErrors], fmt.Errorf("and %d more failed forwards", len(errs)-maxErrors))...)
 }
 
 // send delivers copies of msg to qnames. With handOver the last one gets
@@ -303,7 +316,7 @@ func (r *Router) static(ctx runtime.Context, msg runtime.Message, hops []any) er
 			errs = append(errs, fmt.Errorf("static forward to %s: %w", q, err))
 		}
 	}
-	return errors.Join(errs...)
+	return joinBounded(errs)
 }
 
 // CheckConfig validates a Router config beyond what its CUE definition can
