@@ -3,11 +3,13 @@ package multimodule
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // A chain inside the daemon (Router -> H1 -> H2 -> Sink) under SIGKILLs of
@@ -71,6 +73,52 @@ tasks: Sink: {kind: "Counter", intervals: save_state: 0.05}
 		dups += c - 1
 	}
 	t.Logf("%d messages, %d SIGKILLs of the daemon: all handled, %d handled more than once", n, kills, dups)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.wait(t)
+}
+
+// One message whose static_forwards sends two copies back to the Router
+// at each of 24 hops would make 2^24 copies: the copy budget stops it,
+// one dead letter says why, and the daemon's memory stays flat.
+func TestADoublingStaticForwardsMessageIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newExtEnv(t, "tasks: Router: config: routes: []\n")
+	dlq, err := e.tr.Queue(transit.DeadLetterQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.daemon()
+	testenv.WaitFor(t, 10*time.Second, "the Router running", func() bool { return e.task("Router").Status == "running" })
+	rss0 := procRSS(t, d.cmd.Process.Pid)
+	hop := []any{map[string]any{"forward": map[string]any{"qname": "Router"}}, map[string]any{"forward": map[string]any{"qname": "Router"}}}
+	hops := make([]any, 24)
+	for i := range hops {
+		hops[i] = hop
+	}
+	if err := e.tr.Send("Router", map[string]any{"static_forwards": hops, "pad": strings.Repeat("x", 1000)}); err != nil {
+		t.Fatal(err)
+	}
+	var reason string
+	testenv.WaitFor(t, 30*time.Second, "the dead letter", func() bool {
+		dl, err := dlq.Receive(false)
+		if err == nil && len(dl.Msgs) > 0 {
+			reason, _ = dl.Msgs[0]["reason"].(string)
+		}
+		return reason != ""
+	})
+	if !strings.Contains(reason, "copy budget") {
+		t.Fatalf("dead letter reason %q", reason)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the Router idle and its queue settled", func() bool {
+		tk := e.task("Router")
+		return tk.MailboxDepth != nil && *tk.MailboxDepth == 0 && tk.Queue != nil && tk.Queue.Messages == 0
+	})
+	if rss := procRSS(t, d.cmd.Process.Pid); rss > rss0+64<<20 {
+		t.Fatalf("daemon RSS grew from %.0f MiB to %.0f MiB", rss0/(1<<20), rss/(1<<20))
+	}
+	if dl, err := dlq.Receive(false); err == nil && len(dl.Msgs) > 0 {
+		t.Fatalf("more than one dead letter: %v", dl.Msgs[0]["reason"])
+	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	d.wait(t)
 }

@@ -38,7 +38,7 @@ func procCPU(b *testing.B, pid int) time.Duration {
 }
 
 // procRSS is a process's resident memory in bytes.
-func procRSS(b *testing.B, pid int) float64 {
+func procRSS(b testing.TB, pid int) float64 {
 	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
 	if err != nil {
 		b.Fatal(err)

@@ -18,7 +18,7 @@ const (
 	// from a queue may be handed on in this process (static_forwards and
 	// fan-out make copies). Messages a task makes of its own do not count:
 	// a task may answer one message with many.
-	CopyBudget = 10000
+	CopyBudget = 1000
 )
 
 // Errors of a Send that went past a budget; the message is dead-lettered.
