@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/build"
@@ -124,6 +125,19 @@ func (c *Config) Names() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// Seconds is a config's seconds as a duration.
+func Seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// IntervalDurations are the task's intervals (seconds in the config) as
+// durations, by timer name.
+func (t TaskSpec) IntervalDurations() map[string]time.Duration {
+	iv := make(map[string]time.Duration, len(t.Intervals))
+	for k, sec := range t.Intervals {
+		iv[k] = Seconds(sec)
+	}
+	return iv
 }
 
 // TaskSpec is one task's desired state.

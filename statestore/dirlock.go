@@ -39,41 +39,58 @@ func LockDir(dir string) (*DirLock, error) {
 		return nil, fmt.Errorf("statestore: %w", err)
 	}
 	path := filepath.Join(dir, LockFile)
-	locked := func() error {
+	l, err := Hold(dir, path, []byte(strconv.Itoa(os.Getpid())+"\n"))
+	if errors.Is(err, ErrHeld) {
 		b, _ := os.ReadFile(path)
 		holder := strings.TrimSpace(string(b))
 		if _, perr := strconv.Atoi(holder); perr != nil {
 			holder = "unknown"
 		}
-		return fmt.Errorf("%w: %s (held by pid %s)", ErrDirLocked, dir, holder)
+		return nil, fmt.Errorf("%w: %s (held by pid %s)", ErrDirLocked, dir, holder)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("statestore: %w", err)
+	}
+	return l, nil
+}
+
+// ErrHeld means another process holds the lock Hold asked for.
+var ErrHeld = errors.New("held by another process")
+
+// Hold takes, without waiting, the locks of the directory dir and of the
+// file path (created 0600; a link there is refused), and writes note into
+// the file for whoever finds them held. It fails with ErrHeld when
+// another process holds either. The directory's lock is the one that
+// counts (see DirLock); the file's keeps out older versions.
+func Hold(dir, path string, note []byte) (*DirLock, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("statestore: %s: %w", dir, err)
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	d := os.NewFile(uintptr(fd), dir)
 	if err := flock(d); err != nil {
 		d.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, locked()
+			return nil, fmt.Errorf("%s: %w", dir, ErrHeld)
 		}
-		return nil, fmt.Errorf("statestore: lock %s: %w", dir, err)
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		d.Close()
-		return nil, fmt.Errorf("statestore: %w", err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	if err := flock(f); err != nil {
 		f.Close()
 		d.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, locked()
+			return nil, fmt.Errorf("%s: %w", path, ErrHeld)
 		}
-		return nil, fmt.Errorf("statestore: lock %s: %w", path, err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
+	// Only for the message: a lock without it still locks.
 	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		f.WriteAt(note, 0)
 	}
 	return &DirLock{dir: d, f: f}, nil
 }
@@ -82,11 +99,16 @@ func LockDir(dir string) (*DirLock, error) {
 func flock(f *os.File) error {
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err != unix.EINTR {
+		if !errors.Is(err, unix.EINTR) {
 			return err
 		}
 	}
 }
 
-// Unlock releases the directory.
-func (l *DirLock) Unlock() error { return errors.Join(l.f.Close(), l.dir.Close()) }
+// Unlock releases the directory. A nil lock is released already.
+func (l *DirLock) Unlock() error {
+	if l == nil {
+		return nil
+	}
+	return errors.Join(l.f.Close(), l.dir.Close())
+}

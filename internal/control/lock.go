@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/multimodule/multimodule/statestore"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,7 +25,7 @@ var ErrQueueServed = errors.New("is served by another daemon")
 // and locks that. The lock file stays, locked too, for the holder's pid
 // in a second daemon's message and to keep out daemons of older versions,
 // which lock only the file.
-type QueueLock struct{ dir, f *os.File }
+type QueueLock struct{ l *statestore.DirLock }
 
 // HoldDir is the directory whose lock is the claim on the control queue.
 func HoldDir(transitDir, queue string) string {
@@ -59,60 +60,25 @@ func LockQueue(transitDir, queue, stateDir string) (*QueueLock, error) {
 			dir, os.Geteuid(), st.Mode&0o7777, st.Uid)
 	}
 	path := LockPath(transitDir, queue)
-	served := func() error {
-		where := transitDir
-		if abs, err := filepath.Abs(transitDir); err == nil {
-			where = abs
-		}
-		return fmt.Errorf("control queue %s in %s %w: %s", queue, where, ErrQueueServed, holder(path))
-	}
 	hold := HoldDir(transitDir, queue)
 	if err := os.Mkdir(hold, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("control queue lock: %w", err)
 	}
-	fd, err := unix.Open(hold, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("control queue lock: %s: %w", hold, err)
-	}
-	d := os.NewFile(uintptr(fd), hold)
-	if err := flock(d); err != nil {
-		d.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, served()
-		}
-		return nil, fmt.Errorf("control queue lock %s: %w", hold, err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		d.Close()
-		return nil, fmt.Errorf("control queue lock: %w", err)
-	}
-	if err := flock(f); err != nil {
-		f.Close()
-		d.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, served()
-		}
-		return nil, fmt.Errorf("control queue lock %s: %w", path, err)
-	}
 	if abs, err := filepath.Abs(stateDir); err == nil {
 		stateDir = abs
 	}
-	// Only for the message: a lock without it still locks.
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt(fmt.Appendf(nil, "%d\n%s\n", os.Getpid(), stateDir), 0)
-	}
-	return &QueueLock{dir: d, f: f}, nil
-}
-
-// flock takes f's exclusive lock without waiting.
-func flock(f *os.File) error {
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EINTR) {
-			return err
+	l, err := statestore.Hold(hold, path, fmt.Appendf(nil, "%d\n%s\n", os.Getpid(), stateDir))
+	if errors.Is(err, statestore.ErrHeld) {
+		where := transitDir
+		if abs, err := filepath.Abs(transitDir); err == nil {
+			where = abs
 		}
+		return nil, fmt.Errorf("control queue %s in %s %w: %s", queue, where, ErrQueueServed, holder(path))
 	}
+	if err != nil {
+		return nil, fmt.Errorf("control queue lock: %w", err)
+	}
+	return &QueueLock{l}, nil
 }
 
 // holder describes the daemon holding the lock at path, as its file says.
@@ -136,5 +102,5 @@ func (l *QueueLock) Unlock() error {
 	if l == nil {
 		return nil
 	}
-	return errors.Join(l.f.Close(), l.dir.Close())
+	return l.l.Unlock()
 }

@@ -55,7 +55,7 @@ var _ reconcile.Target = (*hosting)(nil)
 // process may run locally, and the failsafe grace.
 func (h *hosting) setStateless(cfg *schema.Config) {
 	h.ext.setStateless(cfg, h.resolve)
-	h.failsafeGrace = seconds(cfg.Daemon.FailsafeGrace)
+	h.failsafeGrace = schema.Seconds(cfg.Daemon.FailsafeGrace)
 	applyMaxQueues(h.tr, cfg)
 }
 
@@ -71,17 +71,6 @@ const (
 	stopAsked    external.StopReason = "reconcile"
 	stopFailsafe external.StopReason = "failsafe"
 )
-
-// seconds turns the config's seconds into a duration.
-func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-
-func intervals(t schema.TaskSpec) map[string]time.Duration {
-	iv := make(map[string]time.Duration, len(t.Intervals))
-	for k, sec := range t.Intervals {
-		iv[k] = seconds(sec)
-	}
-	return iv
-}
 
 // Start starts internal tasks together in the host and serves their
 // queues, and spawns the external ones.
@@ -100,7 +89,7 @@ func (h *hosting) Start(specs []schema.TaskSpec) []error {
 			continue
 		}
 		rs = append(rs, runtime.TaskSpec{Name: t.Name, Kind: kind, New: factory, Config: t.Config,
-			Intervals: intervals(t), CatchUp: true})
+			Intervals: t.IntervalDurations(), CatchUp: true})
 		idx = append(idx, i)
 	}
 	for j, err := range h.host.StartAll(rs) {
@@ -166,7 +155,7 @@ func (h *hosting) Reconfigure(t schema.TaskSpec) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	return h.host.Reconfigure(ctx, t.Name, t.Config, intervals(t))
+	return h.host.Reconfigure(ctx, t.Name, t.Config, t.IntervalDurations())
 }
 
 // Stop stops taking a task's messages at once (they wait in its queue)

@@ -47,7 +47,7 @@ func newMonitoring(ch *runtime.Channels) *monitoring {
 // reports limits out of order once for each spec.
 func (m *monitoring) configure(cfg *schema.Config) {
 	m.config = cfg
-	m.every = seconds(cfg.Daemon.SampleEvery)
+	m.every = schema.Seconds(cfg.Daemon.SampleEvery)
 	if m.every <= 0 {
 		m.every = time.Second
 	}

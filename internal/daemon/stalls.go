@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/multimodule/multimodule/schema"
 )
 
 // silentAfter is how many report intervals an external may stay silent
@@ -25,7 +27,7 @@ func (d *daemon) stalled(task string, pid int, started time.Time, now time.Time)
 	if st := procState(pid); st == 'T' || st == 't' {
 		return fmt.Sprintf("process %d is stopped (state %c: SIGSTOP or a debugger); its messages wait in its queue", pid, st)
 	}
-	every := seconds(d.tasks.ext.reportEvery)
+	every := schema.Seconds(d.tasks.ext.reportEvery)
 	if every <= 0 {
 		every = time.Second
 	}

@@ -203,18 +203,7 @@ func reportInterval(spec Spec) time.Duration {
 	if spec.ReportEvery <= 0 {
 		return time.Second
 	}
-	return seconds(spec.ReportEvery)
-}
-
-// seconds turns the config's seconds into a duration.
-func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-
-func intervals(t schema.TaskSpec) map[string]time.Duration {
-	iv := make(map[string]time.Duration, len(t.Intervals))
-	for k, sec := range t.Intervals {
-		iv[k] = seconds(sec)
-	}
-	return iv
+	return schema.Seconds(spec.ReportEvery)
 }
 
 // report sends the daemon the task's counters every reportEvery, which it
@@ -370,7 +359,7 @@ func (x *process) apply(spec Spec) error {
 		switch {
 		case running && hash == t.Hash:
 		case running:
-			if err := x.host.Reconfigure(ctx, name, t.Config, intervals(t)); err != nil {
+			if err := x.host.Reconfigure(ctx, name, t.Config, t.IntervalDurations()); err != nil {
 				errs = append(errs, fmt.Errorf("task %s: %w", name, err))
 				continue
 			}
@@ -382,7 +371,7 @@ func (x *process) apply(spec Spec) error {
 				continue
 			}
 			starts = append(starts, runtime.TaskSpec{Name: name, Kind: kind, New: factory, Config: t.Config,
-				Intervals: intervals(t), NoTimers: name != spec.Task.Name})
+				Intervals: t.IntervalDurations(), NoTimers: name != spec.Task.Name})
 		}
 	}
 	for i, err := range x.host.StartAll(starts) {
