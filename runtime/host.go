@@ -230,22 +230,22 @@ func (h *Host) Stop(ctx context.Context, name string) error {
 
 // Send delivers msg to the named task in this process or, failing that,
 // through the remote transport to a queue of that name. It is a message
-// from outside any task: it belongs to no lineage and has taken no hops.
-func (h *Host) Send(qname string, msg Message) error { return h.send(qname, msg, nil, 1) }
+// from outside any task: it belongs to no lineage.
+func (h *Host) Send(qname string, msg Message) error { return h.send(qname, msg, nil, false) }
 
-// send is Send of a message derived from lin (nil for none) that has
-// taken hops hops. A message past the hop budget, or one that would take
-// its lineage past the copy budget, is dead-lettered instead.
-func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error {
-	if hops > HopBudget {
-		return h.refuse(qname, msg, lin, fmt.Errorf("%w: %d hops (budget %d)", ErrHopBudget, hops, HopBudget))
-	}
-	if hops > 1 { // handed on: the count goes with it, here or elsewhere
-		setHops(msg, hops)
+// send is Send of a message a task sends while handling from (nil in
+// timers and SetConfig); handsOn says it is that very message, or a
+// Forwarder's copy of it. A member of a lineage is never dropped: past a
+// budget it is dead-lettered, and one that reaches no queue is kept as a
+// dead letter too (the task still gets the error).
+func (h *Host) send(qname string, msg Message, from *origin, handsOn bool) error {
+	var lin *lineage
+	if from != nil {
+		lin = from.lin
 	}
 	if h.opts.Remote == nil {
 		if r := (*h.tasks.Load())[qname]; r != nil {
-			return h.push(r, msg, lin, hops)
+			return h.push(r, msg, lin, handsOn)
 		}
 		return fmt.Errorf("%w: %q", ErrNoSuchQueue, qname)
 	}
@@ -255,7 +255,7 @@ func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error 
 	c.Add(1)
 	r := (*h.tasks.Load())[qname]
 	if r == nil {
-		err := h.remote(qname, msg)
+		err := h.toQueue(qname, msg, from, handsOn)
 		c.Add(-1)
 		return err
 	}
@@ -270,10 +270,14 @@ func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error 
 		r.catch.mu.RLock()
 		defer r.catch.mu.RUnlock()
 		if r.catch.on.Load() {
-			return h.remote(qname, msg)
+			return h.toQueue(qname, msg, from, handsOn)
 		}
 	}
-	return h.push(r, msg, lin, hops)
+	err := h.push(r, msg, lin, handsOn)
+	if errors.Is(err, ErrMailboxClosed) {
+		return h.toQueue(qname, msg, from, handsOn) // it is stopping: its queue takes it
+	}
+	return err
 }
 
 // MailboxBound is how many items a task's mailbox holds before what tasks
@@ -282,10 +286,13 @@ func (h *Host) send(qname string, msg Message, lin *lineage, hops uint32) error 
 // bounded and pushes back; a mailbox would only grow.
 const MailboxBound = 16 * HighWater
 
-// push queues msg in a local task's mailbox as a member of lin.
-func (h *Host) push(r *runner, msg Message, lin *lineage, hops uint32) error {
-	if lin != nil && !lin.add(hops > 1) { // hops > 1: handed on, not made anew
-		return h.refuse(r.name, msg, lin, fmt.Errorf("%w: more than %d messages from one", ErrCopyBudget, CopyBudget))
+// push queues msg in a local task's mailbox as a member of lin (a copy
+// handed on if copied).
+func (h *Host) push(r *runner, msg Message, lin *lineage, copied bool) error {
+	if lin != nil {
+		if err := lin.add(copied); err != nil {
+			return h.refuse(r.name, msg, lin, err)
+		}
 	}
 	if err := r.mbox.push(item{msg: msg, lin: lin}); err != nil {
 		if lin != nil {
@@ -296,17 +303,46 @@ func (h *Host) push(r *runner, msg Message, lin *lineage, hops uint32) error {
 	return nil
 }
 
-// remote sends msg to a queue outside this process: it survives the
-// process, so it leaves no debt in a lineage.
-func (h *Host) remote(qname string, msg Message) error { return h.opts.Remote.Send(qname, msg) }
-
-// setHops records in msg's metadata how many hops it has taken.
-func setHops(msg Message, hops uint32) {
-	if meta, ok := msg[MetaKey].(map[string]any); ok {
-		meta[hopsKey] = float64(hops)
-	} else {
-		msg[MetaKey] = map[string]any{hopsKey: float64(hops)}
+// toQueue sends msg to the queue qname outside this process, which
+// survives the process: it leaves no debt in a lineage. A message handed
+// on counts one more hop, in a copy of its metadata (the map may still be
+// read by whoever handed it on). One that reaches no queue is kept as a
+// dead letter when it belongs to a lineage, so that the message it came
+// from may still leave its queue.
+func (h *Host) toQueue(qname string, msg Message, from *origin, handsOn bool) error {
+	var lin *lineage
+	if from != nil {
+		lin = from.lin
+		if handsOn {
+			hops := hopsOf(from.msg) + 1
+			if hops > HopBudget {
+				return h.refuse(qname, msg, lin, fmt.Errorf("%w: %d hops (budget %d)", ErrHopBudget, hops, HopBudget))
+			}
+			msg = withHops(msg, hops)
+		}
 	}
+	err := h.opts.Remote.Send(qname, msg)
+	if err != nil && lin != nil {
+		h.deadLetter(qname, fmt.Sprintf("not sent: %v", err), msg)
+	}
+	return err
+}
+
+// withHops is msg with hops recorded in a copy of its metadata.
+func withHops(msg Message, hops uint32) Message {
+	out := make(Message, len(msg)+1)
+	for k, v := range msg {
+		out[k] = v
+	}
+	meta := map[string]any{}
+	if old, ok := msg[MetaKey].(map[string]any); ok {
+		for k, v := range old {
+			meta[k] = v
+		}
+	}
+	meta[hopsKey] = float64(hops)
+	out[MetaKey] = meta
+	return out
 }
 
 // MetaKey holds a message's transport metadata (IPC::Transit's name).
@@ -333,13 +369,18 @@ func (h *Host) refuse(qname string, msg Message, lin *lineage, why error) error 
 	if lin != nil && lin.exceeded.Swap(true) {
 		return why
 	}
-	h.ch.Error.Error("message dead-lettered", "queue", qname, "reason", why.Error())
+	h.deadLetter(qname, why.Error(), msg)
+	return why
+}
+
+// deadLetter keeps msg, meant for qname, with the reason.
+func (h *Host) deadLetter(qname, reason string, msg Message) {
+	h.ch.Error.Error("message dead-lettered", "queue", qname, "reason", reason)
 	if h.opts.DeadLetter != nil {
-		if err := h.opts.DeadLetter(qname, why.Error(), msg); err != nil {
+		if err := h.opts.DeadLetter(qname, reason, msg); err != nil {
 			h.ch.Error.Error("writing a dead letter", "queue", qname, "error", err)
 		}
 	}
-	return why
 }
 
 func (h *Host) sendingTo(name string) *atomic.Int64 {
@@ -389,7 +430,7 @@ func (h *Host) deliver(name string, msg Message, lin *lineage) error {
 	if r == nil {
 		return fmt.Errorf("%w: %q", ErrNoSuchQueue, name)
 	}
-	return h.push(r, msg, lin, 0)
+	return h.push(r, msg, lin, false)
 }
 
 // Depth is a local task's mailbox depth (ok false if it is not here).

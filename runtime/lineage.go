@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"errors"
+	"fmt"
 	"sync/atomic"
 )
 
@@ -16,15 +17,20 @@ const (
 	HopBudget = 64
 	// CopyBudget is how many copies of the messages of one delivery taken
 	// from a queue may be handed on in this process (static_forwards and
-	// fan-out make copies). Messages a task makes of its own do not count:
-	// a task may answer one message with many.
+	// fan-out make copies). Messages a task makes of its own count only
+	// against MemberBudget: a task may answer one message with many.
 	CopyBudget = 1000
+	// MemberBudget bounds every message one delivery sets off in this
+	// process: a cycle of tasks answering each other with new messages
+	// would otherwise keep the delivery from ever leaving its queue.
+	MemberBudget = 1000000
 )
 
 // Errors of a Send that went past a budget; the message is dead-lettered.
 var (
-	ErrHopBudget  = errors.New("hop budget exhausted")
-	ErrCopyBudget = errors.New("copy budget exhausted")
+	ErrHopBudget    = errors.New("hop budget exhausted")
+	ErrCopyBudget   = errors.New("copy budget exhausted")
+	ErrMemberBudget = errors.New("message budget exhausted")
 )
 
 // lineage is the in-process family of one delivery taken from a queue
@@ -41,6 +47,11 @@ var (
 type lineage struct {
 	pending atomic.Int64
 	copies  atomic.Int64
+	members atomic.Int64
+	// failed: a member was handled but its effect could not be kept (its
+	// task stopped while its state could not be saved, or never handled
+	// it): the delivery is handed over again rather than dropped.
+	failed atomic.Bool
 	// exceeded: the copy budget was hit; only the first refusal is
 	// dead-lettered, the rest are counted.
 	exceeded atomic.Bool
@@ -58,14 +69,23 @@ func newLineage(onSettled func()) *lineage {
 	return l
 }
 
-// add counts a new member, a copy handed on if copied; false (and
-// nothing counted) once the copy budget is spent.
-func (l *lineage) add(copied bool) bool {
+// add counts a new member, a copy handed on if copied; an error (and
+// nothing counted) once a budget is spent.
+func (l *lineage) add(copied bool) error {
 	if copied && l.copies.Add(1) > CopyBudget {
-		return false
+		return fmt.Errorf("%w: more than %d copies from one delivery", ErrCopyBudget, CopyBudget)
+	}
+	if l.members.Add(1) > MemberBudget {
+		return fmt.Errorf("%w: more than %d messages from one delivery", ErrMemberBudget, MemberBudget)
 	}
 	l.pending.Add(1)
-	return true
+	return nil
+}
+
+// fail marks a member whose effect could not be kept, and is its done.
+func (l *lineage) fail() {
+	l.failed.Store(true)
+	l.done()
 }
 
 // done marks one member handled (or the receiver's hold released).

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"errors"
+
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -35,11 +37,21 @@ func (p *Peeked) Add(d transit.Delivery, lin *lineage) {
 // drops it, and it is peeked again by whoever serves the queue next.
 func (p *Peeked) Keep(d transit.Delivery) { p.Add(d, nil) }
 
+// errHandOverAgain: the oldest delivery's lineage failed; everything
+// peeked must be handed over again.
+var errHandOverAgain = errors.New("a delivery's effect was not kept: handing the queue's messages over again")
+
 // Settle drops from q the deliveries whose lineages are settled, oldest
 // first: a delivery is dropped only after those before it, because peeks
-// address messages by their place in the queue.
+// address messages by their place in the queue. A failed lineage at the
+// front forgets every delivery (none is dropped) and returns
+// errHandOverAgain: the receiver peeks them all again, from the front.
 func (p *Peeked) Settle(q *transit.Queue) error {
-	for len(p.list) > 0 && p.list[0].lin != nil && p.list[0].lin.settled() {
+	if len(p.list) > 0 && p.list[0].lin != nil && p.list[0].lin.settled() && p.list[0].lin.failed.Load() {
+		p.list = nil
+		return errHandOverAgain
+	}
+	for len(p.list) > 0 && p.list[0].lin != nil && p.list[0].lin.settled() && !p.list[0].lin.failed.Load() {
 		if err := q.Drop(p.list[0].d); err != nil {
 			return err
 		}

@@ -66,7 +66,9 @@ func (r *Receiver) Settle() {
 	if r.peeked.Len() == 0 {
 		return
 	}
-	if err := r.peeked.Settle(r.q); err != nil {
+	// errHandOverAgain is no failure of the receiver: the next Next peeks
+	// the queue from the front again (at least once).
+	if err := r.peeked.Settle(r.q); err != nil && !errors.Is(err, errHandOverAgain) {
 		r.o.OnError(fmt.Errorf("queue %s: taking a handled message off: %w", r.q.Name(), err))
 	}
 }

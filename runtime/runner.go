@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"reflect"
 	stdruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/statestore"
@@ -73,18 +73,16 @@ type origin struct {
 	lin *lineage
 }
 
-// hops is how many hops msg, sent now, has taken: one more than the
-// message being handled if it hands that one on, else one.
-func (o *outbound) hops(msg Message) uint32 {
-	if o.from.msg != nil && (o.forwards || sameMap(msg, o.from.msg)) {
-		return hopsOf(o.from.msg) + 1
-	}
-	return 1
+// handsOn reports whether sending msg hands on the message being handled:
+// that very map, or anything a Forwarder sends.
+func (o *outbound) handsOn(msg Message) bool {
+	return o.from.msg != nil && (o.forwards || sameMap(msg, o.from.msg))
 }
 
-// sameMap reports whether a and b are the same map (not equal maps).
+// sameMap reports whether a and b are the same map (not equal maps): a
+// map value is a pointer to its header.
 func sameMap(a, b Message) bool {
-	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	return *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }
 
 // timerSet is a task's timers and the config's interval overrides.
@@ -175,8 +173,16 @@ func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
 func (r *runner) abandon() {
 	r.mbox.close()
 	if d := r.mbox.depth(); d > 0 {
-		r.h.ch.Error.Error("task did not start: messages sent to it while it started are dropped",
+		r.h.ch.Error.Error("task did not start: messages sent to it while it started are dropped (those taken from a queue come again)",
 			"task", r.name, "messages", d)
+	}
+	batch, _ := r.mbox.takeAll()
+	for s := batch; s != nil; s = s.next {
+		for i := range s.items[:s.n] {
+			if l := s.items[i].lin; l != nil {
+				l.fail()
+			}
+		}
 	}
 	r.stopTimers()
 	if r.persist.store != nil {
@@ -457,6 +463,12 @@ func (r *runner) finish() {
 	r.stopTimers()
 	if r.persist.store != nil {
 		r.saveState()
+		// Handled, but the state they made could not be saved: they are
+		// handed over again, not dropped.
+		for _, l := range r.persist.parked {
+			l.fail()
+		}
+		r.persist.parked = nil
 		if err := r.persist.store.Close(); err != nil {
 			r.h.ch.Error.Error("closing state file", "task", r.name, "error", err)
 		}
@@ -648,7 +660,7 @@ func (r *runner) Emit(msg Message) {
 }
 
 func (r *runner) Send(qname string, msg Message) error {
-	if err := r.h.send(qname, msg, r.out.from.lin, r.out.hops(msg)); err != nil {
+	if err := r.h.send(qname, msg, &r.out.from, r.out.handsOn(msg)); err != nil {
 		r.stats.sendFailures.Add(1)
 		if errors.Is(err, transit.ErrQueueFull) {
 			r.alert("queue full: message not sent", "queue", qname, "error", err)

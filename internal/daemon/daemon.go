@@ -296,6 +296,16 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 		r.OK, r.Error = false, "the daemon is shutting down: not applied"
 		d.reply(w.replyTo, r)
 	}
+	// Requests taken off the control queue and not yet seen are answered,
+	// not left to their senders' timeouts.
+	for drained := false; !drained; {
+		select {
+		case m := <-d.intake.ch:
+			d.intake.refuse(m, "the daemon is shutting down")
+		default:
+			drained = true
+		}
+	}
 	observed := d.ctl.Observed()
 	stopping := map[string]bool{}
 	for _, ts := range d.ctl.Tasks() {

@@ -1,0 +1,216 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/testenv"
+)
+
+// A delivery leaves its queue only when every message derived from it was
+// handled or kept: Slow's mailbox is past MailboxBound, so Flood's sends go
+// to Slow's kernel queue, which fills (msgmnb 16 KiB) and, after the send
+// timeout, refuses. What it refuses is dead-lettered, and counted.
+func TestARefusedDivertedSendIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	dl := &deadLetters{}
+	env := newInboundEnv(t)
+	env.opts.DeadLetter = dl.add
+	const n = MailboxBound + 3000
+	slow := gate{open: make(chan struct{}), rec: &recorder{}}
+	if err := env.Start(TaskSpec{Name: "Slow", Kind: "test.Slow", New: func() Task { return slow }, CatchUp: true}); err != nil {
+		t.Fatal(err)
+	}
+	var tried atomic.Int64
+	env.start(t, "Flood", flood{n: n, tried: &tried}, nil, nil)
+	for _, s := range []string{"Slow", "Flood"} {
+		if err := env.in.ServeTask(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.in.Start()
+	testenv.WaitFor(t, 10*time.Second, "Slow caught up", func() bool { return !env.catchingUp("Slow") })
+	fq, _ := env.outside.Queue("Flood")
+	if err := fq.Send(Message{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "Flood's send refused", func() bool {
+		for _, ts := range env.Status() {
+			if ts.Name == "Flood" && ts.SendFailures > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	close(slow.open)
+	testenv.WaitFor(t, 30*time.Second, "Flood's delivery settled, every message it sent handled or kept", func() bool {
+		st, _ := fq.Stats()
+		return st.Messages == 0 && int64(slow.rec.count()+len(dl.list())) == tried.Load()
+	})
+	if got := dl.list(); len(got) == 0 || !strings.Contains(got[0], "not sent") {
+		t.Fatalf("dead letters %q, want the refused send", got)
+	}
+}
+
+// badStart's SetConfig waits for release, then fails: the task is abandoned.
+type badStart struct{ release chan struct{} }
+
+func (b badStart) SetConfig(Context, map[string]any) error {
+	<-b.release
+	return errTestBadStart
+}
+func (badStart) Message(Context, Message) error { return nil }
+
+var errTestBadStart = &testErr{"bad start"}
+
+type testErr struct{ s string }
+
+func (e *testErr) Error() string { return e.s }
+
+// A task that fails to start drops what was sent to it meanwhile: the
+// deliveries those messages came from are handed over again (not leaked,
+// which would block their queue for good), and reach its queue this time.
+func TestWhatAnAbandonedTaskHadComesAgain(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	env.start(t, "Head", forwarder{to: []string{"Bad"}}, nil, nil)
+	if err := env.in.ServeTask("Head"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	bad := badStart{release: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		started <- env.Start(TaskSpec{Name: "Bad", Kind: "test.Bad", New: func() Task { return bad }})
+	}()
+	testenv.WaitFor(t, 10*time.Second, "Bad published", func() bool { _, ok := env.Depth("Bad"); return ok })
+	hq, _ := env.outside.Queue("Head")
+	if err := hq.Send(Message{"i": 1.0}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "Head forwarded into Bad's mailbox", func() bool { d, _ := env.Depth("Bad"); return d == 1 })
+	close(bad.release)
+	if err := <-started; err == nil {
+		t.Fatal("Bad started")
+	}
+	// Bad is gone: Head's forwards now go to Bad's kernel queue, which survives.
+	if err := hq.Send(Message{"i": 2.0}); err != nil {
+		t.Fatal(err)
+	}
+	bq, _ := env.outside.Queue("Bad")
+	testenv.WaitFor(t, 20*time.Second, "Head's queue settled, both in Bad's queue", func() bool {
+		st, _ := hq.Stats()
+		bs, _ := bq.Stats()
+		return st.Messages == 0 && bs.Messages >= 2
+	})
+}
+
+// twice hands the very message it handles to two tasks.
+type twice struct{ a, b string }
+
+func (tw twice) Message(ctx Context, m Message) error {
+	if err := ctx.Send(tw.a, m); err != nil {
+		return err
+	}
+	return ctx.Send(tw.b, m)
+}
+
+// Handing the same map on to two tasks (against the contract, but a
+// mistake a task can make) never has the runtime write into it: hops are
+// counted in copies.
+func TestHandingOnTheSameMapTwiceDoesNotRace(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, t.TempDir())
+	rec := &recorder{}
+	th.start(t, "D", rec, nil, nil)
+	th.start(t, "B", passer{to: "D"}, nil, nil)
+	th.start(t, "C", passer{to: "D"}, nil, nil)
+	th.start(t, "A", twice{a: "B", b: "C"}, nil, nil)
+	for i := range 2000 {
+		if err := th.Send("A", Message{"i": float64(i), MetaKey: map[string]any{"hops": 2.0}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 20*time.Second, "all at D", func() bool { return rec.count() == 4000 })
+}
+
+// A send that meets a task as it stops goes to the task's queue.
+func TestASendToAStoppingTaskGoesToItsQueue(t *testing.T) {
+	t.Parallel()
+	for round := range 20 {
+		env := newInboundEnv(t)
+		env.start(t, "T", &recorder{}, nil, nil)
+		stop := make(chan struct{})
+		errc := make(chan error, 1)
+		var sent atomic.Int64
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errc <- nil
+					return
+				default:
+				}
+				if err := env.Send("T", Message{}); err != nil && errors.Is(err, ErrMailboxClosed) {
+					errc <- err
+					return
+				}
+				sent.Add(1)
+			}
+		}()
+		testenv.WaitFor(t, 10*time.Second, "sends under way", func() bool { return sent.Load() > 100 })
+		env.Stop(context.Background(), "T")
+		close(stop)
+		if err := <-errc; err != nil {
+			t.Fatalf("round %d: a send to a stopping task with a queue to fall back on failed: %v", round, err)
+		}
+	}
+}
+
+// A stateful task that stops while its state cannot be saved: the
+// deliveries whose effects it could not keep (on another, running task's
+// queue) are handed over again, not leaked (which would block that queue
+// for good).
+func TestDeliveriesATaskCouldNotSaveComeAgainWhenItStops(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	env.start(t, "D", digger{}, nil, map[string]time.Duration{SaveStateTimer: 20 * time.Millisecond})
+	env.start(t, "Head", forwarder{to: []string{"D"}}, nil, nil)
+	if err := env.in.ServeTask("Head"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	hq, _ := env.outside.Queue("Head")
+	if err := hq.Send(Message{"deep": 10001.0}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the severe alert", func() bool {
+		return strings.Contains(env.err.String(), "state cannot be saved")
+	})
+	if err := hq.Send(Message{"i": 1.0}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "D handled both", func() bool {
+		for _, s := range env.Status() {
+			if s.Name == "D" {
+				return s.MessagesIn == 2
+			}
+		}
+		return false
+	})
+	env.Stop(context.Background(), "D") // its last save fails too
+	// D is gone: Head's forwards go to D's queue, which survives.
+	if err := hq.Send(Message{"i": 2.0}); err != nil {
+		t.Fatal(err)
+	}
+	dq, _ := env.outside.Queue("D")
+	testenv.WaitFor(t, 20*time.Second, "Head's queue settled, D's messages in its queue", func() bool {
+		st, _ := hq.Stats()
+		ds, _ := dq.Stats()
+		return st.Messages == 0 && ds.Messages >= 3
+	})
+}
