@@ -18,7 +18,7 @@ import (
 type Queue struct {
 	t    *Transit
 	name string
-	bell bool // a doorbell whose key file is hidden (see Transit.Bell)
+	bell bool         // a doorbell whose key file is hidden (see Transit.Bell)
 	id   atomic.Int64 // changes if the queue is removed and recreated
 	// capacity is the kernel queue's msg_qbytes as last read (0: unknown):
 	// a text larger than it is spilled even under msgmax, since the

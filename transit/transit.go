@@ -384,6 +384,9 @@ func (t *Transit) resolve(name, path string) (int32, int, error) {
 			if err := t.checkOwner(id, name); err != nil {
 				return 0, 0, err
 			}
+			if t.layout.ipc {
+				t.tighten(path)
+			}
 			return k, id, nil
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return 0, 0, fmt.Errorf("transit: %w", err)
@@ -403,6 +406,21 @@ func (t *Transit) resolve(name, path string) (int32, int, error) {
 		}
 	}
 	return 0, 0, fmt.Errorf("transit: could not create queue %s", name)
+}
+
+// tighten makes a key file of ours that IPC::Transit wrote (0644 under
+// the usual umask) owner-only, like the rest of the dir. Best effort: it
+// holds only a key, which the kernel shows anyone anyway.
+func (t *Transit) tighten(path string) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && int(st.Uid) == t.uid && st.Mode&0o077 != 0 {
+		unix.Fchmod(fd, 0o600)
+	}
 }
 
 // create makes a new private queue under an unused random key.
