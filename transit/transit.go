@@ -16,6 +16,10 @@
 // Receivers that watch many queues without a thread each register a
 // doorbell: after each send, the sender rings the doorbell queue with the
 // name of the queue that has work (see SetDoorbell).
+//
+// A dir marked with MarkIPCTransit is shared with Perl IPC::Transit: its
+// key files, framing and large messages are written there (see
+// ipctransit.go); readers accept both formats in every dir.
 package transit
 
 import (

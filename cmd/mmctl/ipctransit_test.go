@@ -107,5 +107,3 @@ func TestIPCTransitQueuesBothWays(t *testing.T) {
 		t.Fatalf("queues with a damaged key file: exit %d: %s%s", code, out, errs)
 	}
 }
-
-
