@@ -10,7 +10,7 @@ FUZZTIME    ?= 10s
 # Every input the daemon takes from outside: config files, messages,
 # spill references, Router routes and messages, state files.
 FUZZ        := ./schema:FuzzLoad ./transit:FuzzCodec ./transit:FuzzEncode \
-               ./transit:FuzzSpillReference ./tasks/router:FuzzRouter ./statestore:FuzzDecode
+               ./transit:FuzzSpillReference ./transit:FuzzIPCTransit ./tasks/router:FuzzRouter ./statestore:FuzzDecode
 
 .PHONY: all build run test vet lint bench fuzz soak tidy clean
 

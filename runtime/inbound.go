@@ -70,7 +70,7 @@ type route struct {
 // that senders ring. Errors that have no caller (a queue that fails, a
 // dead letter that cannot be written) go to onError.
 func NewInbound(h *Host, tr *transit.Transit, doorbell string, onError func(error)) (*Inbound, error) {
-	bell, err := tr.Queue(doorbell)
+	bell, err := tr.Bell(doorbell)
 	if err != nil {
 		return nil, err
 	}

@@ -23,3 +23,12 @@ func SetCapacityForTest(q *Queue, n uint64) error {
 	}
 	return nil
 }
+
+// QueueModeForTest is the kernel queue's permission bits.
+func QueueModeForTest(q *Queue) uint32 {
+	ds, err := msgstat(q.qid())
+	if err != nil {
+		return 0
+	}
+	return ds.Perm.Mode & 0o777
+}

@@ -18,6 +18,7 @@ import (
 type Queue struct {
 	t    *Transit
 	name string
+	bell bool         // a doorbell whose key file is hidden (see Transit.Bell)
 	id   atomic.Int64 // changes if the queue is removed and recreated
 	// capacity is the kernel queue's msg_qbytes as last read (0: unknown):
 	// a text larger than it is spilled even under msgmax, since the
@@ -26,6 +27,8 @@ type Queue struct {
 }
 
 func (q *Queue) qid() int { return int(q.id.Load()) }
+
+func (q *Queue) keyPath() string { return q.t.keyPath(q.name, q.bell) }
 
 // setID records the kernel queue's id and reads its capacity.
 func (q *Queue) setID(id int) {
@@ -48,11 +51,11 @@ func (q *Queue) maxInline() int {
 // the same key while the key file exists (the name still stands for it),
 // never by creating a new name: a queue that was Removed stays removed.
 func (q *Queue) reopen() error {
-	if _, err := os.Stat(filepath.Join(q.t.dir, q.name)); err != nil {
+	if _, err := os.Stat(q.keyPath()); err != nil {
 		q.t.forget(q)
 		return fmt.Errorf("%w: %s was removed", ErrNoQueue, q.name)
 	}
-	_, id, err := q.t.resolve(q.name)
+	_, id, err := q.t.resolve(q.name, q.keyPath())
 	if err != nil {
 		return err
 	}
@@ -141,6 +144,15 @@ func (q *Queue) SendWithin(msg map[string]any, wait time.Duration) error {
 // one system call and one ring for many messages. On error, the messages
 // before the failing one are queued.
 func (q *Queue) SendBatch(msgs []map[string]any) error {
+	if q.t.layout.ipc {
+		// IPC::Transit has no batches: one queue message each.
+		for _, m := range msgs {
+			if err := q.Send(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	now := time.Now()
 	bp := q.getBuf()
 	defer func() { q.putBuf(bp, *bp) }()
@@ -198,6 +210,9 @@ func (q *Queue) SendRaw(text []byte) error {
 func (q *Queue) sendText(buf []byte) error { return q.sendTextWithin(buf, q.t.opts.SendTimeout) }
 
 func (q *Queue) sendTextWithin(buf []byte, wait time.Duration) error {
+	if q.t.layout.ipc {
+		return q.sendFramed(buf[typeSize:], wait)
+	}
 	var spilled string
 	if len(buf)-typeSize > q.maxInline() {
 		if len(buf)-typeSize > q.t.opts.MaxMessage {
@@ -214,6 +229,31 @@ func (q *Queue) sendTextWithin(buf []byte, wait time.Duration) error {
 	if err != nil {
 		if spilled != "" {
 			os.Remove(filepath.Join(q.t.spillDir(q.name), spilled))
+		}
+		return err
+	}
+	q.t.ring(q.name)
+	return nil
+}
+
+// sendFramed sends payload in IPC::Transit's framing (s=json), as its
+// large-message file when it does not fit, then rings the doorbell.
+func (q *Queue) sendFramed(payload []byte, wait time.Duration) error {
+	buf := appendWireHeader(ipcHeader(nil), len(payload), "")
+	buf = append(buf, payload...)
+	var file string
+	if len(buf)-typeSize > q.maxInline() {
+		if len(buf)-typeSize > q.t.opts.MaxMessage {
+			return fmt.Errorf("%w: %d bytes to %s (limit %d)", ErrTooLarge, len(buf)-typeSize, q.name, q.t.opts.MaxMessage)
+		}
+		var err error
+		if buf, file, err = q.t.frameLarge(q.name, payload); err != nil {
+			return err
+		}
+	}
+	if err := q.sendWait(buf, wait); err != nil {
+		if file != "" {
+			os.Remove(file)
 		}
 		return err
 	}
@@ -288,7 +328,8 @@ type Delivery struct {
 	// Dead counts messages that went to the dead-letter queue.
 	Dead int
 
-	// spill is the spill file a Peek read and left for Drop to remove.
+	// spill is the path of the spill or large-message file a Peek read
+	// and left for Drop to remove.
 	spill string
 	// qid is the kernel queue a Peek read it from: one removed and
 	// created again has new messages only.
@@ -432,7 +473,7 @@ func (q *Queue) Drop(d Delivery) error {
 	if d.qid != q.qid() {
 		// Its kernel queue was removed, and the message with it.
 		if d.spill != "" {
-			os.Remove(filepath.Join(q.t.spillDir(q.name), d.spill))
+			os.Remove(d.spill)
 		}
 		return nil
 	}
@@ -441,7 +482,7 @@ func (q *Queue) Drop(d Delivery) error {
 		return fmt.Errorf("transit: drop on %s: %w", q.name, err)
 	}
 	if d.spill != "" {
-		os.Remove(filepath.Join(q.t.spillDir(q.name), d.spill))
+		os.Remove(d.spill)
 	}
 	return nil
 }
@@ -488,7 +529,7 @@ func (q *Queue) decodeAs(mtype uint64, text []byte, peeked bool) (Delivery, erro
 			return d, dead("refused: "+err.Error(), text)
 		}
 		if peeked {
-			d.spill = ref
+			d.spill = filepath.Join(q.t.spillDir(q.name), ref)
 		}
 		if len(body) > 0 && body[0] == tagBatch {
 			return q.decodeBatch(d, body[1:])
@@ -496,6 +537,9 @@ func (q *Queue) decodeAs(mtype uint64, text []byte, peeked bool) (Delivery, erro
 		text = body
 	case tagBatch:
 		return q.decodeBatch(d, text[1:])
+	case '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		// No JSON object starts with a digit: IPC::Transit's framing.
+		return q.decodeTransit(d, text, peeked)
 	}
 	if c := text[0]; c < 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r' {
 		// A control byte no framing of ours starts with (a wake-up with
@@ -530,4 +574,39 @@ func (q *Queue) decodeBatch(d Delivery, p []byte) (Delivery, error) {
 		d.Msgs = append(d.Msgs, m)
 	}
 	return d, errors.Join(errs...)
+}
+
+// decodeTransit decodes a message in IPC::Transit's framing: JSON (s=json
+// or no s=), inline or in a large-message file (f=), which a Peek leaves
+// for Drop to remove. Anything else it could carry is dead-lettered with
+// a reason naming it.
+func (q *Queue) decodeTransit(d Delivery, text []byte, peeked bool) (Delivery, error) {
+	h, payload, err := parseWireHeader(text)
+	if err != nil {
+		d.Dead++
+		return d, q.t.deadLetter(q.name, err.Error(), text)
+	}
+	raw := text
+	if _, ok := h.fields["f"]; ok {
+		body, path, err := q.t.unlarge(q.name, h, !peeked)
+		if err != nil {
+			d.Dead++
+			return d, q.t.deadLetter(q.name, "refused: "+err.Error(), text)
+		}
+		if peeked {
+			d.spill = path
+		}
+		raw, payload = body, body[len(h.raw):]
+	}
+	if reason := h.unsupported(payload); reason != "" {
+		d.Dead++
+		return d, q.t.deadLetter(q.name, reason, raw)
+	}
+	m, err := DecodeJSON(payload)
+	if err != nil {
+		d.Dead++
+		return d, q.t.deadLetter(q.name, err.Error(), raw)
+	}
+	d.Msgs = append(d.Msgs, m)
+	return d, nil
 }

@@ -110,3 +110,14 @@ func kernelLimit(name string, def int) int {
 	}
 	return n
 }
+
+// msgsetmode sets the queue's permission bits (IPC_SET; the other fields
+// it sets are written back as they were read).
+func msgsetmode(id int, ds msqidDS, mode uint32) error {
+	ds.Perm.Mode = ds.Perm.Mode&^0o777 | mode
+	_, _, e := unix.Syscall(unix.SYS_MSGCTL, uintptr(id), uintptr(unix.IPC_SET), uintptr(unsafe.Pointer(&ds)))
+	if e != 0 {
+		return e
+	}
+	return nil
+}

@@ -16,6 +16,10 @@
 // Receivers that watch many queues without a thread each register a
 // doorbell: after each send, the sender rings the doorbell queue with the
 // name of the queue that has work (see SetDoorbell).
+//
+// A dir marked with MarkIPCTransit is shared with Perl IPC::Transit: its
+// key files, framing and large messages are written there (see
+// ipctransit.go); readers accept both formats in every dir.
 package transit
 
 import (
@@ -30,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,6 +105,9 @@ func DefaultDir() string {
 const (
 	mtypeWake = 1 // sorts before data, so a waiting receiver sees it first
 	mtypeData = 2
+	// mtypeTransit is what IPC::Transit sends at (its receivers take any
+	// type); we send at it in a dir shared with IPC::Transit.
+	mtypeTransit = 1
 
 	tagBatch = 0x01 // uvarint length, JSON; repeated
 	tagSpill = 0x02 // the spill file's name
@@ -126,14 +134,26 @@ type Options struct {
 	// fell below the limit: an alert, not one per refused message. It is
 	// called on the sending goroutine, with no lock held.
 	OnQueueLimit func(queue string, limit int)
+	// LargeMessageDir is IPC::Transit's large-message dir, the one place
+	// besides our spill dir whose f= files a receiver takes
+	// (DefaultLargeMessageDir when empty).
+	LargeMessageDir string
 }
 
 // Transit is one process's access to the queues in a transit dir. It is
 // safe for concurrent use.
 type Transit struct {
-	peekOnce sync.Once
-	peekOK   bool
-	dir      string
+	peek struct {
+		once sync.Once
+		ok   bool
+	}
+	dir string
+	// layout is how the dir is written: IPC::Transit's formats when it is
+	// marked shared with it (see MarkIPCTransit).
+	layout struct {
+		ipc    bool
+		absDir string // f= headers name absolute paths
+	}
 	opts     Options
 	uid      int
 	msgmax   int
@@ -178,11 +198,22 @@ func Open(opts Options) (*Transit, error) {
 	if opts.MaxQueues == 0 {
 		opts.MaxQueues = DefaultMaxQueues
 	}
+	if opts.LargeMessageDir == "" {
+		opts.LargeMessageDir = DefaultLargeMessageDir
+	}
 	t := &Transit{dir: opts.Dir, opts: opts, uid: os.Geteuid(), msgmax: kernelLimit("msgmax", 8192),
 		queues: map[string]*Queue{}, doorbell: map[string]doorbellEntry{}, bells: map[string]bool{},
 		made: map[string]bool{}, maxQueues: opts.MaxQueues}
 	if err := t.privateDir(t.dir); err != nil {
 		return nil, err
+	}
+	ipc, err := readFormat(t.dir)
+	if err != nil {
+		return nil, err
+	}
+	t.layout.ipc = ipc
+	if t.layout.absDir, err = filepath.Abs(t.dir); err != nil {
+		return nil, fmt.Errorf("transit: %w", err)
 	}
 	t.bufPool.New = func() any { b := make([]byte, typeSize+t.msgmax); return &b }
 	return t, nil
@@ -211,9 +242,34 @@ func (t *Transit) Dir() string { return t.dir }
 func (t *Transit) MaxInline() int { return t.msgmax }
 
 // Queue returns the named queue, creating it if needed.
-func (t *Transit) Queue(name string) (*Queue, error) {
+func (t *Transit) Queue(name string) (*Queue, error) { return t.open(name, false) }
+
+// Bell returns the named doorbell queue (see SetDoorbell), creating it if
+// needed. Rings are frames of ours that IPC::Transit cannot read: in a
+// dir shared with it, a doorbell's key file is kept out of its sight
+// (under .bells/), so that no IPC::Transit program ever reads one.
+func (t *Transit) Bell(name string) (*Queue, error) { return t.open(name, true) }
+
+// keyPath is where the key file of a queue (or doorbell) is.
+func (t *Transit) keyPath(name string, bell bool) string {
+	if bell && t.layout.ipc {
+		return filepath.Join(t.dir, ".bells", name)
+	}
+	return filepath.Join(t.dir, name)
+}
+
+// cacheKey tells a hidden doorbell from a queue of the same name.
+func (t *Transit) cacheKey(name string, bell bool) string {
+	if bell && t.layout.ipc {
+		return "\x00" + name
+	}
+	return name
+}
+
+func (t *Transit) open(name string, bell bool) (*Queue, error) {
+	ck := t.cacheKey(name, bell)
 	t.mu.Lock()
-	q := t.queues[name]
+	q := t.queues[ck]
 	t.mu.Unlock()
 	if q != nil {
 		return q, nil
@@ -221,17 +277,17 @@ func (t *Transit) Queue(name string) (*Queue, error) {
 	if !ValidName(name) {
 		return nil, fmt.Errorf("%w %q: letters, digits, _ . - (not leading . or -), at most 128", ErrBadName, Excerpt(name))
 	}
-	_, id, err := t.resolve(name)
+	q = &Queue{t: t, name: name, bell: bell && t.layout.ipc}
+	_, id, err := t.resolve(name, q.keyPath())
 	if err != nil {
 		return nil, err
 	}
-	q = &Queue{t: t, name: name}
 	q.setID(id)
 	t.mu.Lock()
-	if old := t.queues[name]; old != nil {
+	if old := t.queues[ck]; old != nil {
 		q = old
 	} else {
-		t.queues[name] = q
+		t.queues[ck] = q
 	}
 	t.mu.Unlock()
 	return q, nil
@@ -262,7 +318,7 @@ func (t *Transit) Forget(name string) {
 // /tmp cleaner, a careless rm), so that senders keep finding this queue
 // rather than creating another under a new key.
 func (q *Queue) EnsureName() error {
-	path := filepath.Join(q.t.dir, q.name)
+	path := q.keyPath()
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
@@ -270,12 +326,39 @@ func (q *Queue) EnsureName() error {
 	if err != nil {
 		return fmt.Errorf("transit: queue %s: %w", q.name, err)
 	}
-	tmp := fmt.Sprintf("%s/.new-%s-%d", q.t.dir, q.name, ds.Perm.Key)
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(int(ds.Perm.Key))+"\n"), 0o600); err != nil {
+	if err := q.t.publish(q.name, path, int32(ds.Perm.Key)); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+// publish writes the key file at path, whole or not at all: link(2) of a
+// complete file, which fails (os.ErrExist) if another process published
+// first. In a dir shared with IPC::Transit, under its lock.
+func (t *Transit) publish(name, path string, key int32) error {
+	dir := filepath.Dir(path)
+	if t.layout.ipc {
+		if dir != t.dir {
+			if err := t.privateDir(dir); err != nil {
+				return err
+			}
+		}
+		unlock, err := t.lockDir()
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	tmp := fmt.Sprintf("%s/.new-%s-%d", dir, name, key)
+	if err := os.WriteFile(tmp, t.keyFileText(name, key), 0o600); err != nil {
 		return fmt.Errorf("transit: %w", err)
 	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+	err := os.Link(tmp, path)
+	os.Remove(tmp)
+	if errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err != nil {
 		return fmt.Errorf("transit: %w", err)
 	}
 	return nil
@@ -283,32 +366,32 @@ func (q *Queue) EnsureName() error {
 
 // forget drops a cached queue whose id went stale (the queue was removed).
 func (t *Transit) forget(q *Queue) {
+	ck := t.cacheKey(q.name, q.bell)
 	t.mu.Lock()
-	if t.queues[q.name] == q {
-		delete(t.queues, q.name)
+	if t.queues[ck] == q {
+		delete(t.queues, ck)
 	}
 	t.mu.Unlock()
 }
 
-// resolve maps a name to its key and queue id, creating both if needed.
-func (t *Transit) resolve(name string) (int32, int, error) {
-	path := filepath.Join(t.dir, name)
+// resolve maps a name to its key and queue id, creating both if needed;
+// path is its key file.
+func (t *Transit) resolve(name, path string) (int32, int, error) {
 	for attempt := 0; attempt < 100; attempt++ {
-		if b, err := os.ReadFile(path); err == nil {
-			k, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 32)
-			if perr != nil || k == 0 {
-				return 0, 0, fmt.Errorf("transit: key file %s is damaged: %q", path, b)
-			}
+		if k, err := t.readKey(name, path); err == nil {
 			// The queue may have been removed (ipcrm, logind's RemoveIPC):
 			// recreate it under the same key.
-			id, err := msgget(int32(k), unix.IPC_CREAT|0o600)
+			id, err := msgget(k, unix.IPC_CREAT|0o600)
 			if err != nil {
 				return 0, 0, fmt.Errorf("transit: queue %s (key %d): %w", name, k, err)
 			}
 			if err := t.checkOwner(id, name); err != nil {
 				return 0, 0, err
 			}
-			return int32(k), id, nil
+			if t.layout.ipc {
+				t.tighten(path)
+			}
+			return k, id, nil
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return 0, 0, fmt.Errorf("transit: %w", err)
 		}
@@ -316,24 +399,32 @@ func (t *Transit) resolve(name string) (int32, int, error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		// Publish the key with link(2): atomic, and it fails if another
-		// process published first, in which case theirs wins.
-		tmp := fmt.Sprintf("%s/.new-%s-%d", t.dir, name, key)
-		if err := os.WriteFile(tmp, []byte(strconv.Itoa(int(key))+"\n"), 0o600); err != nil {
-			msgrmid(id)
-			return 0, 0, fmt.Errorf("transit: %w", err)
-		}
-		err = os.Link(tmp, path)
-		os.Remove(tmp)
+		// Theirs wins if another process published first.
+		err = t.publish(name, path, key)
 		if err == nil {
 			return key, id, nil
 		}
 		msgrmid(id)
 		if !errors.Is(err, os.ErrExist) {
-			return 0, 0, fmt.Errorf("transit: %w", err)
+			return 0, 0, err
 		}
 	}
 	return 0, 0, fmt.Errorf("transit: could not create queue %s", name)
+}
+
+// tighten makes a key file of ours that IPC::Transit wrote (0644 under
+// the usual umask) owner-only, like the rest of the dir. Best effort: it
+// holds only a key, which the kernel shows anyone anyway.
+func (t *Transit) tighten(path string) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && int(st.Uid) == t.uid && st.Mode&0o077 != 0 {
+		unix.Fchmod(fd, 0o600)
+	}
 }
 
 // create makes a new private queue under an unused random key.
@@ -344,6 +435,12 @@ func (t *Transit) create() (int32, int, error) {
 			return 0, 0, err
 		}
 		key := int32(n.Int64() + 1) // never IPC_PRIVATE (0)
+		if key>>24 == 1 {
+			// IPC::Transit's keys are ftok(file, 1): 0x01 in the top
+			// byte. Stay out of their range so that a queue it creates
+			// never lands on one of ours.
+			continue
+		}
 		id, err := msgget(key, unix.IPC_CREAT|unix.IPC_EXCL|0o600)
 		if errors.Is(err, unix.EEXIST) {
 			continue
@@ -364,6 +461,14 @@ func (t *Transit) checkOwner(id int, name string) error {
 	// The creator keeps owner rights whoever the owner is now, so a queue
 	// someone else created under our key (after ours was removed) and
 	// then gave to us is still theirs to read.
+	if t.layout.ipc && int(ds.Perm.Uid) == t.uid && int(ds.Perm.Cuid) == t.uid && ds.Perm.Mode&0o077 != 0 {
+		// IPC::Transit creates its queues 0666: one of ours (same uid)
+		// in a shared dir is made private on first open.
+		if err := msgsetmode(id, ds, 0o600); err != nil {
+			return fmt.Errorf("transit: queue %s: making it 0600: %w", name, err)
+		}
+		ds.Perm.Mode = ds.Perm.Mode&^0o777 | 0o600
+	}
 	if int(ds.Perm.Uid) != t.uid || int(ds.Perm.Cuid) != t.uid || ds.Perm.Mode&0o077 != 0 {
 		return fmt.Errorf("%w: %s (owner %d, creator %d, mode %o)", ErrForeignQueue, name, ds.Perm.Uid, ds.Perm.Cuid, ds.Perm.Mode&0o777)
 	}
@@ -387,28 +492,44 @@ func (t *Transit) Names() ([]string, error) {
 }
 
 // Remove deletes the named queue (and any messages in it), its key file,
-// its doorbell registration and its spill files.
+// its doorbell registration and its spill files; in a dir shared with
+// IPC::Transit, a hidden doorbell of that name too.
 func (t *Transit) Remove(name string) error {
 	if !ValidName(name) {
 		return fmt.Errorf("%w %q", ErrBadName, Excerpt(name))
 	}
-	path := filepath.Join(t.dir, name)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("transit: %w", err)
+	paths := []string{filepath.Join(t.dir, name)}
+	if t.layout.ipc {
+		paths = append(paths, t.keyPath(name, true))
 	}
-	// The name goes first: a receiver that finds its kernel queue gone
-	// then stays away instead of reopening it under the old name.
-	errs := []error{os.Remove(path)}
-	if k, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 32); perr == nil {
-		if id, err := msgget(int32(k), 0); err == nil {
-			if err := msgrmid(id); err != nil {
-				errs = append(errs, err)
+	var errs []error
+	found := false
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("transit: %w", err))
+			}
+			continue
+		}
+		found = true
+		// The name goes first: a receiver that finds its kernel queue
+		// gone then stays away instead of reopening it under the old name.
+		errs = append(errs, os.Remove(path))
+		if k, perr := parseKeyFile(name, b); perr == nil {
+			if id, err := msgget(k, 0); err == nil {
+				if err := msgrmid(id); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
+	if !found && len(errs) == 0 {
+		return fmt.Errorf("transit: %w: %s", os.ErrNotExist, name)
+	}
 	t.mu.Lock()
 	delete(t.queues, name)
+	delete(t.queues, t.cacheKey(name, true))
 	delete(t.doorbell, name)
 	t.unmake(name)
 	t.mu.Unlock()
@@ -418,11 +539,19 @@ func (t *Transit) Remove(name string) error {
 }
 
 // RemoveAll removes every queue of the transit dir (tests, and operators
-// retiring a dir).
+// retiring a dir), hidden doorbells included.
 func (t *Transit) RemoveAll() error {
 	names, err := t.Names()
 	if err != nil {
 		return err
+	}
+	if t.layout.ipc {
+		entries, _ := os.ReadDir(filepath.Join(t.dir, ".bells"))
+		for _, e := range entries {
+			if ValidName(e.Name()) && !slices.Contains(names, e.Name()) {
+				names = append(names, e.Name())
+			}
+		}
 	}
 	var errs []error
 	for _, n := range names {
@@ -617,7 +746,7 @@ func (t *Transit) ring(name string) {
 		e = doorbellEntry{checked: now}
 		if b, err := os.ReadFile(t.doorbellPath(name)); err == nil {
 			if db := strings.TrimSpace(string(b)); db != name {
-				e.q, _ = t.Queue(db)
+				e.q, _ = t.Bell(db)
 			}
 		}
 		t.mu.Lock()
@@ -647,19 +776,11 @@ var spillNameRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // spill writes text to a new owner-only file and returns its name.
 func (t *Transit) spill(queue string, text []byte) (string, error) {
-	if err := t.privateDir(filepath.Join(t.dir, ".spill")); err != nil {
+	name, err := t.spillName(queue)
+	if err != nil {
 		return "", err
 	}
-	dir := t.spillDir(queue)
-	if err := t.privateDir(dir); err != nil {
-		return "", err
-	}
-	var r [16]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return "", err
-	}
-	name := hex.EncodeToString(r[:])
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(filepath.Join(t.spillDir(queue), name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("transit: spill: %w", err)
 	}
@@ -669,6 +790,22 @@ func (t *Transit) spill(queue string, text []byte) (string, error) {
 		return "", fmt.Errorf("transit: spill: %w", err)
 	}
 	return name, nil
+}
+
+// spillName makes sure the queue's spill dir exists, private, and returns
+// a new random file name for it.
+func (t *Transit) spillName(queue string) (string, error) {
+	if err := t.privateDir(filepath.Join(t.dir, ".spill")); err != nil {
+		return "", err
+	}
+	if err := t.privateDir(t.spillDir(queue)); err != nil {
+		return "", err
+	}
+	var r [16]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(r[:]), nil
 }
 
 // unspill reads (and, with remove, removes) a spill file named by a
@@ -714,8 +851,18 @@ func (t *Transit) unspill(queue, ref string, remove bool) ([]byte, error) {
 }
 
 // DeadLetterFile is where dead letters go when the dead-letter queue is
-// full (nobody reads it): appended JSON lines in the transit dir.
+// full (nobody reads it): appended JSON lines in the transit dir. In a
+// dir shared with IPC::Transit it is a dot-file (DeadLetterPath), since
+// IPC::Transit takes every other file there for a key file.
 const DeadLetterFile = "dead_letters.jsonl"
+
+// DeadLetterPath is where this transit's dead-letter file is.
+func (t *Transit) DeadLetterPath() string {
+	if t.layout.ipc {
+		return filepath.Join(t.dir, "."+DeadLetterFile)
+	}
+	return filepath.Join(t.dir, DeadLetterFile)
+}
 
 // DeadLetter keeps msg, which has no place on queue (a message sent to a
 // doorbell, one past a hop or copy budget), with the reason, as the
@@ -756,7 +903,7 @@ func (t *Transit) deadLetter(queue, reason string, raw []byte) error {
 	if jerr != nil {
 		return errors.Join(err, jerr)
 	}
-	f, ferr := os.OpenFile(filepath.Join(t.dir, DeadLetterFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, ferr := os.OpenFile(t.DeadLetterPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if ferr == nil {
 		_, ferr = f.Write(append(line, '\n'))
 		ferr = errors.Join(ferr, f.Close())
@@ -809,8 +956,8 @@ func excerpt(b []byte, n int) string {
 // refuse the flag; kernels before 3.8 ignore it and take the message,
 // which would lose one message in two: a probe queue tells, once.
 func (t *Transit) canPeek() bool {
-	t.peekOnce.Do(func() { t.peekOK = probePeek() })
-	return t.peekOK
+	t.peek.once.Do(func() { t.peek.ok = probePeek() })
+	return t.peek.ok
 }
 
 func probePeek() bool {

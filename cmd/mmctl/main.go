@@ -7,6 +7,7 @@
 //	mmctl send QUEUE JSON            queue a message (JSON object)
 //	mmctl recv QUEUE [-n N] [--timeout D]
 //	mmctl queues                     every queue with its fill
+//	mmctl transit init [--ipc-transit] [DIR]  create a transit dir (shared with IPC::Transit)
 //	mmctl status [-o json]           the daemon's tasks
 //	mmctl clear TASK                 give a held task another chance
 //	mmctl shutdown [--exit-externals]
@@ -78,7 +79,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 		return nil
 	}
 	root.AddCommand(newVetCmd(g), newDiffCmd(g), newApplyCmd(g), newStatusCmd(g), newSchemaCmd(g),
-		newClearCmd(g), newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g))
+		newClearCmd(g), newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g), newTransitCmd(g))
 	return root
 }
 

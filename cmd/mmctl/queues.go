@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
@@ -40,10 +41,17 @@ func (o *queuesOptions) run() error {
 		return err
 	}
 	stats := []transit.Stats{}
+	var unreadable []error
 	for _, n := range names {
 		q, err := tr.Lookup(n)
-		if err != nil {
+		if errors.Is(err, transit.ErrNoQueue) {
 			continue // removed meanwhile
+		}
+		if err != nil {
+			// A damaged key file (or a queue that is not ours) is
+			// reported, not skipped: IPC::Transit's tools die on one.
+			unreadable = append(unreadable, err)
+			continue
 		}
 		st, err := q.Stats()
 		if err != nil {
@@ -54,12 +62,27 @@ func (o *queuesOptions) run() error {
 	if o.output == "json" {
 		enc := json.NewEncoder(o.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(stats)
+		if err := enc.Encode(stats); err != nil {
+			return err
+		}
+		return unreadableErr(unreadable)
 	}
 	w := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tMESSAGES\tBYTES\tCAPACITY\tFULL")
 	for _, s := range stats {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.0f%%\n", s.Name, s.Messages, s.Bytes, s.Capacity, 100*s.Fill)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return unreadableErr(unreadable)
+}
+
+// unreadableErr makes the exit status say that some queues were not
+// listed.
+func unreadableErr(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d queue(s) not listed:\n%w", len(errs), errors.Join(errs...))
 }

@@ -114,7 +114,7 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 	}
 	// Senders ring this process's doorbell after each send, so that it
 	// can wait for messages it only peeks at (see receive).
-	bell, err := tr.Queue(o.Task + ".doorbell")
+	bell, err := tr.Bell(o.Task + ".doorbell")
 	if err == nil {
 		err = tr.SetDoorbell(o.Task, bell.Name())
 	}
