@@ -179,8 +179,21 @@ func (r *runner) abandon() {
 			"task", r.name, "messages", d)
 	}
 	r.stopTimers()
+	r.stopTask()
 	if r.persist.store != nil {
 		r.persist.store.Close()
+	}
+}
+
+// stopTask runs a Stopper's Stop, catching a panic like any task code.
+func (r *runner) stopTask() {
+	s, ok := r.task.(Stopper)
+	if !ok {
+		return
+	}
+	r.out.from = origin{}
+	if err := r.safely("Stop", func() error { s.Stop(r); return nil }); err != nil {
+		r.h.ch.Error.Error("task stop failed", "task", r.name, "error", err)
 	}
 }
 
@@ -455,6 +468,7 @@ func (r *runner) finalErr() error {
 // finish runs on the task's goroutine after its last item.
 func (r *runner) finish() {
 	r.stopTimers()
+	r.stopTask()
 	if r.persist.store != nil {
 		r.saveState()
 		if err := r.persist.store.Close(); err != nil {
