@@ -222,4 +222,3 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
