@@ -29,6 +29,7 @@ import (
 	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/tasks/exec"
+	"github.com/multimodule/multimodule/tasks/followtail"
 	"github.com/multimodule/multimodule/tasks/router"
 )
 
@@ -68,6 +69,7 @@ var builtins = []struct {
 	{router.New, schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Stateless: true},
 		"routes messages by their content to other tasks' queues"},
 	{exec.New, schema.Builtin{Kind: exec.Kind, CUE: exec.ConfigSchema, Check: exec.CheckConfig}, exec.Description},
+	{followtail.New, schema.Builtin{Kind: followtail.Kind, CUE: followtail.ConfigSchema, Check: followtail.CheckConfig}, followtail.Description},
 }
 
 func init() {
