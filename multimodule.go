@@ -31,6 +31,7 @@ import (
 	"github.com/multimodule/multimodule/tasks/exec"
 	"github.com/multimodule/multimodule/tasks/followtail"
 	"github.com/multimodule/multimodule/tasks/router"
+	"github.com/multimodule/multimodule/tasks/scheduler"
 )
 
 // Message is a JSON object.
@@ -70,6 +71,7 @@ var builtins = []struct {
 		"routes messages by their content to other tasks' queues"},
 	{exec.New, schema.Builtin{Kind: exec.Kind, CUE: exec.ConfigSchema, Check: exec.CheckConfig}, exec.Description},
 	{followtail.New, schema.Builtin{Kind: followtail.Kind, CUE: followtail.ConfigSchema, Check: followtail.CheckConfig}, followtail.Description},
+	{scheduler.New, schema.Builtin{Kind: scheduler.Kind, CUE: scheduler.ConfigSchema, Check: scheduler.CheckConfig}, scheduler.Description},
 }
 
 func init() {
