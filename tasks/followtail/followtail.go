@@ -123,6 +123,11 @@ func (t *FollowTail) SetConfig(ctx runtime.Context, c map[string]any) error {
 	}
 	t.cfg = cfg
 	ctx.Recur(PollTimer, cfg.poll, t.poll)
+	if !t.scanned {
+		// The first look fixes where start_at "end" starts: at the end
+		// as of the task's start, not of its first tick.
+		t.poll(ctx)
+	}
 	return nil
 }
 
