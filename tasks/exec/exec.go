@@ -346,7 +346,10 @@ func (e *Exec) startProgram(ctx runtime.Context) error {
 	if err != nil {
 		return fmt.Errorf("exec: state is not JSON: %w", err)
 	}
-	if err := p.stdin.SetWriteDeadline(time.Now().Add(e.cfg.ackTimeout)); err == nil {
+	// A program that does not read stdin must not stall the task here
+	// either; the failure is then the caller's to act on (e.proc is set,
+	// so it is killed).
+	if err = p.stdin.SetWriteDeadline(time.Now().Add(e.cfg.ackTimeout)); err == nil {
 		_, err = p.stdin.Write(append(state, '\n'))
 	}
 	if err != nil && !p.hasExited() {
