@@ -244,3 +244,20 @@ func ppid(pid int) int {
 	p, _ := strconv.Atoi(fields[1])
 	return p
 }
+
+func TestListKinds(t *testing.T) {
+	var out, errOut testenv.Buffer
+	if code := run([]string{"--list-kinds"}, nil, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	for _, b := range builtins {
+		found := false
+		for _, l := range lines {
+			found = found || (strings.HasPrefix(l, b.schema.Kind+" ") && strings.HasSuffix(l, b.about))
+		}
+		if !found {
+			t.Errorf("%s missing from --list-kinds:\n%s", b.schema.Kind, out.String())
+		}
+	}
+}
