@@ -21,5 +21,9 @@ func Main() {
 
 // run is Main with its signals and output given, for tests.
 func run(args []string, sig <-chan os.Signal, stdout, stderr io.Writer) int {
-	return daemon.Run(daemon.Kinds{Registry: registry, Schema: NewSchema}, args, sig, stdout, stderr)
+	about := map[string]string{}
+	for _, b := range builtins {
+		about[b.schema.Kind] = b.about
+	}
+	return daemon.Run(daemon.Kinds{Registry: registry, Schema: NewSchema, About: about}, args, sig, stdout, stderr)
 }

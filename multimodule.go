@@ -28,7 +28,10 @@ package multimodule
 import (
 	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/schema"
+	"github.com/multimodule/multimodule/tasks/exec"
+	"github.com/multimodule/multimodule/tasks/followtail"
 	"github.com/multimodule/multimodule/tasks/router"
+	"github.com/multimodule/multimodule/tasks/scheduler"
 )
 
 // Message is a JSON object.
@@ -45,6 +48,10 @@ type Configurable = runtime.Configurable
 // restored across restarts (as JSON: numbers come back as float64).
 type Stateful = runtime.Stateful
 
+// Stopper tasks release what they hold outside memory (a child process, a
+// file) when they stop; see runtime.Stopper.
+type Stopper = runtime.Stopper
+
 // Context is a task's handle on the daemon; see runtime.Context for each
 // method's contract.
 type Context = runtime.Context
@@ -57,8 +64,14 @@ var registry = runtime.NewRegistry()
 var builtins = []struct {
 	new    runtime.Factory
 	schema schema.Builtin
+	// about is the one line multimodule --list-kinds shows.
+	about string
 }{
-	{router.New, schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Stateless: true}},
+	{router.New, schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Stateless: true},
+		"routes messages by their content to other tasks' queues"},
+	{exec.New, schema.Builtin{Kind: exec.Kind, CUE: exec.ConfigSchema, Check: exec.CheckConfig}, exec.Description},
+	{followtail.New, schema.Builtin{Kind: followtail.Kind, CUE: followtail.ConfigSchema, Check: followtail.CheckConfig}, followtail.Description},
+	{scheduler.New, schema.Builtin{Kind: scheduler.Kind, CUE: scheduler.ConfigSchema, Check: scheduler.CheckConfig}, scheduler.Description},
 }
 
 func init() {

@@ -58,6 +58,8 @@ type Harness struct {
 	// SendErr, when set, is what Send returns (and Emit meets), as the
 	// daemon does for a full queue or an unknown one; nothing is recorded.
 	SendErr error
+
+	stopped bool // Stop ran for the current task
 }
 
 // ErrPanic is wrapped by the error a panicking handler turns into.
@@ -96,12 +98,29 @@ func New(t testing.TB, name string, task runtime.Task, opts ...Option) *Harness 
 	if o.state != nil {
 		h.ctx.state = roundTrip(t, o.state)
 	}
+	// A task holding a process or a file releases it when the test ends,
+	// as the daemon stops every task.
+	t.Cleanup(h.Stop)
 	if o.config != nil || isConfigurable(task) {
 		if err := h.Configure(o.config); err != nil {
 			t.Fatalf("mmtest: SetConfig of %s: %v", name, err)
 		}
 	}
 	return h
+}
+
+// Stop runs the task's Stop (runtime.Stopper), once, as the daemon does
+// when the task stops; Restart and the end of the test call it too.
+func (h *Harness) Stop() {
+	if h.stopped {
+		return
+	}
+	h.stopped = true
+	if s, ok := h.task.(runtime.Stopper); ok {
+		if err := catch("Stop", func() error { s.Stop(h.ctx); return nil }); err != nil {
+			h.t.Errorf("mmtest: %v", err)
+		}
+	}
 }
 
 func isConfigurable(t runtime.Task) bool { _, ok := t.(runtime.Configurable); return ok }
@@ -145,8 +164,10 @@ func (h *Harness) State() map[string]any { return h.ctx.state }
 // and timers are cleared.
 func (h *Harness) Restart(task runtime.Task, config map[string]any) {
 	h.t.Helper()
+	h.Stop()
 	h.ctx.state = roundTrip(h.t, h.ctx.state)
 	h.task = task
+	h.stopped = false
 	h.Emitted, h.Sent, h.Logs, h.Debugs, h.Alerts, h.Errors = nil, nil, nil, nil, nil, nil
 	h.Timers = map[string]*Timer{}
 	if isConfigurable(task) {

@@ -35,6 +35,17 @@ type Stateful interface {
 	Stateful()
 }
 
+// Stopper tasks hold something outside the process's memory (a child
+// process, an open file) that must be released when the task stops, or a
+// last word to put in their state. Stop runs once, on the task's goroutine,
+// after its last message and timer and before its state is saved for the
+// last time (so what it writes to State is kept), and also when the task
+// does not start (its first SetConfig failed). Send and Emit may fail by
+// then.
+type Stopper interface {
+	Stop(ctx Context)
+}
+
 // Forwarder marks a task whose every Send hands on the message it is
 // handling (the Router: its forwards are copies, transformed): what it
 // sends counts the hops of what it handles. For other tasks only a Send

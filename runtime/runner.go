@@ -185,8 +185,21 @@ func (r *runner) abandon() {
 		}
 	}
 	r.stopTimers()
+	r.stopTask()
 	if r.persist.store != nil {
 		r.persist.store.Close()
+	}
+}
+
+// stopTask runs a Stopper's Stop, catching a panic like any task code.
+func (r *runner) stopTask() {
+	s, ok := r.task.(Stopper)
+	if !ok {
+		return
+	}
+	r.out.from = origin{}
+	if err := r.safely("Stop", func() error { s.Stop(r); return nil }); err != nil {
+		r.h.ch.Error.Error("task stop failed", "task", r.name, "error", err)
 	}
 }
 
@@ -461,6 +474,7 @@ func (r *runner) finalErr() error {
 // finish runs on the task's goroutine after its last item.
 func (r *runner) finish() {
 	r.stopTimers()
+	r.stopTask()
 	if r.persist.store != nil {
 		r.saveState()
 		// Handled, but the state they made could not be saved: they are

@@ -31,6 +31,7 @@ type run struct {
 var runs = []run{
 	{"./runtime/", "InProcessDelivery", "4000000x", 5, ""},
 	{"./tasks/router/", "RouterHop", "1000000x", 5, ""},
+	{"./tasks/exec/", "ExecCat", "50000x", 3, ""},
 	{"./transit/", "Codec", "", 5, ""},
 	{"./transit/", "CrossProcess|RoundTrip", "200000x", 3, ""},
 	{".", "SendToExternalTask", "1x", 3, ""},
@@ -60,6 +61,8 @@ var figures = []figure{
 	{"Delivery", "In-process delivery, task to task", metric{"InProcessDelivery", "mm-msgs/s"}, metric{"InProcessDelivery", "bare-msgs/s"}, true, "msgs/s", "baseline: a buffered Go channel carrying the same maps"},
 	{"Delivery", "In-process delivery, at least once (each message in its lineage)", metric{"InProcessDelivery", "mm-acked-msgs/s"}, metric{"InProcessDelivery", "mm-msgs/s"}, true, "msgs/s", "baseline: the same path for messages in no lineage (born in a timer)"},
 	{"Delivery", "Router hop (Example1 -> Router -> Sink)", metric{"RouterHop", "router-msgs/s"}, metric{"RouterHop", "direct-msgs/s"}, true, "msgs/s", "baseline: Example1 sending straight to Sink"},
+	{"Delivery", "Exec task running cat-like Python (each message acked)", metric{"ExecCat", "exec-msgs/s"}, metric{"ExecCat", "bare-pipe-msgs/s"}, true, "msgs/s", "baseline: the same program fed by a bare pipe, pipelined"},
+	{"Delivery", "Exec task running cat-like Python, vs one message at a time", metric{"ExecCat", "exec-msgs/s"}, metric{"ExecCat", "bare-lockstep-msgs/s"}, true, "msgs/s", "baseline: the same program on a bare pipe, write one and read its answer"},
 	{"Delivery", "Message codec, encode + decode", metric{"Codec/transit", "ns/op"}, metric{"Codec/encoding-json", "ns/op"}, false, "ns", "baseline: encoding/json"},
 	{"Delivery", "Cross-process, one message per send", metric{"CrossProcess", "mm-msgs/s"}, metric{"CrossProcess", "bare-msgs/s"}, true, "msgs/s", "baseline: bare msgsnd/msgrcv + encoding/json to a second process"},
 	{"Delivery", "Cross-process, batches of 64", metric{"CrossProcess", "mm-batch64-msgs/s"}, metric{"CrossProcess", "bare-msgs/s"}, true, "msgs/s", "same baseline"},

@@ -26,6 +26,9 @@ import (
 type Kinds struct {
 	Registry *runtime.Registry
 	Schema   func() (*schema.Schema, error)
+	// About describes kinds in one line each (the built-ins'), for
+	// --list-kinds.
+	About map[string]string
 }
 
 // daemonOptions are the daemon's flags.
@@ -41,6 +44,7 @@ type daemonOptions struct {
 	metricsAddr  string
 	loadTimeout  time.Duration // bounds one evaluation of the config dir
 	stopGrace    time.Duration // an external's time between SIGTERM and SIGKILL
+	listKinds    bool          // print the task kinds and exit
 }
 
 func defaultStateDir() string {
@@ -71,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	both(&o.task, "m", "task", "", "run as the external process of this `task` (the daemon starts these itself)")
 	fs.DurationVar(&o.loadTimeout, "load-timeout", DefaultLoadTimeout, "give up a config load after this `duration` (the last good config keeps running)")
 	fs.DurationVar(&o.stopGrace, "stop-grace", DefaultStopGrace, "an external task's time to exit after SIGTERM before SIGKILL of its process group (`duration`)")
+	fs.BoolVar(&o.listKinds, "list-kinds", false, "print the task kinds this binary runs, one a line with what it does, and exit")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (host:port; off when empty)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s -c CONFIG_DIR [-q control_queue] [-p namespaces] [-s state_dir] [-d level] [-o oob] [-T transit_dir] [--metrics-addr host:port] [--load-timeout 10s] [--stop-grace 20s]\n", fs.Name())
@@ -82,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if o.configDir == "" && o.task == "" {
+	if o.configDir == "" && o.task == "" && !o.listKinds {
 		return nil, errors.New("no config: pass -c DIR")
 	}
 	if !transit.ValidName(o.controlQueue) {
@@ -101,6 +106,10 @@ func Run(k Kinds, args []string, sig <-chan os.Signal, stdout, stderr io.Writer)
 	if err != nil {
 		fmt.Fprintf(stderr, "multimodule: %v\n", err)
 		return 2
+	}
+	if o.listKinds {
+		listKinds(k, stdout)
+		return 0
 	}
 	level, err := runtime.ParseLevel(o.level)
 	if err != nil {
@@ -123,4 +132,20 @@ func Run(k Kinds, args []string, sig <-chan os.Signal, stdout, stderr io.Writer)
 		return code
 	}
 	return d.serve(sig)
+}
+
+// listKinds prints every registered kind and its description.
+func listKinds(k Kinds, w io.Writer) {
+	kinds := k.Registry.Kinds()
+	width := 0
+	for _, kind := range kinds {
+		width = max(width, len(kind))
+	}
+	for _, kind := range kinds {
+		about := k.About[kind]
+		if about == "" {
+			about = "(registered by this binary)"
+		}
+		fmt.Fprintf(w, "%-*s  %s\n", width, kind, about)
+	}
 }
