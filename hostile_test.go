@@ -107,7 +107,7 @@ func TestHostileQueueSprayIsBounded(t *testing.T) {
 	if sprayed != limit {
 		t.Fatalf("%d sprayed queues created, want %d", sprayed, limit)
 	}
-	if n := strings.Count(d.stderr.String(), "too many queues created on demand"); n != 1 {
+	if n := strings.Count(d.stderr.String(), "channel=alert task=MultiModule metric=queues_created"); n != 1 {
 		t.Fatalf("%d alerts, want 1:\n%s", n, d.stderr.String())
 	}
 	reply, err := control.Request(tr, control.DefaultQueue, control.Op{Type: control.Status}, 5*time.Second)

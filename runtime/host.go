@@ -95,6 +95,29 @@ type Host struct {
 	// sending counts, per name, sends on their way to the queue of a task
 	// that was not here when they started.
 	sending sync.Map
+	// dlLog paces the log lines of dead letters: a runaway makes many.
+	dlLog pacer
+}
+
+// pacer allows a log line a second and counts what it held back.
+type pacer struct {
+	mu     sync.Mutex
+	last   time.Time
+	missed int
+}
+
+// allow reports whether to log now, with how many were not logged since
+// the last line.
+func (p *pacer) allow(now time.Time) (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now.Sub(p.last) < time.Second {
+		p.missed++
+		return 0, false
+	}
+	n := p.missed
+	p.last, p.missed = now, 0
+	return n, true
 }
 
 // NewHost makes a host with no tasks.
@@ -375,7 +398,9 @@ func (h *Host) refuse(qname string, msg Message, lin *lineage, why error) error 
 
 // deadLetter keeps msg, meant for qname, with the reason.
 func (h *Host) deadLetter(qname, reason string, msg Message) {
-	h.ch.Error.Error("message dead-lettered", "queue", qname, "reason", reason)
+	if n, ok := h.dlLog.allow(time.Now()); ok {
+		h.ch.Error.Error("message dead-lettered", "queue", qname, "reason", reason, "since_last_line", n)
+	}
 	if h.opts.DeadLetter != nil {
 		if err := h.opts.DeadLetter(qname, reason, msg); err != nil {
 			h.ch.Error.Error("writing a dead letter", "queue", qname, "error", err)

@@ -39,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -164,10 +165,18 @@ type Transit struct {
 	// bells are the queues this process registered as doorbells: rings
 	// are taken only from doorbells (see acceptsRings).
 	bells map[string]bool
-	// made are the queues Send created on demand (still existing, as far
-	// as this process knows; false while being made), bounded by
-	// maxQueues; limitHit is set
-	// while the bound refuses sends, so that OnQueueLimit fires once.
+	// demand are the queues Send created on demand (under mu).
+	demand onDemand
+	// deadFullAt is when the dead-letter queue was last found full (unix
+	// ns).
+	deadFullAt atomic.Int64
+}
+
+// onDemand are the queues Send created on demand (still existing, as far
+// as this process knows; false while being made), bounded by maxQueues;
+// limitHit is set while the bound refuses sends, so that OnQueueLimit
+// fires once.
+type onDemand struct {
 	made      map[string]bool
 	maxQueues int
 	limitHit  bool
@@ -203,7 +212,7 @@ func Open(opts Options) (*Transit, error) {
 	}
 	t := &Transit{dir: opts.Dir, opts: opts, uid: os.Geteuid(), msgmax: kernelLimit("msgmax", 8192),
 		queues: map[string]*Queue{}, doorbell: map[string]doorbellEntry{}, bells: map[string]bool{},
-		made: map[string]bool{}, maxQueues: opts.MaxQueues}
+		demand: onDemand{made: map[string]bool{}, maxQueues: opts.MaxQueues}}
 	if err := t.privateDir(t.dir); err != nil {
 		return nil, err
 	}
@@ -588,14 +597,14 @@ func (t *Transit) SendQueue(name string) (*Queue, error) {
 		return t.Queue(name) // it exists: nothing is created
 	}
 	t.mu.Lock()
-	limit := t.maxQueues
-	_, counted := t.made[name]
-	if limit >= 0 && len(t.made) >= limit && !counted {
+	limit := t.demand.maxQueues
+	_, counted := t.demand.made[name]
+	if limit >= 0 && len(t.demand.made) >= limit && !counted {
 		t.pruneMade()
 	}
-	if limit >= 0 && len(t.made) >= limit && !counted {
-		first := !t.limitHit
-		t.limitHit = true
+	if limit >= 0 && len(t.demand.made) >= limit && !counted {
+		first := !t.demand.limitHit
+		t.demand.limitHit = true
 		t.mu.Unlock()
 		if first && t.opts.OnQueueLimit != nil {
 			t.opts.OnQueueLimit(name, limit)
@@ -606,7 +615,7 @@ func (t *Transit) SendQueue(name string) (*Queue, error) {
 	// Counted before it is made (as pending), so that concurrent senders
 	// cannot pass the bound together; given back if making it fails.
 	if !counted {
-		t.made[name] = false
+		t.demand.made[name] = false
 	}
 	t.mu.Unlock()
 	q, err := t.Queue(name)
@@ -614,7 +623,7 @@ func (t *Transit) SendQueue(name string) (*Queue, error) {
 	if err != nil && !counted {
 		t.unmake(name)
 	} else if err == nil {
-		t.made[name] = true
+		t.demand.made[name] = true
 	}
 	t.mu.Unlock()
 	return q, err
@@ -624,11 +633,11 @@ func (t *Transit) SendQueue(name string) (*Queue, error) {
 // whose names have gone (removed by mmctl or another process), so that
 // the bound counts queues that exist. Called with t.mu held.
 func (t *Transit) pruneMade() {
-	if time.Since(t.pruned) < time.Second {
+	if time.Since(t.demand.pruned) < time.Second {
 		return
 	}
-	t.pruned = time.Now()
-	for name, made := range t.made {
+	t.demand.pruned = time.Now()
+	for name, made := range t.demand.made {
 		if !made {
 			continue // being made: its name is not published yet
 		}
@@ -640,9 +649,9 @@ func (t *Transit) pruneMade() {
 
 // unmake uncounts a queue made on demand. Called with t.mu held.
 func (t *Transit) unmake(name string) {
-	delete(t.made, name)
-	if t.maxQueues < 0 || len(t.made) < t.maxQueues {
-		t.limitHit = false
+	delete(t.demand.made, name)
+	if t.demand.maxQueues < 0 || len(t.demand.made) < t.demand.maxQueues {
+		t.demand.limitHit = false
 	}
 }
 
@@ -651,14 +660,14 @@ func (t *Transit) unmake(name string) {
 func (t *Transit) QueuesMade() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.made)
+	return len(t.demand.made)
 }
 
 // MaxQueues is the bound on queues created on demand (negative: none).
 func (t *Transit) MaxQueues() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.maxQueues
+	return t.demand.maxQueues
 }
 
 // SetMaxQueues changes the bound (a reloaded config): zero means
@@ -670,9 +679,9 @@ func (t *Transit) SetMaxQueues(n int) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.maxQueues = n
-	if n < 0 || len(t.made) < n {
-		t.limitHit = false
+	t.demand.maxQueues = n
+	if n < 0 || len(t.demand.made) < n {
+		t.demand.limitHit = false
 	}
 }
 
@@ -891,12 +900,15 @@ func (t *Transit) deadLetter(queue, reason string, raw []byte) error {
 		m["raw_base64"] = base64.StdEncoding.EncodeToString(raw)
 	}
 	var err error
-	if queue != DeadLetterQueue {
+	// After the queue was found full, the file takes dead letters for a
+	// second without waiting: a burst of them must not stall its receiver.
+	if queue != DeadLetterQueue && time.Since(time.Unix(0, t.deadFullAt.Load())) > time.Second {
 		var q *Queue
 		if q, err = t.Queue(DeadLetterQueue); err == nil {
 			if err = q.SendWithin(m, 50*time.Millisecond); err == nil {
 				return nil
 			}
+			t.deadFullAt.Store(time.Now().UnixNano())
 		}
 	}
 	line, jerr := AppendJSON(nil, m)
