@@ -184,11 +184,23 @@ func (c *Controller) Load(cfg *schema.Config, kind LoadKind) []Result {
 	released := false
 	for name, spec := range cfg.Tasks {
 		st := c.task(name)
+		if kind == Forced && st.hold == nil {
+			// An operator asked for it now (mmctl apply): a change waiting
+			// out its backoff is tried at once, so that apply reports the
+			// outcome of an attempt rather than "no changes".
+			st.retry.next = time.Time{}
+		}
 		if st.specHash == spec.Hash {
 			continue
 		}
 		st.specHash = spec.Hash
 		st.generation++
+		if st.running != nil && !st.stopping && st.running.Hash == spec.Hash {
+			// Edited back to what runs: nothing to apply, and the running
+			// spec is this generation (status must not show Ready beside
+			// an old generation).
+			st.observedGeneration = st.generation
+		}
 		// A changed spec gives a failing or held task a fresh start.
 		if st.hold != nil {
 			c.logs.Log.Info("held task released: its config changed", "task", name)

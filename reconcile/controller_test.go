@@ -25,6 +25,8 @@ func (c *fakeClock) advance(d time.Duration) { c.now = c.now.Add(d) }
 type fakeTarget struct {
 	calls     []string
 	failStart map[string]error
+	// failReconfigure makes every Reconfigure fail while set.
+	failReconfigure error
 }
 
 func (f *fakeTarget) Start(specs []schema.TaskSpec) []error {
@@ -38,7 +40,7 @@ func (f *fakeTarget) Start(specs []schema.TaskSpec) []error {
 
 func (f *fakeTarget) Reconfigure(s schema.TaskSpec) error {
 	f.calls = append(f.calls, "reconfigure "+s.Name)
-	return nil
+	return f.failReconfigure
 }
 
 func (f *fakeTarget) Stop(o Observed, failsafe bool) {
@@ -431,5 +433,55 @@ func TestReconfigureAndUnchangedLoads(t *testing.T) {
 	h.c.Stopped("R", nil)
 	if c := h.state("R").Conditions(false); !c[0].Status || c[0].Reason != "Disabled" {
 		t.Fatalf("disabled conditions %+v", c)
+	}
+}
+
+// mmctl apply (a Forced load) tries a change waiting out its backoff at
+// once and reports that attempt, instead of "no changes".
+func TestForcedLoadRetriesAChangeInBackoffAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.target.failStart["A"] = errors.New("boom")
+	cfg := config(spec("A", "A", "h1", withRestart(60, 60, 5)))
+	h.c.Load(cfg, Watched)
+	h.wantCalls("start A internal")
+	h.c.Load(cfg, Watched) // the same dir seen again: nothing, it waits
+	h.wantCalls()
+	results := h.c.Load(cfg, Forced)
+	h.wantCalls("start A internal")
+	if len(results) != 1 || results[0].Err == nil || !strings.Contains(results[0].Err.Error(), "boom") {
+		t.Fatalf("forced load results %v", results)
+	}
+	if st := h.state("A"); st.Failures != 2 {
+		t.Fatalf("failures %d after a forced retry, want 2", st.Failures)
+	}
+}
+
+// A spec edited and then edited back to what runs needs nothing: the task
+// is up to date at the new generation.
+func TestEditedBackToWhatRunsIsTheObservedGeneration(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.c.Load(config(spec("A", "A", "h1")), Watched)
+	h.wantCalls("start A internal")
+	h.target.failStart["A"] = errors.New("boom")
+	h.c.Load(config(spec("A", "A2", "h2")), Watched) // a kind change: stop, then a failing start
+	h.wantCalls("stop A")
+	h.c.Load(config(spec("A", "A", "h1")), Watched)
+	h.c.Stopped("A", nil)
+	h.wantCalls("start A internal")
+	delete(h.target.failStart, "A")
+	h.tickToWake()
+	h.wantCalls("start A internal")
+	if st := h.state("A"); st.Generation != 3 || st.ObservedGeneration != 3 {
+		t.Fatalf("generations %d/%d, want 3/3", st.ObservedGeneration, st.Generation)
+	}
+	h2 := newHarness(t, nil)
+	h2.c.Load(config(spec("B", "B", "h1")), Watched)
+	h2.target.failReconfigure = errors.New("refused")
+	h2.c.Load(config(spec("B", "B", "h2")), Watched) // a failing edit
+	h2.c.Load(config(spec("B", "B", "h1")), Watched) // edited back
+	if st := h2.state("B"); st.Generation != 3 || st.ObservedGeneration != 3 {
+		t.Fatalf("generations %d/%d, want 3/3", st.ObservedGeneration, st.Generation)
 	}
 }
