@@ -104,8 +104,11 @@ type taskState struct {
 	generation, observedGeneration int64
 	specHash                       string
 
-	// running is what runs under the name, nil when nothing does.
+	// running is what runs under the name, nil when nothing does;
+	// applied the spec it was given (nil for an adopted process), for
+	// mmctl diff to show which fields a change moves.
 	running *Observed
+	applied *schema.TaskSpec
 	started time.Time
 	// stopping: a Stop is under way; nothing else is done to the task
 	// until it is reported.
@@ -239,7 +242,7 @@ func (c *Controller) Stopped(name string, err error) []Result {
 	if st == nil {
 		return nil
 	}
-	st.stopping, st.running = false, nil
+	st.stopping, st.running, st.applied = false, nil, nil
 	if err != nil {
 		now := c.clock.Now()
 		st.failedStops = append(recent(st.failedStops, now, c.timing.RestartWindow), now)
@@ -266,7 +269,7 @@ func (c *Controller) Exited(name string, err error) []Result {
 	if now.Sub(st.started) >= c.timing.StableAfter {
 		st.retry.reset()
 	}
-	st.running = nil
+	st.running, st.applied = nil, nil
 	st.restarts = append(st.restarts, now)
 	c.fail(name, st, fmt.Errorf("exited unexpectedly: %w", err))
 	if st.retry.failures == 1 && st.hold == nil {
@@ -433,6 +436,7 @@ func (c *Controller) reconcile(deferRemovals bool) []Result {
 			err := c.target.Reconfigure(a.Spec)
 			if err == nil {
 				st.running.Hash = a.Spec.Hash
+				st.applied = &a.Spec
 				st.observedGeneration = st.generation
 			}
 			results = append(results, c.done(a, err))
@@ -456,6 +460,7 @@ func (c *Controller) reconcile(deferRemovals bool) []Result {
 			if err == nil {
 				st := c.task(s.Name)
 				st.running = &Observed{Name: s.Name, Kind: s.Kind, Hash: s.Hash, External: s.External}
+				st.applied = &s
 				st.started = now
 				st.observedGeneration = st.generation
 			}
@@ -534,8 +539,10 @@ type TaskState struct {
 	// Spec is the desired spec; Wanted says whether the config has one.
 	Spec   schema.TaskSpec
 	Wanted bool
-	// Running is what runs, if anything; Started when it was started.
+	// Running is what runs, if anything; Started when it was started;
+	// Applied the spec it was given, when known.
 	Running *Observed
+	Applied *schema.TaskSpec
 	Started time.Time
 	// Stopping: a stop is under way.
 	Stopping                       bool
@@ -560,6 +567,10 @@ func (c *Controller) Tasks() []TaskState {
 		if st.running != nil {
 			o := *st.running
 			ts.Running = &o
+		}
+		if st.applied != nil {
+			a := *st.applied
+			ts.Applied = &a
 		}
 		if st.hold != nil {
 			h := *st.hold

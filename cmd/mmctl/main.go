@@ -7,7 +7,7 @@
 //	mmctl send QUEUE JSON            queue a message (JSON object)
 //	mmctl recv QUEUE [-n N] [--timeout D]
 //	mmctl queues                     every queue with its fill
-//	mmctl status [-o json]           the daemon's tasks
+//	mmctl status [TASK] [-o wide|json] [--watch]   the daemon and its tasks (exit 1: held, stalled, config error)
 //	mmctl clear TASK                 give a held task another chance
 //	mmctl shutdown [--exit-externals]
 //

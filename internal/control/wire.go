@@ -124,7 +124,12 @@ type TaskStatus struct {
 	Name   string `json:"name"`
 	Where  string `json:"where"` // internal or external
 	Status string `json:"status"`
-	// Pid and UptimeS: while it runs.
+	// Running says whether something runs under the name now, whatever
+	// Status says: a held task may still run its last good spec, and a
+	// stopping one drains.
+	Running bool `json:"running"`
+	// Pid and UptimeS: while it runs (an external's uptime counts from
+	// its process's start, so adoption by a new daemon keeps it).
 	Pid     int     `json:"pid,omitempty"`
 	UptimeS float64 `json:"uptime_s,omitempty"`
 
@@ -157,6 +162,11 @@ type AppliedSpec struct {
 	AppliedHash     string `json:"applied_hash,omitempty"`
 	AppliedKind     string `json:"applied_kind,omitempty"`
 	AppliedExternal *bool  `json:"applied_external,omitempty"`
+	// Applied is the whole spec it runs with (kind, external, disabled,
+	// config, intervals, limits, restart), when the daemon knows it (not
+	// for an external adopted from an earlier daemon): mmctl diff shows
+	// which fields a change moves.
+	Applied json.RawMessage `json:"applied_spec,omitempty"`
 }
 
 // ReconcileState is the controller's bookkeeping; present once the task
@@ -165,7 +175,10 @@ type ReconcileState struct {
 	Generation         *int64 `json:"generation,omitempty"`
 	ObservedGeneration *int64 `json:"observed_generation,omitempty"`
 	FailuresInARow     *int   `json:"failures_in_a_row,omitempty"`
-	LastError          string `json:"last_error,omitempty"`
+	// Restarts counts the exits nobody asked for within the restart
+	// window (10 minutes).
+	Restarts  *int   `json:"restarts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 	// HeldReason is HeldFailsafe or HeldRetriesExhausted while held;
 	// HoldMessage says what happened.
 	HeldReason  string `json:"held_reason,omitempty"`

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -159,7 +160,11 @@ func (d *daemon) status() control.StatusReply {
 		}
 		if p, ok := d.tasks.ext.sup.Lookup(name); ok && obs != nil && obs.External {
 			t.Where, t.Pid = "external", p.Pid
-			t.UptimeS = now.Sub(p.Started).Seconds()
+			since := p.Started
+			if at, err := p.StartedAt(); err == nil {
+				since = at // adopted processes keep their age
+			}
+			t.UptimeS = now.Sub(since).Seconds()
 			isRunning = p.Alive()
 		}
 		if wanted {
@@ -167,9 +172,13 @@ func (d *daemon) status() control.StatusReply {
 		}
 		if obs != nil {
 			t.AppliedHash, t.AppliedKind, t.AppliedExternal = obs.Hash, obs.Kind, ptr(obs.External)
+			if ts.Applied != nil {
+				t.Applied, _ = json.Marshal(ts.Applied) // a spec is plain JSON data
+			}
 		}
+		t.Running = isRunning
 		t.Generation, t.ObservedGeneration = ptr(ts.Generation), ptr(ts.ObservedGeneration)
-		t.FailuresInARow, t.LastError = ptr(ts.Failures), ts.LastError
+		t.FailuresInARow, t.LastError, t.Restarts = ptr(ts.Failures), ts.LastError, ptr(ts.Restarts)
 		switch {
 		case ts.Hold != nil:
 			t.Status = "held"
