@@ -67,7 +67,11 @@ func (o *diffOptions) run() error {
 // queue, nothing runs.
 // applied is the spec each task runs with, where the daemon knows it.
 func (o *diffOptions) observed() (observed map[string]reconcile.Observed, held map[string]string, applied map[string]json.RawMessage, err error) {
-	tr, err := o.transit()
+	tr, err := o.existingTransit()
+	if errors.Is(err, errNoTransitDir) {
+		observed, held := observedFrom(nil) // no transit dir: no daemon, and nothing created
+		return observed, held, nil, nil
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}
