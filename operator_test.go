@@ -137,3 +137,124 @@ func TestStatusWatchRedrawsUntilInterrupted(t *testing.T) {
 		t.Fatalf("watch frames:\n%s", out.String())
 	}
 }
+
+// mmctl restart, stop and start on an external task, shown by status;
+// logs -f; gc removes only the queue and files of a task gone from the
+// config; recv -f follows a queue.
+func TestOneOffActionsLogsGCAndRecvFollow(t *testing.T) {
+	t.Parallel()
+	mmctl := buildCmd(t, "./cmd/mmctl")
+	base := `
+tasks: Counter: {kind: "Counter", external: true}
+tasks: Router: config: routes: []
+`
+	e := newExtEnv(t, base+"tasks: Gone: {kind: \"Counter\"}\n")
+	d := e.daemon()
+	dir := e.tr.Dir()
+	testenv.WaitFor(t, 10*time.Second, "every task running", func() bool {
+		return e.task("Counter").Status == "running" && e.task("Gone").Status == "running" && e.task("Counter").Pid != 0
+	})
+	e.tr.Send("Gone", map[string]any{"i": 1.0}) // a state file for Gone
+	testenv.WaitFor(t, 10*time.Second, "Gone's state saved", func() bool {
+		_, err := os.Stat(filepath.Join(e.state, "tasks", "Gone.db"))
+		return err == nil
+	})
+	pid := e.task("Counter").Pid
+
+	// restart: a new process, not counted as a restart, shown as done.
+	if out, errs, code := mmctlCode(t, mmctl, dir, "restart", "Counter"); code != 0 || !strings.Contains(out, "Counter: restarting") {
+		t.Fatalf("restart: exit %d: %s%s", code, out, errs)
+	}
+	testenv.WaitFor(t, 20*time.Second, "Counter restarted", func() bool {
+		tk := e.task("Counter")
+		return tk.Status == "running" && tk.Pid != 0 && tk.Pid != pid && strings.HasSuffix(tk.Action, "(done)")
+	})
+	if tk := e.task("Counter"); !strings.HasPrefix(tk.Action, "restart at ") || tk.Restarts == nil || *tk.Restarts != 0 {
+		t.Fatalf("after mmctl restart: action %q restarts %v", tk.Action, tk.Restarts)
+	}
+	// stop: stopped until start, and status is still healthy (exit 0).
+	mmctlCode(t, mmctl, dir, "stop", "Counter")
+	testenv.WaitFor(t, 20*time.Second, "Counter stopped", func() bool { return !e.task("Counter").Running })
+	out, errs, code := mmctlCode(t, mmctl, dir, "status")
+	if code != 0 || !strings.Contains(out, "Stopped (mmctl)") {
+		t.Fatalf("status with Counter stopped by mmctl: exit %d\n%s%s", code, out, errs)
+	}
+	if _, errs, code := mmctlCode(t, mmctl, dir, "restart", "Counter"); code != 1 || !strings.Contains(errs, "does not run") {
+		t.Fatalf("restart of a stopped task: exit %d: %s", code, errs)
+	}
+	mmctlCode(t, mmctl, dir, "start", "Counter")
+	testenv.WaitFor(t, 20*time.Second, "Counter started", func() bool { return e.task("Counter").Status == "running" })
+
+	// logs: the file, then what is appended to it.
+	logPath := filepath.Join(e.state, "external", "Counter.log")
+	logs := exec.Command(mmctl, "-T", dir, "logs", "-f", "--interval", "20ms", "Counter")
+	var logOut testenv.Buffer
+	logs.Stdout = &logOut
+	if err := logs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logs.Process.Kill() })
+	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("a line written after logs -f started\n")
+	f.Close()
+	testenv.WaitFor(t, 10*time.Second, "logs -f printing the new line", func() bool {
+		return strings.Contains(logOut.String(), "a line written after logs -f started")
+	})
+	logs.Process.Signal(syscall.SIGINT)
+	if err := logs.Wait(); err != nil {
+		t.Fatalf("logs -f after SIGINT: %v", err)
+	}
+	if _, errs, code := mmctlCode(t, mmctl, dir, "logs", "Gone"); code != 1 || !strings.Contains(errs, "only external tasks") {
+		t.Fatalf("logs of an internal task: exit %d: %s", code, errs)
+	}
+
+	// recv -f follows a queue until interrupted.
+	mmctlCode(t, mmctl, dir, "send", "--create", "userq", `{"n":1}`)
+	recv := exec.Command(mmctl, "-T", dir, "recv", "-f", "userq")
+	var recvOut testenv.Buffer
+	recv.Stdout = &recvOut
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { recv.Process.Kill() })
+	mmctlCode(t, mmctl, dir, "send", "userq", `{"n":2}`)
+	testenv.WaitFor(t, 10*time.Second, "recv -f printing both", func() bool { return recvOut.String() == "{\"n\":1}\n{\"n\":2}\n" })
+	recv.Process.Signal(syscall.SIGINT)
+	if err := recv.Wait(); err != nil {
+		t.Fatalf("recv -f after SIGINT: %v", err)
+	}
+
+	// gc: Gone leaves the config; its queue and state file are listed,
+	// then removed with --yes; Counter's and userq are kept.
+	os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(base), 0o600)
+	testenv.WaitFor(t, 10*time.Second, "Gone removed", func() bool { return e.task("Gone").Name == "" })
+	out, errs, code = mmctlCode(t, mmctl, dir, "gc")
+	if code != 0 || !strings.Contains(out, "queue Gone\n") || !strings.Contains(out, "tasks/Gone.db\n") ||
+		!strings.Contains(out, "kept: queue userq") || strings.Contains(out, "Counter") || !strings.Contains(out, "nothing removed") {
+		t.Fatalf("gc: exit %d\n%s%s", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(e.state, "tasks", "Gone.db")); err != nil {
+		t.Fatalf("gc without --yes removed something: %v", err)
+	}
+	if out, errs, code = mmctlCode(t, mmctl, dir, "gc", "--yes"); code != 0 || !strings.Contains(out, "removed 1 queues and 1 files") {
+		t.Fatalf("gc --yes: exit %d\n%s%s", code, out, errs)
+	}
+	names, _ := e.tr.Names()
+	for _, n := range names {
+		if n == "Gone" {
+			t.Fatal("Gone's queue is still there")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.state, "tasks", "Counter.db")); err != nil {
+		t.Fatalf("gc removed a running task's state: %v", err)
+	}
+	if _, err := e.tr.Lookup("userq"); err != nil {
+		t.Fatalf("gc removed a queue it could not prove was a task's: %v", err)
+	}
+	e.tr.Remove("userq")
+	mmctlCode(t, mmctl, dir, "shutdown", "--exit-externals")
+	d.wait(t)
+}

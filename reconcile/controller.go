@@ -109,6 +109,8 @@ type taskState struct {
 	// mmctl diff to show which fields a change moves.
 	running *Observed
 	applied *schema.TaskSpec
+	// oneOff is the last one-off action an operator asked for (Do).
+	oneOff *LastOneOff
 	started time.Time
 	// stopping: a Stop is under way; nothing else is done to the task
 	// until it is reported.
@@ -243,6 +245,9 @@ func (c *Controller) Stopped(name string, err error) []Result {
 		return nil
 	}
 	st.stopping, st.running, st.applied = false, nil, nil
+	if st.oneOff != nil && st.oneOff.Action == OneOffStop {
+		st.oneOff.Done = true
+	}
 	if err != nil {
 		now := c.clock.Now()
 		st.failedStops = append(recent(st.failedStops, now, c.timing.RestartWindow), now)
@@ -461,6 +466,9 @@ func (c *Controller) reconcile(deferRemovals bool) []Result {
 				st := c.task(s.Name)
 				st.running = &Observed{Name: s.Name, Kind: s.Kind, Hash: s.Hash, External: s.External}
 				st.applied = &s
+				if st.oneOff != nil && st.oneOff.Action != OneOffStop {
+					st.oneOff.Done = true // restarted or started
+				}
 				st.started = now
 				st.observedGeneration = st.generation
 			}
@@ -543,6 +551,9 @@ type TaskState struct {
 	// Applied the spec it was given, when known.
 	Running *Observed
 	Applied *schema.TaskSpec
+	// OneOff is the last one-off action asked of it (mmctl restart, stop,
+	// start), if any.
+	OneOff *LastOneOff
 	Started time.Time
 	// Stopping: a stop is under way.
 	Stopping                       bool
@@ -571,6 +582,10 @@ func (c *Controller) Tasks() []TaskState {
 		if st.applied != nil {
 			a := *st.applied
 			ts.Applied = &a
+		}
+		if st.oneOff != nil {
+			o := *st.oneOff
+			ts.OneOff = &o
 		}
 		if st.hold != nil {
 			h := *st.hold
@@ -621,6 +636,10 @@ func (t TaskState) Conditions(running bool) []Condition {
 	}
 	pending := t.Wanted && !t.Spec.Disabled && !upToDate || !t.Wanted && running
 	switch {
+	case t.Hold != nil && t.Hold.Why == HoldStopped:
+		// Stopped on purpose: nothing is stuck.
+		conds[0] = Condition{"Ready", false, HoldStopped, t.Hold.Message + "; mmctl start starts it"}
+		conds = append(conds, Condition{Type: "Reconciling"}, Condition{Type: "Stalled"})
 	case t.Hold != nil:
 		conds = append(conds, Condition{Type: "Reconciling"}, Condition{"Stalled", true, t.Hold.Why, t.Hold.Message})
 	case pending && t.LastError != "":

@@ -485,3 +485,71 @@ func TestEditedBackToWhatRunsIsTheObservedGeneration(t *testing.T) {
 		t.Fatalf("generations %d/%d, want 3/3", st.ObservedGeneration, st.Generation)
 	}
 }
+
+// One-off actions: restart stops and starts again without counting a
+// failure; stop holds the task stopped (across a daemon restart too)
+// until start; what does not apply is refused.
+func TestOneOffRestartStopStart(t *testing.T) {
+	t.Parallel()
+	holds := &memHolds{}
+	h := newHarness(t, holds)
+	cfg := config(spec("A", "A", "h1"))
+	h.c.Load(cfg, Watched)
+	h.wantCalls("start A internal")
+	if _, err := h.c.Do("A", OneOffStart); !errors.Is(err, ErrOneOff) {
+		t.Fatalf("start of a running task: %v", err)
+	}
+	if _, err := h.c.Do("Nope", OneOffRestart); !errors.Is(err, ErrNoTask) {
+		t.Fatalf("restart of no task: %v", err)
+	}
+	if _, err := h.c.Do("A", OneOffRestart); err != nil {
+		t.Fatal(err)
+	}
+	h.wantCalls("stop A")
+	if st := h.state("A"); st.OneOff == nil || st.OneOff.Action != OneOffRestart || st.OneOff.Done {
+		t.Fatalf("restart under way: %+v", st.OneOff)
+	}
+	if _, err := h.c.Do("A", OneOffRestart); !errors.Is(err, ErrOneOff) {
+		t.Fatalf("restart while stopping: %v", err)
+	}
+	h.c.Stopped("A", nil)
+	h.wantCalls("start A internal")
+	if st := h.state("A"); st.Failures != 0 || st.Running == nil || !st.OneOff.Done {
+		t.Fatalf("after the restart: %+v", st)
+	}
+
+	if _, err := h.c.Do("A", OneOffStop); err != nil {
+		t.Fatal(err)
+	}
+	h.wantCalls("stop A")
+	h.c.Stopped("A", nil)
+	h.wantCalls()
+	h.clock.advance(time.Hour)
+	h.c.Tick()
+	h.c.Load(cfg, Forced) // apply does not start it either
+	h.wantCalls()
+	st := h.state("A")
+	if st.Hold == nil || st.Hold.Why != HoldStopped || !st.OneOff.Done {
+		t.Fatalf("stopped: %+v", st)
+	}
+	if c := st.Conditions(false); c[0].Reason != HoldStopped || c[2].Status {
+		t.Fatalf("conditions of a stopped task %+v", c)
+	}
+	if p := h.c.Plan(); len(p) != 1 || p[0].String() != "! held A (stopped by mmctl stop)" {
+		t.Fatalf("plan %v", p)
+	}
+	if strings.Contains(h.alerts.String(), "held") {
+		t.Fatalf("an operator's stop alerted: %s", h.alerts.String())
+	}
+	// A new daemon keeps it stopped.
+	h2 := newHarness(t, holds)
+	h2.c.Load(cfg, Watched)
+	h2.wantCalls()
+	if _, err := h2.c.Do("A", OneOffStart); err != nil {
+		t.Fatal(err)
+	}
+	h2.wantCalls("start A internal")
+	if _, err := h2.c.Do("A", OneOffStart); !errors.Is(err, ErrOneOff) {
+		t.Fatalf("start of a started task: %v", err)
+	}
+}

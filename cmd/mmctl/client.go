@@ -38,3 +38,13 @@ func (g *globalOptions) request(op control.Op) (control.Reply, error) {
 	}
 	return control.Request(tr, g.controlQueue, op, g.timeout)
 }
+
+// oneOff asks the daemon for a one-off action on a task (restart, stop,
+// start) and says what it does. status shows the action until it is done.
+func (g *globalOptions) oneOff(t control.OpType, task, doing string) error {
+	if _, err := g.request(control.Op{Type: t, Task: task}); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "%s: %s (mmctl status %s shows when it is done)\n", task, doing, task)
+	return nil
+}

@@ -9,6 +9,10 @@
 //	mmctl queues                     every queue with its fill
 //	mmctl status [TASK] [-o wide|json] [--watch]   the daemon and its tasks (exit 1: held, stalled, config error)
 //	mmctl clear TASK                 give a held task another chance
+//	mmctl restart|stop|start TASK    one-off actions on one task (status shows them)
+//	mmctl logs TASK [-f]             an external task's log
+//	mmctl gc [--yes]                 queues and state files of tasks no longer in the config
+//	mmctl queues rm NAME...          remove queues
 //	mmctl shutdown [--exit-externals]
 //
 // Errors go to stderr with a non-zero exit: 1 for a failure, 2 for a
@@ -78,7 +82,8 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 		return nil
 	}
 	root.AddCommand(newVetCmd(g), newDiffCmd(g), newApplyCmd(g), newStatusCmd(g), newSchemaCmd(g),
-		newClearCmd(g), newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g))
+		newClearCmd(g), newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g),
+		newRestartCmd(g), newStopCmd(g), newStartCmd(g), newLogsCmd(g), newGCCmd(g))
 	return root
 }
 

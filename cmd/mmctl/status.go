@@ -254,6 +254,9 @@ func (o *statusOptions) renderTask(w io.Writer, st *control.StatusReply, name st
 	if t.LastError != "" {
 		kv("Last error", "%s", t.LastError)
 	}
+	if t.Action != "" {
+		kv("Last action", "mmctl %s", t.Action)
+	}
 	if t.Running {
 		kv("Messages", "in %s, out %s, failures %s, send failures %s, mailbox %s",
 			dash(t.MessagesIn), dash(t.MessagesOut), dash(t.Failures), dash(t.SendFailures), dash(t.MailboxDepth))
@@ -287,10 +290,12 @@ func statusProblems(st *control.StatusReply, tasks []control.TaskStatus) []strin
 	}
 	var held, stalled []string
 	for _, t := range tasks {
-		switch t.Status {
-		case "held":
+		switch {
+		case t.Status == "held" && t.HeldReason == control.HeldStopped:
+			// an operator's mmctl stop: not a problem
+		case t.Status == "held":
 			held = append(held, t.Name)
-		case "stalled":
+		case t.Status == "stalled":
 			stalled = append(stalled, t.Name)
 		}
 	}
@@ -308,6 +313,16 @@ func statusProblems(st *control.StatusReply, tasks []control.TaskStatus) []strin
 // task actually does shows in PID, AGE and the columns after it (a held
 // task may still run its last good spec), and statusWhy says why.
 func statusText(t control.TaskStatus) string {
+	underWay := strings.HasSuffix(t.Action, "(under way)")
+	switch {
+	case t.Status == "held" && t.HeldReason == control.HeldStopped:
+		if t.Running {
+			return "Stopping (mmctl)"
+		}
+		return "Stopped (mmctl)"
+	case underWay && strings.HasPrefix(t.Action, "restart") && t.Status != "held":
+		return "Restarting"
+	}
 	switch t.Status {
 	case "held":
 		if t.HeldReason == control.HeldFailsafe {

@@ -50,6 +50,8 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 			continue
 		case control.Clear:
 			err = d.clear(op.Task)
+		case control.RestartTask, control.StopTask, control.StartTask:
+			_, err = d.ctl.Do(op.Task, reconcile.OneOff(op.Type))
 		case control.CleanlyExit:
 			d.exitExternals = op.ExitExternals
 			exit = true
@@ -179,6 +181,13 @@ func (d *daemon) status() control.StatusReply {
 		t.Running = isRunning
 		t.Generation, t.ObservedGeneration = ptr(ts.Generation), ptr(ts.ObservedGeneration)
 		t.FailuresInARow, t.LastError, t.Restarts = ptr(ts.Failures), ts.LastError, ptr(ts.Restarts)
+		if o := ts.OneOff; o != nil {
+			state := "under way"
+			if o.Done {
+				state = "done"
+			}
+			t.Action = fmt.Sprintf("%s at %s (%s)", o.Action, o.At.UTC().Format(time.RFC3339), state)
+		}
 		switch {
 		case ts.Hold != nil:
 			t.Status = "held"
