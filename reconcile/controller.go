@@ -110,7 +110,7 @@ type taskState struct {
 	running *Observed
 	applied *schema.TaskSpec
 	// oneOff is the last one-off action an operator asked for (Do).
-	oneOff *LastOneOff
+	oneOff  *LastOneOff
 	started time.Time
 	// stopping: a Stop is under way; nothing else is done to the task
 	// until it is reported.
@@ -553,7 +553,7 @@ type TaskState struct {
 	Applied *schema.TaskSpec
 	// OneOff is the last one-off action asked of it (mmctl restart, stop,
 	// start), if any.
-	OneOff *LastOneOff
+	OneOff  *LastOneOff
 	Started time.Time
 	// Stopping: a stop is under way.
 	Stopping                       bool
