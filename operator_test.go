@@ -258,3 +258,16 @@ tasks: Router: config: routes: []
 	mmctlCode(t, mmctl, dir, "shutdown", "--exit-externals")
 	d.wait(t)
 }
+
+// mmctl --version, mmctl version and multimodule --version name the module.
+func TestVersionFromBuildInfo(t *testing.T) {
+	t.Parallel()
+	mmctl := buildCmd(t, "./cmd/mmctl")
+	daemon := buildCmd(t, "./cmd/multimodule")
+	for _, argv := range [][]string{{mmctl, "--version"}, {mmctl, "version"}, {daemon, "--version"}} {
+		out, err := exec.Command(argv[0], argv[1:]...).Output()
+		if err != nil || !strings.Contains(string(out), "github.com/multimodule/multimodule ") || !strings.Contains(string(out), "go1.") {
+			t.Errorf("%v: %v: %q", argv, err, out)
+		}
+	}
+}
