@@ -32,6 +32,7 @@ func TestDecodeOpRefusesMalformed(t *testing.T) {
 		{"no type", `{"reply_to":"r","expires":1e12}`, "unknown control type", "r"},
 		{"type a number", `{"type":3,"reply_to":"r","expires":1e12}`, "type", "r"},
 		{"dry_run a string", `{"type":"reconcile","dry_run":"yes","expires":1e12}`, "dry_run", ""},
+		{"exit_externals a number", `{"type":"cleanly_exit","exit_externals":1,"reply_to":"r","expires":1e12}`, "exit_externals", "r"},
 		{"exit_externals misspelled", `{"type":"cleanly_exit","exit_external":true,"expires":1e12}`, "exit_external", ""},
 		{"clear without task", `{"type":"clear","reply_to":"r","expires":1e12}`, "needs a task", "r"},
 		{"task an object", `{"type":"clear","task":{"a":1},"expires":1e12}`, "task", ""},
