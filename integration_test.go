@@ -152,7 +152,7 @@ func TestCounterDaemonWithMmctl(t *testing.T) {
 	})
 
 	// Sent while no daemon runs: it waits in Example2's queue.
-	mmctlRun(t, mmctl, dir, "send", "Example2", `{"ct": 42, "outstr": "sent while down"}`)
+	mmctlRun(t, mmctl, dir, "send", "--create", "Example2", `{"ct": 42, "outstr": "sent while down"}`)
 
 	d := startProc(t, counter, "-c", cfg, "-s", t.TempDir(), "-T", dir, "-p", "examples")
 	testenv.WaitFor(t, 10*time.Second, "the message sent while down", func() bool {

@@ -104,8 +104,13 @@ type taskState struct {
 	generation, observedGeneration int64
 	specHash                       string
 
-	// running is what runs under the name, nil when nothing does.
+	// running is what runs under the name, nil when nothing does;
+	// applied the spec it was given (nil for an adopted process), for
+	// mmctl diff to show which fields a change moves.
 	running *Observed
+	applied *schema.TaskSpec
+	// oneOff is the last one-off action an operator asked for (Do).
+	oneOff  *LastOneOff
 	started time.Time
 	// stopping: a Stop is under way; nothing else is done to the task
 	// until it is reported.
@@ -184,11 +189,23 @@ func (c *Controller) Load(cfg *schema.Config, kind LoadKind) []Result {
 	released := false
 	for name, spec := range cfg.Tasks {
 		st := c.task(name)
+		if kind == Forced && st.hold == nil {
+			// An operator asked for it now (mmctl apply): a change waiting
+			// out its backoff is tried at once, so that apply reports the
+			// outcome of an attempt rather than "no changes".
+			st.retry.next = time.Time{}
+		}
 		if st.specHash == spec.Hash {
 			continue
 		}
 		st.specHash = spec.Hash
 		st.generation++
+		if st.running != nil && !st.stopping && st.running.Hash == spec.Hash {
+			// Edited back to what runs: nothing to apply, and the running
+			// spec is this generation (status must not show Ready beside
+			// an old generation).
+			st.observedGeneration = st.generation
+		}
 		// A changed spec gives a failing or held task a fresh start.
 		if st.hold != nil {
 			c.logs.Log.Info("held task released: its config changed", "task", name)
@@ -227,7 +244,10 @@ func (c *Controller) Stopped(name string, err error) []Result {
 	if st == nil {
 		return nil
 	}
-	st.stopping, st.running = false, nil
+	st.stopping, st.running, st.applied = false, nil, nil
+	if st.oneOff != nil && st.oneOff.Action == OneOffStop {
+		st.oneOff.Done = true
+	}
 	if err != nil {
 		now := c.clock.Now()
 		st.failedStops = append(recent(st.failedStops, now, c.timing.RestartWindow), now)
@@ -254,7 +274,7 @@ func (c *Controller) Exited(name string, err error) []Result {
 	if now.Sub(st.started) >= c.timing.StableAfter {
 		st.retry.reset()
 	}
-	st.running = nil
+	st.running, st.applied = nil, nil
 	st.restarts = append(st.restarts, now)
 	c.fail(name, st, fmt.Errorf("exited unexpectedly: %w", err))
 	if st.retry.failures == 1 && st.hold == nil {
@@ -421,6 +441,7 @@ func (c *Controller) reconcile(deferRemovals bool) []Result {
 			err := c.target.Reconfigure(a.Spec)
 			if err == nil {
 				st.running.Hash = a.Spec.Hash
+				st.applied = &a.Spec
 				st.observedGeneration = st.generation
 			}
 			results = append(results, c.done(a, err))
@@ -444,6 +465,10 @@ func (c *Controller) reconcile(deferRemovals bool) []Result {
 			if err == nil {
 				st := c.task(s.Name)
 				st.running = &Observed{Name: s.Name, Kind: s.Kind, Hash: s.Hash, External: s.External}
+				st.applied = &s
+				if st.oneOff != nil && st.oneOff.Action != OneOffStop {
+					st.oneOff.Done = true // restarted or started
+				}
 				st.started = now
 				st.observedGeneration = st.generation
 			}
@@ -522,8 +547,13 @@ type TaskState struct {
 	// Spec is the desired spec; Wanted says whether the config has one.
 	Spec   schema.TaskSpec
 	Wanted bool
-	// Running is what runs, if anything; Started when it was started.
+	// Running is what runs, if anything; Started when it was started;
+	// Applied the spec it was given, when known.
 	Running *Observed
+	Applied *schema.TaskSpec
+	// OneOff is the last one-off action asked of it (mmctl restart, stop,
+	// start), if any.
+	OneOff  *LastOneOff
 	Started time.Time
 	// Stopping: a stop is under way.
 	Stopping                       bool
@@ -548,6 +578,14 @@ func (c *Controller) Tasks() []TaskState {
 		if st.running != nil {
 			o := *st.running
 			ts.Running = &o
+		}
+		if st.applied != nil {
+			a := *st.applied
+			ts.Applied = &a
+		}
+		if st.oneOff != nil {
+			o := *st.oneOff
+			ts.OneOff = &o
 		}
 		if st.hold != nil {
 			h := *st.hold
@@ -598,6 +636,10 @@ func (t TaskState) Conditions(running bool) []Condition {
 	}
 	pending := t.Wanted && !t.Spec.Disabled && !upToDate || !t.Wanted && running
 	switch {
+	case t.Hold != nil && t.Hold.Why == HoldStopped:
+		// Stopped on purpose: nothing is stuck.
+		conds[0] = Condition{"Ready", false, HoldStopped, t.Hold.Message + "; mmctl start starts it"}
+		conds = append(conds, Condition{Type: "Reconciling"}, Condition{Type: "Stalled"})
 	case t.Hold != nil:
 		conds = append(conds, Condition{Type: "Reconciling"}, Condition{"Stalled", true, t.Hold.Why, t.Hold.Message})
 	case pending && t.LastError != "":

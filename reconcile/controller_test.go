@@ -25,6 +25,8 @@ func (c *fakeClock) advance(d time.Duration) { c.now = c.now.Add(d) }
 type fakeTarget struct {
 	calls     []string
 	failStart map[string]error
+	// failReconfigure makes every Reconfigure fail while set.
+	failReconfigure error
 }
 
 func (f *fakeTarget) Start(specs []schema.TaskSpec) []error {
@@ -38,7 +40,7 @@ func (f *fakeTarget) Start(specs []schema.TaskSpec) []error {
 
 func (f *fakeTarget) Reconfigure(s schema.TaskSpec) error {
 	f.calls = append(f.calls, "reconfigure "+s.Name)
-	return nil
+	return f.failReconfigure
 }
 
 func (f *fakeTarget) Stop(o Observed, failsafe bool) {
@@ -431,5 +433,123 @@ func TestReconfigureAndUnchangedLoads(t *testing.T) {
 	h.c.Stopped("R", nil)
 	if c := h.state("R").Conditions(false); !c[0].Status || c[0].Reason != "Disabled" {
 		t.Fatalf("disabled conditions %+v", c)
+	}
+}
+
+// mmctl apply (a Forced load) tries a change waiting out its backoff at
+// once and reports that attempt, instead of "no changes".
+func TestForcedLoadRetriesAChangeInBackoffAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.target.failStart["A"] = errors.New("boom")
+	cfg := config(spec("A", "A", "h1", withRestart(60, 60, 5)))
+	h.c.Load(cfg, Watched)
+	h.wantCalls("start A internal")
+	h.c.Load(cfg, Watched) // the same dir seen again: nothing, it waits
+	h.wantCalls()
+	results := h.c.Load(cfg, Forced)
+	h.wantCalls("start A internal")
+	if len(results) != 1 || results[0].Err == nil || !strings.Contains(results[0].Err.Error(), "boom") {
+		t.Fatalf("forced load results %v", results)
+	}
+	if st := h.state("A"); st.Failures != 2 {
+		t.Fatalf("failures %d after a forced retry, want 2", st.Failures)
+	}
+}
+
+// A spec edited and then edited back to what runs needs nothing: the task
+// is up to date at the new generation.
+func TestEditedBackToWhatRunsIsTheObservedGeneration(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.c.Load(config(spec("A", "A", "h1")), Watched)
+	h.wantCalls("start A internal")
+	h.target.failStart["A"] = errors.New("boom")
+	h.c.Load(config(spec("A", "A2", "h2")), Watched) // a kind change: stop, then a failing start
+	h.wantCalls("stop A")
+	h.c.Load(config(spec("A", "A", "h1")), Watched)
+	h.c.Stopped("A", nil)
+	h.wantCalls("start A internal")
+	delete(h.target.failStart, "A")
+	h.tickToWake()
+	h.wantCalls("start A internal")
+	if st := h.state("A"); st.Generation != 3 || st.ObservedGeneration != 3 {
+		t.Fatalf("generations %d/%d, want 3/3", st.ObservedGeneration, st.Generation)
+	}
+	h2 := newHarness(t, nil)
+	h2.c.Load(config(spec("B", "B", "h1")), Watched)
+	h2.target.failReconfigure = errors.New("refused")
+	h2.c.Load(config(spec("B", "B", "h2")), Watched) // a failing edit
+	h2.c.Load(config(spec("B", "B", "h1")), Watched) // edited back
+	if st := h2.state("B"); st.Generation != 3 || st.ObservedGeneration != 3 {
+		t.Fatalf("generations %d/%d, want 3/3", st.ObservedGeneration, st.Generation)
+	}
+}
+
+// One-off actions: restart stops and starts again without counting a
+// failure; stop holds the task stopped (across a daemon restart too)
+// until start; what does not apply is refused.
+func TestOneOffRestartStopStart(t *testing.T) {
+	t.Parallel()
+	holds := &memHolds{}
+	h := newHarness(t, holds)
+	cfg := config(spec("A", "A", "h1"))
+	h.c.Load(cfg, Watched)
+	h.wantCalls("start A internal")
+	if _, err := h.c.Do("A", OneOffStart); !errors.Is(err, ErrOneOff) {
+		t.Fatalf("start of a running task: %v", err)
+	}
+	if _, err := h.c.Do("Nope", OneOffRestart); !errors.Is(err, ErrNoTask) {
+		t.Fatalf("restart of no task: %v", err)
+	}
+	if _, err := h.c.Do("A", OneOffRestart); err != nil {
+		t.Fatal(err)
+	}
+	h.wantCalls("stop A")
+	if st := h.state("A"); st.OneOff == nil || st.OneOff.Action != OneOffRestart || st.OneOff.Done {
+		t.Fatalf("restart under way: %+v", st.OneOff)
+	}
+	if _, err := h.c.Do("A", OneOffRestart); !errors.Is(err, ErrOneOff) {
+		t.Fatalf("restart while stopping: %v", err)
+	}
+	h.c.Stopped("A", nil)
+	h.wantCalls("start A internal")
+	if st := h.state("A"); st.Failures != 0 || st.Running == nil || !st.OneOff.Done {
+		t.Fatalf("after the restart: %+v", st)
+	}
+
+	if _, err := h.c.Do("A", OneOffStop); err != nil {
+		t.Fatal(err)
+	}
+	h.wantCalls("stop A")
+	h.c.Stopped("A", nil)
+	h.wantCalls()
+	h.clock.advance(time.Hour)
+	h.c.Tick()
+	h.c.Load(cfg, Forced) // apply does not start it either
+	h.wantCalls()
+	st := h.state("A")
+	if st.Hold == nil || st.Hold.Why != HoldStopped || !st.OneOff.Done {
+		t.Fatalf("stopped: %+v", st)
+	}
+	if c := st.Conditions(false); c[0].Reason != HoldStopped || c[2].Status {
+		t.Fatalf("conditions of a stopped task %+v", c)
+	}
+	if p := h.c.Plan(); len(p) != 1 || p[0].String() != "! held A (stopped by mmctl stop)" {
+		t.Fatalf("plan %v", p)
+	}
+	if strings.Contains(h.alerts.String(), "held") {
+		t.Fatalf("an operator's stop alerted: %s", h.alerts.String())
+	}
+	// A new daemon keeps it stopped.
+	h2 := newHarness(t, holds)
+	h2.c.Load(cfg, Watched)
+	h2.wantCalls()
+	if _, err := h2.c.Do("A", OneOffStart); err != nil {
+		t.Fatal(err)
+	}
+	h2.wantCalls("start A internal")
+	if _, err := h2.c.Do("A", OneOffStart); !errors.Is(err, ErrOneOff) {
+		t.Fatalf("start of a started task: %v", err)
 	}
 }

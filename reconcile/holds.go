@@ -31,8 +31,11 @@ type Hold struct {
 // Label is how a plan shows the hold: `! held NAME (LABEL)`.
 func (h Hold) Label() string {
 	prefix := "retries exhausted"
-	if h.Why == HoldFailsafe {
+	switch h.Why {
+	case HoldFailsafe:
 		prefix = "failsafe"
+	case HoldStopped:
+		return "stopped by mmctl stop"
 	}
 	// A failsafe's message says so itself.
 	message := strings.TrimPrefix(h.Message, prefix+": ")
@@ -86,8 +89,13 @@ func (f HoldFile) Save(held map[string]Hold) error {
 func (c *Controller) holdTask(name string, st *taskState, why, message string) {
 	st.hold = &Hold{Why: why, Message: message, SpecHash: st.specHash, Since: c.clock.Now()}
 	msg := "task held: it failed too often; fix the config or mmctl clear it"
-	if why == HoldFailsafe {
+	switch why {
+	case HoldFailsafe:
 		msg = "task failsafed and held until mmctl clear or a change of its config"
+	case HoldStopped: // an operator's own doing: no alert
+		c.logs.Log.Info("task stopped until mmctl start, mmctl clear or a change of its config", "task", name)
+		c.saveHolds()
+		return
 	}
 	c.logs.Alert.Error(msg, "task", name, "reason", message, "held", why)
 	c.saveHolds()

@@ -8,8 +8,13 @@
 //	mmctl recv QUEUE [-n N] [--timeout D]
 //	mmctl queues                     every queue with its fill
 //	mmctl transit init [--ipc-transit] [DIR]  create a transit dir (shared with IPC::Transit)
-//	mmctl status [-o json]           the daemon's tasks
+//	mmctl status [TASK] [-o wide|json] [--watch]   the daemon and its tasks (exit 1: held, stalled, config error)
 //	mmctl clear TASK                 give a held task another chance
+//	mmctl restart|stop|start TASK    one-off actions on one task (status shows them)
+//	mmctl logs TASK [-f]             an external task's log
+//	mmctl gc [--yes]                 queues and state files of tasks no longer in the config
+//	mmctl queues rm NAME...          remove queues
+//	mmctl version                    the version it was built from (also --version)
 //	mmctl shutdown [--exit-externals]
 //
 // Errors go to stderr with a non-zero exit: 1 for a failure, 2 for a
@@ -27,6 +32,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/multimodule/multimodule/internal/control"
+	"github.com/multimodule/multimodule/internal/version"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -61,9 +67,11 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "mmctl",
 		Short:         "Control a multimodule daemon and talk to its queues",
+		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("mmctl {{.Version}}\n")
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
 	root.SetIn(g.stdin)
@@ -79,7 +87,16 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 		return nil
 	}
 	root.AddCommand(newVetCmd(g), newDiffCmd(g), newApplyCmd(g), newStatusCmd(g), newSchemaCmd(g),
-		newClearCmd(g), newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g), newTransitCmd(g))
+		newClearCmd(g), newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g), newTransitCmd(g),
+		newRestartCmd(g), newStopCmd(g), newStartCmd(g), newLogsCmd(g), newGCCmd(g), &cobra.Command{
+			Use:   "version",
+			Short: "Print the version of multimodule mmctl was built from (as --version)",
+			Args:  args(0),
+			RunE: func(*cobra.Command, []string) error {
+				_, err := fmt.Fprintf(g.stdout, "mmctl %s\n", version.String())
+				return err
+			},
+		})
 	return root
 }
 

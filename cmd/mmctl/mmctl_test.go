@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ func TestSendRecvLargeMessageUnchanged(t *testing.T) {
 	dir := testenv.TransitDir(t)
 	big := strings.Repeat("payload ", 300*1024/8)
 	in, _ := json.Marshal(map[string]any{"big": big, "n": 3.5, "nested": map[string]any{"a": []any{1.0, "x"}}})
-	if code, _, errs := mmctl(t, dir, string(in), "send", "bigq", "-"); code != 0 {
+	if code, _, errs := mmctl(t, dir, string(in), "send", "--create", "bigq", "-"); code != 0 {
 		t.Fatalf("send: exit %d: %s", code, errs)
 	}
 	code, out, errs := mmctl(t, dir, "", "recv", "bigq", "--timeout", "5s")
@@ -34,7 +36,9 @@ func TestSendRecvLargeMessageUnchanged(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("recv printed %d bytes that are not one JSON object: %v", len(out), err)
 	}
-	delete(got, ".ipc_transit_meta")
+	if _, ok := got[".ipc_transit_meta"]; ok {
+		t.Fatal("recv printed the transport's metadata without --meta")
+	}
 	var want map[string]any
 	json.Unmarshal(in, &want)
 	if !equalJSON(got, want) {
@@ -55,7 +59,7 @@ func TestRecvSeveralAsJSONLines(t *testing.T) {
 	t.Parallel()
 	dir := testenv.TransitDir(t)
 	for _, m := range []string{`{"i":1}`, `{"i":2,"html":"<&>"}`, `{"i":3}`} {
-		if code, _, errs := mmctl(t, dir, "", "send", "q", m); code != 0 {
+		if code, _, errs := mmctl(t, dir, "", "send", "--create", "q", m); code != 0 {
 			t.Fatal(errs)
 		}
 	}
@@ -83,6 +87,9 @@ func TestRecvSeveralAsJSONLines(t *testing.T) {
 func TestErrorsAndExitCodes(t *testing.T) {
 	t.Parallel()
 	dir := testenv.TransitDir(t)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		argv []string
@@ -120,8 +127,45 @@ func TestNoDaemonLeavesNothingBehind(t *testing.T) {
 	if code != 1 || time.Since(t0) > time.Second {
 		t.Fatalf("exit %d after %v: want a quick failure", code, time.Since(t0))
 	}
-	// Nothing was queued for a daemon started later.
+	// Nothing was queued for a daemon started later, nor created.
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("transit dir after a refused shutdown: %v", err)
+	}
+}
+
+// Read-only commands create nothing; send refuses a queue nobody serves
+// and no key file names, unless --create; queues rm removes; recv shows
+// the metadata only with --meta.
+func TestFootguns(t *testing.T) {
+	t.Parallel()
+	dir := testenv.TransitDir(t)
+	for _, argv := range [][]string{{"status"}, {"queues"}, {"recv", "q", "--timeout", "10ms"}, {"send", "q", "{}"},
+		{"queues", "rm", "q"}, {"apply"}, {"clear", "X"}, {"shutdown"}, {"logs", "X"}, {"gc"}} {
+		if code, _, errs := mmctl(t, dir, "", argv...); code == 0 {
+			t.Errorf("%v without a transit dir: exit 0: %s", argv, errs)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%v created the transit dir %s", argv, dir)
+		}
+	}
+	if code, _, errs := mmctl(t, dir, "", "send", "--create", "real", `{"a":1}`); code != 0 {
+		t.Fatal(errs)
+	}
+	code, _, errs := mmctl(t, dir, "", "send", "raal", `{"a":1}`)
+	if code != 1 || !strings.Contains(errs, "no such queue: raal") || !strings.Contains(errs, "--create") {
+		t.Fatalf("send to a typo: exit %d: %s", code, errs)
+	}
+	if code, _, errs := mmctl(t, dir, "", "send", "real", `{"a":2}`); code != 0 {
+		t.Fatalf("send to an existing queue: %s", errs)
+	}
+	if code, out, _ := mmctl(t, dir, "", "recv", "real", "--meta"); code != 0 || !strings.Contains(out, "send_ts") {
+		t.Fatalf("recv --meta: %s", out)
+	}
+	if code, out, errs := mmctl(t, dir, "", "queues", "rm", "real", "nosuch"); code != 1 || out != "removed real\n" ||
+		!strings.Contains(errs, "no such queue: nosuch") {
+		t.Fatalf("queues rm: exit %d: %s%s", code, out, errs)
+	}
 	if code, out, _ := mmctl(t, dir, "", "queues", "-o", "json"); code != 0 || strings.TrimSpace(out) != "[]" {
-		t.Fatalf("queues after a refused shutdown: %s", out)
+		t.Fatalf("queues after rm: %s", out)
 	}
 }

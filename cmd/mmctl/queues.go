@@ -25,6 +25,46 @@ func newQueuesCmd(g *globalOptions) *cobra.Command {
 		RunE:  func(*cobra.Command, []string) error { return o.run() },
 	}
 	cmd.Flags().StringVarP(&o.output, "output", "o", "table", "table or json")
+	cmd.AddCommand(newQueuesRmCmd(g))
+	return cmd
+}
+
+func newQueuesRmCmd(g *globalOptions) *cobra.Command {
+	force := false
+	cmd := &cobra.Command{
+		Use:   "rm NAME...",
+		Short: "Remove queues with the messages in them (not one a daemon serves, unless --force)",
+		Args: func(cmd *cobra.Command, a []string) error {
+			if len(a) == 0 {
+				return usageError{errors.New("queues rm takes one or more queue names")}
+			}
+			return nil
+		},
+		RunE: func(_ *cobra.Command, names []string) error {
+			tr, err := g.existingTransit()
+			if err != nil {
+				return err
+			}
+			var errs []error
+			for _, n := range names {
+				if tr.Served(n) && !force {
+					errs = append(errs, fmt.Errorf("queue %s is served by a running daemon or external task: not removed (--force removes it anyway)", n))
+					continue
+				}
+				if _, err := tr.Lookup(n); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if err := tr.Remove(n); err != nil {
+					errs = append(errs, fmt.Errorf("queue %s: %w", n, err))
+					continue
+				}
+				fmt.Fprintf(g.stdout, "removed %s\n", n)
+			}
+			return errors.Join(errs...)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove a queue even while it is served")
 	return cmd
 }
 
@@ -32,7 +72,7 @@ func (o *queuesOptions) run() error {
 	if o.output != "table" && o.output != "json" {
 		return usageError{fmt.Errorf("-o %q: want table or json", o.output)}
 	}
-	tr, err := o.transit()
+	tr, err := o.existingTransit()
 	if err != nil {
 		return err
 	}

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -16,6 +21,8 @@ type recvOptions struct {
 	queue   string
 	count   int
 	timeout time.Duration
+	follow  bool
+	meta    bool
 }
 
 func newRecvCmd(g *globalOptions) *cobra.Command {
@@ -31,6 +38,8 @@ func newRecvCmd(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().IntVarP(&o.count, "count", "n", 1, "how many messages to take")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: wait as long as it takes)")
+	cmd.Flags().BoolVarP(&o.follow, "follow", "f", false, "keep taking and printing messages until interrupted (-n and --timeout do not apply)")
+	cmd.Flags().BoolVar(&o.meta, "meta", false, "print the transport's metadata too ("+runtime.MetaKey+", "+runtime.OOBMarker+")")
 	return cmd
 }
 
@@ -38,7 +47,7 @@ func (o *recvOptions) run() error {
 	if o.count < 1 {
 		return usageError{errors.New("-n must be at least 1")}
 	}
-	tr, err := o.transit()
+	tr, err := o.existingTransit()
 	if err != nil {
 		return err
 	}
@@ -49,13 +58,15 @@ func (o *recvOptions) run() error {
 	enc := json.NewEncoder(o.stdout)
 	enc.SetEscapeHTML(false)
 	var deadline time.Time
-	if o.timeout > 0 {
+	if o.timeout > 0 && !o.follow {
 		deadline = time.Now().Add(o.timeout)
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	// Poll without blocking in the kernel: a receive that gave up waiting
 	// must not take a message it will never print.
 	got, backoff := 0, time.Millisecond
-	for got < o.count {
+	for got < o.count || o.follow {
 		d, err := q.Receive(false)
 		if d.Dead > 0 {
 			fmt.Fprintf(o.stderr, "mmctl: %d undecodable message(s) moved to %s\n", d.Dead, transit.DeadLetterQueue)
@@ -66,12 +77,16 @@ func (o *recvOptions) run() error {
 		// A batch comes off the queue whole: print all of it rather than
 		// lose what is past -n.
 		for _, m := range d.Msgs {
+			if !o.meta {
+				delete(m, runtime.MetaKey)
+				delete(m, runtime.OOBMarker)
+			}
 			if err := enc.Encode(m); err != nil {
 				return err
 			}
 			got++
 		}
-		if got > o.count {
+		if got > o.count && !o.follow {
 			fmt.Fprintf(o.stderr, "mmctl: printed %d messages: the last ones arrived in one batch with the %dth\n", got, o.count)
 		}
 		if len(d.Msgs) > 0 || d.Dead > 0 {
@@ -81,7 +96,14 @@ func (o *recvOptions) run() error {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			return fmt.Errorf("timed out after %v: received %d of %d messages from %s", o.timeout, got, o.count, o.queue)
 		}
-		time.Sleep(backoff)
+		select {
+		case <-ctx.Done():
+			if o.follow {
+				return nil // -f ends when asked to
+			}
+			return fmt.Errorf("interrupted: received %d of %d messages from %s", got, o.count, o.queue)
+		case <-time.After(backoff):
+		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 	}
 	return nil

@@ -12,19 +12,25 @@ import (
 type sendOptions struct {
 	*globalOptions
 	queue, json string
+	create      bool
 }
 
 func newSendCmd(g *globalOptions) *cobra.Command {
 	o := &sendOptions{globalOptions: g}
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "send QUEUE JSON",
 		Short: "Queue a message (a JSON object; - reads it from stdin)",
-		Args:  args(2),
+		Long: `Queue a message (a JSON object; - reads it from stdin) on a queue that exists: one a
+daemon serves or one that has a key file in the transit dir. A name that is neither (a typo,
+most likely) is refused unless --create, which creates the queue (and the transit dir).`,
+		Args: args(2),
 		RunE: func(_ *cobra.Command, a []string) error {
 			o.queue, o.json = a[0], a[1]
 			return o.run()
 		},
 	}
+	cmd.Flags().BoolVar(&o.create, "create", false, "create the queue if it does not exist")
+	return cmd
 }
 
 func (o *sendOptions) run() error {
@@ -40,9 +46,18 @@ func (o *sendOptions) run() error {
 	if err != nil {
 		return fmt.Errorf("not sent: %w", err)
 	}
-	tr, err := o.transit()
+	open := o.existingTransit
+	if o.create {
+		open = o.transit
+	}
+	tr, err := open()
 	if err != nil {
-		return err
+		return fmt.Errorf("not sent: %w", err)
+	}
+	if !o.create && !tr.Served(o.queue) {
+		if _, err := tr.Lookup(o.queue); err != nil {
+			return fmt.Errorf("not sent: %w in %s: nobody serves it and no key file names it (--create creates it)", err, tr.Dir())
+		}
 	}
 	return tr.Send(o.queue, msg)
 }

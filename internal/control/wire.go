@@ -30,12 +30,17 @@ const (
 	Reconcile   OpType = "reconcile"    // DryRun: only say what would be done
 	Clear       OpType = "clear"        // Task: give a held task another chance
 	CleanlyExit OpType = "cleanly_exit" // ExitExternals: stop the externals too
+	// One-off actions on Task (reconcile.OneOff): restart it, stop it
+	// until start, start it again.
+	RestartTask OpType = "restart"
+	StopTask    OpType = "stop"
+	StartTask   OpType = "start"
 )
 
 // Valid reports whether the daemon knows t.
 func (t OpType) Valid() bool {
 	switch t {
-	case Status, Reconcile, Clear, CleanlyExit:
+	case Status, Reconcile, Clear, CleanlyExit, RestartTask, StopTask, StartTask:
 		return true
 	}
 	return false
@@ -108,6 +113,8 @@ type DaemonStatus struct {
 const (
 	HeldFailsafe         = reconcile.HoldFailsafe
 	HeldRetriesExhausted = reconcile.HoldRetries
+	// HeldStopped: stopped by mmctl stop, until mmctl start.
+	HeldStopped = reconcile.HoldStopped
 )
 
 // TaskStatus is one task. A field that applies only sometimes is left
@@ -124,7 +131,12 @@ type TaskStatus struct {
 	Name   string `json:"name"`
 	Where  string `json:"where"` // internal or external
 	Status string `json:"status"`
-	// Pid and UptimeS: while it runs.
+	// Running says whether something runs under the name now, whatever
+	// Status says: a held task may still run its last good spec, and a
+	// stopping one drains.
+	Running bool `json:"running"`
+	// Pid and UptimeS: while it runs (an external's uptime counts from
+	// its process's start, so adoption by a new daemon keeps it).
 	Pid     int     `json:"pid,omitempty"`
 	UptimeS float64 `json:"uptime_s,omitempty"`
 
@@ -157,6 +169,11 @@ type AppliedSpec struct {
 	AppliedHash     string `json:"applied_hash,omitempty"`
 	AppliedKind     string `json:"applied_kind,omitempty"`
 	AppliedExternal *bool  `json:"applied_external,omitempty"`
+	// Applied is the whole spec it runs with (kind, external, disabled,
+	// config, intervals, limits, restart), when the daemon knows it (not
+	// for an external adopted from an earlier daemon): mmctl diff shows
+	// which fields a change moves.
+	Applied json.RawMessage `json:"applied_spec,omitempty"`
 }
 
 // ReconcileState is the controller's bookkeeping; present once the task
@@ -165,11 +182,18 @@ type ReconcileState struct {
 	Generation         *int64 `json:"generation,omitempty"`
 	ObservedGeneration *int64 `json:"observed_generation,omitempty"`
 	FailuresInARow     *int   `json:"failures_in_a_row,omitempty"`
-	LastError          string `json:"last_error,omitempty"`
+	// Restarts counts the exits nobody asked for within the restart
+	// window (10 minutes).
+	Restarts  *int   `json:"restarts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 	// HeldReason is HeldFailsafe or HeldRetriesExhausted while held;
 	// HoldMessage says what happened.
 	HeldReason  string `json:"held_reason,omitempty"`
 	HoldMessage string `json:"hold_message,omitempty"`
+	// Action is the last one-off action asked of the task (mmctl restart,
+	// stop, start), when and whether it is done: "restart at
+	// 2026-01-02T15:04:05Z (done)".
+	Action string `json:"action,omitempty"`
 }
 
 // HostReport is what the host reports; present while the task runs (for
@@ -283,9 +307,9 @@ func DecodeOp(op any) (Op, error) {
 	case math.IsNaN(*strict.Expires) || math.IsInf(*strict.Expires, 0):
 		return r, fmt.Errorf("%w: expires %v is not a time", ErrMalformed, *strict.Expires)
 	case !strict.Type.Valid():
-		return r, fmt.Errorf("%w: unknown control type %q (want status, reconcile, clear, cleanly_exit)", ErrMalformed, transit.Excerpt(string(strict.Type)))
-	case strict.Type == Clear && strict.Task == "":
-		return r, fmt.Errorf("%w: clear needs a task", ErrMalformed)
+		return r, fmt.Errorf("%w: unknown control type %q (want status, reconcile, clear, cleanly_exit, restart, stop, start)", ErrMalformed, transit.Excerpt(string(strict.Type)))
+	case strict.Task == "" && (strict.Type == Clear || strict.Type == RestartTask || strict.Type == StopTask || strict.Type == StartTask):
+		return r, fmt.Errorf("%w: %s needs a task", ErrMalformed, strict.Type)
 	}
 	r = strict.Op
 	r.Expires = *strict.Expires

@@ -32,6 +32,7 @@ func TestDecodeOpRefusesMalformed(t *testing.T) {
 		{"no type", `{"reply_to":"r","expires":1e12}`, "unknown control type", "r"},
 		{"type a number", `{"type":3,"reply_to":"r","expires":1e12}`, "type", "r"},
 		{"dry_run a string", `{"type":"reconcile","dry_run":"yes","expires":1e12}`, "dry_run", ""},
+		{"exit_externals a number", `{"type":"cleanly_exit","exit_externals":1,"reply_to":"r","expires":1e12}`, "exit_externals", "r"},
 		{"exit_externals misspelled", `{"type":"cleanly_exit","exit_external":true,"expires":1e12}`, "exit_external", ""},
 		{"clear without task", `{"type":"clear","reply_to":"r","expires":1e12}`, "needs a task", "r"},
 		{"task an object", `{"type":"clear","task":{"a":1},"expires":1e12}`, "task", ""},
@@ -169,11 +170,11 @@ func TestTaskStatusJSON(t *testing.T) {
 	in, out, f, sf, depth, sgen := uint64(10), uint64(9), uint64(2), uint64(1), uint64(4), uint64(7)
 	busy := 0.25
 	ts := TaskStatus{
-		Name: "A", Where: "external", Status: "held", Pid: 1234, UptimeS: 5.5,
+		Name: "A", Where: "external", Status: "held", Running: true, Pid: 1234, UptimeS: 5.5,
 		DesiredSpec: DesiredSpec{SpecKind: "Router", SpecHash: "h2", External: &yes, Disabled: &no},
-		AppliedSpec: AppliedSpec{AppliedHash: "h1", AppliedKind: "Hog", AppliedExternal: &no},
+		AppliedSpec: AppliedSpec{AppliedHash: "h1", AppliedKind: "Hog", AppliedExternal: &no, Applied: json.RawMessage(`{"kind":"Hog"}`)},
 		ReconcileState: ReconcileState{
-			Generation: &gen, ObservedGeneration: &obs, FailuresInARow: &fails, LastError: "exit 1",
+			Generation: &gen, ObservedGeneration: &obs, FailuresInARow: &fails, Restarts: &fails, LastError: "exit 1",
 			HeldReason: HeldFailsafe, HoldMessage: "failsafe: memory 300MiB reached 200MiB",
 		},
 		Conditions: []Condition{{Type: "Stalled", Status: "True", Reason: HeldFailsafe, Message: "m"}},
@@ -185,10 +186,10 @@ func TestTaskStatusJSON(t *testing.T) {
 		Levels:  map[string]string{"memory": "critical"},
 		Queue:   &QueueStatus{Messages: 1, Bytes: 10, Capacity: 100, Fill: 0.1},
 	}
-	const want = `{"name":"A","where":"external","status":"held","pid":1234,"uptime_s":5.5,` +
+	const want = `{"name":"A","where":"external","status":"held","running":true,"pid":1234,"uptime_s":5.5,` +
 		`"spec_kind":"Router","spec_hash":"h2","external":true,"disabled":false,` +
-		`"applied_hash":"h1","applied_kind":"Hog","applied_external":false,` +
-		`"generation":3,"observed_generation":2,"failures_in_a_row":1,"last_error":"exit 1",` +
+		`"applied_hash":"h1","applied_kind":"Hog","applied_external":false,"applied_spec":{"kind":"Hog"},` +
+		`"generation":3,"observed_generation":2,"failures_in_a_row":1,"restarts":1,"last_error":"exit 1",` +
 		`"held_reason":"Failsafe","hold_message":"failsafe: memory 300MiB reached 200MiB",` +
 		`"conditions":[{"type":"Stalled","status":"True","reason":"Failsafe","message":"m"}],` +
 		`"kind":"Hog","stateful":true,"messages_in":10,"messages_out":9,"failures":2,` +
@@ -216,7 +217,7 @@ func TestTaskStatusJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"name":"B","where":"internal","status":"stopped","conditions":null}`; string(b) != want {
+	if want := `{"name":"B","where":"internal","status":"stopped","running":false,"conditions":null}`; string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}
 }

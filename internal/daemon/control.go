@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -49,6 +50,8 @@ func (d *daemon) handleControl(m runtime.Message) (exit bool) {
 			continue
 		case control.Clear:
 			err = d.clear(op.Task)
+		case control.RestartTask, control.StopTask, control.StartTask:
+			_, err = d.ctl.Do(op.Task, reconcile.OneOff(op.Type))
 		case control.CleanlyExit:
 			d.exitExternals = op.ExitExternals
 			exit = true
@@ -159,7 +162,11 @@ func (d *daemon) status() control.StatusReply {
 		}
 		if p, ok := d.tasks.ext.sup.Lookup(name); ok && obs != nil && obs.External {
 			t.Where, t.Pid = "external", p.Pid
-			t.UptimeS = now.Sub(p.Started).Seconds()
+			since := p.Started
+			if at, err := p.StartedAt(); err == nil {
+				since = at // adopted processes keep their age
+			}
+			t.UptimeS = now.Sub(since).Seconds()
 			isRunning = p.Alive()
 		}
 		if wanted {
@@ -167,9 +174,20 @@ func (d *daemon) status() control.StatusReply {
 		}
 		if obs != nil {
 			t.AppliedHash, t.AppliedKind, t.AppliedExternal = obs.Hash, obs.Kind, ptr(obs.External)
+			if ts.Applied != nil {
+				t.Applied, _ = json.Marshal(ts.Applied) // a spec is plain JSON data
+			}
 		}
+		t.Running = isRunning
 		t.Generation, t.ObservedGeneration = ptr(ts.Generation), ptr(ts.ObservedGeneration)
-		t.FailuresInARow, t.LastError = ptr(ts.Failures), ts.LastError
+		t.FailuresInARow, t.LastError, t.Restarts = ptr(ts.Failures), ts.LastError, ptr(ts.Restarts)
+		if o := ts.OneOff; o != nil {
+			state := "under way"
+			if o.Done {
+				state = "done"
+			}
+			t.Action = fmt.Sprintf("%s at %s (%s)", o.Action, o.At.UTC().Format(time.RFC3339), state)
+		}
 		switch {
 		case ts.Hold != nil:
 			t.Status = "held"

@@ -166,7 +166,7 @@ func (d *daemon) loaded(r loadResult) {
 		case w.dry:
 			rep.Results = actions(d.ctl.PlanFor(r.cfg))
 		default:
-			rep.Results = actionResults(results)
+			rep.Results = append(actionResults(results), d.heldResults(results)...)
 		}
 		d.reply(w.replyTo, rep)
 	}
@@ -200,6 +200,24 @@ func actionResults(results []reconcile.Result) []control.ActionResult {
 			e.Error = r.Err.Error()
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+// heldResults reports, as failed, every task the apply could not touch
+// because it is held, unless results already name it: an apply that
+// leaves a failing change behind must not say "no changes".
+func (d *daemon) heldResults(results []reconcile.Result) []control.ActionResult {
+	done := map[string]bool{}
+	for _, r := range results {
+		done[r.Action.Task()] = true
+	}
+	var out []control.ActionResult
+	for _, a := range d.ctl.Plan() {
+		if h, ok := a.(reconcile.Held); ok && !done[h.Name] {
+			out = append(out, control.ActionResult{Task: h.Name, Action: a.String(),
+				Error: "held, not applied (mmctl clear " + h.Name + " or change its config): " + h.Reason})
+		}
 	}
 	return out
 }

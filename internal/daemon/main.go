@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
+	"github.com/multimodule/multimodule/internal/version"
 
 	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/runtime/external"
@@ -57,6 +58,9 @@ func defaultStateDir() string {
 	return "state"
 }
 
+// errVersionShown: --version printed the version; the program ends, 0.
+var errVersionShown = errors.New("version shown")
+
 func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	o := &daemonOptions{}
 	fs := flag.NewFlagSet("multimodule", flag.ContinueOnError)
@@ -77,6 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	fs.DurationVar(&o.stopGrace, "stop-grace", DefaultStopGrace, "an external task's time to exit after SIGTERM before SIGKILL of its process group (`duration`)")
 	fs.BoolVar(&o.listKinds, "list-kinds", false, "print the task kinds this binary runs, one a line with what it does, and exit")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this `address` (host:port; off when empty)")
+	showVersion := fs.Bool("version", false, "print the version of multimodule this binary was built from, and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s -c CONFIG_DIR [-q control_queue] [-p namespaces] [-s state_dir] [-d level] [-o oob] [-T transit_dir] [--metrics-addr host:port] [--load-timeout 10s] [--stop-grace 20s]\n", fs.Name())
 		fs.PrintDefaults()
@@ -86,6 +91,9 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *showVersion {
+		return nil, errVersionShown
 	}
 	if o.configDir == "" && o.task == "" && !o.listKinds {
 		return nil, errors.New("no config: pass -c DIR")
@@ -100,6 +108,10 @@ func parseFlags(args []string, stderr io.Writer) (*daemonOptions, error) {
 // the exit code. Signals arrive on sig.
 func Run(k Kinds, args []string, sig <-chan os.Signal, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args, stderr)
+	if errors.Is(err, errVersionShown) {
+		fmt.Fprintln(stdout, version.String())
+		return 0
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}

@@ -2,10 +2,12 @@ package external
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Identity names one process for as long as it lives: a pid alone may be
@@ -44,4 +46,27 @@ func (id Identity) Alive() bool {
 	}
 	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(id.Pid) + "/task/*")
 	return len(tasks) > 1
+}
+
+// StartedAt is when the process started, by the wall clock: the boot time
+// plus its start in clock ticks. Unlike Process.Started it does not move
+// when a new daemon adopts the process.
+func (id Identity) StartedAt() (time.Time, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "btime" {
+			boot, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("/proc/stat btime: %w", err)
+			}
+			// USER_HZ is 100 on every Linux the daemon runs on (the
+			// kernel fixes it for /proc whatever CONFIG_HZ is).
+			const userHZ = 100
+			return time.Unix(boot, 0).Add(time.Duration(id.Start) * time.Second / userHZ), nil
+		}
+	}
+	return time.Time{}, errors.New("/proc/stat has no btime")
 }
