@@ -30,7 +30,9 @@ import (
 	"github.com/multimodule/multimodule/schema"
 	"github.com/multimodule/multimodule/tasks/exec"
 	"github.com/multimodule/multimodule/tasks/followtail"
+	"github.com/multimodule/multimodule/tasks/httpclient"
 	"github.com/multimodule/multimodule/tasks/router"
+	"github.com/multimodule/multimodule/tasks/runner"
 	"github.com/multimodule/multimodule/tasks/scheduler"
 )
 
@@ -72,6 +74,8 @@ var builtins = []struct {
 	{exec.New, schema.Builtin{Kind: exec.Kind, CUE: exec.ConfigSchema, Check: exec.CheckConfig}, exec.Description},
 	{followtail.New, schema.Builtin{Kind: followtail.Kind, CUE: followtail.ConfigSchema, Check: followtail.CheckConfig}, followtail.Description},
 	{scheduler.New, schema.Builtin{Kind: scheduler.Kind, CUE: scheduler.ConfigSchema, Check: scheduler.CheckConfig}, scheduler.Description},
+	{httpclient.New, schema.Builtin{Kind: httpclient.Kind, CUE: httpclient.ConfigSchema, Check: httpclient.CheckConfig, Stateless: true}, httpclient.Description},
+	{runner.New, schema.Builtin{Kind: runner.Kind, CUE: runner.ConfigSchema, Check: runner.CheckConfig, Stateless: true}, runner.Description},
 }
 
 func init() {

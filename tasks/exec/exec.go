@@ -352,7 +352,9 @@ func (e *Exec) startProgram(ctx runtime.Context) error {
 	if err = p.stdin.SetWriteDeadline(time.Now().Add(e.cfg.ackTimeout)); err == nil {
 		_, err = p.stdin.Write(append(state, '\n'))
 	}
-	if err != nil && !p.hasExited() {
+	// A broken pipe means it is gone, reaped or not yet: how it ended is
+	// the better error, found when its stdout ends.
+	if err != nil && !p.hasExited() && !errors.Is(err, syscall.EPIPE) {
 		return fmt.Errorf("%w: the state: %w", ErrStdin, err)
 	}
 	// A program that exited at once is found when its stdout ends.
