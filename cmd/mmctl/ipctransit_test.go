@@ -36,7 +36,7 @@ func TestIPCTransitStransToMmctlRecv(t *testing.T) {
 			dir := sharedDir(t)
 			want := 1
 			if first == "mmctl" {
-				if code, _, errs := mmctl(t, dir, "", "send", "Example1", `{"from":"mmctl"}`); code != 0 {
+				if code, _, errs := mmctl(t, dir, "", "send", "--create", "Example1", `{"from":"mmctl"}`); code != 0 {
 					t.Fatal(errs)
 				}
 				want = 2
@@ -66,7 +66,7 @@ func TestIPCTransitMmctlSendToRtrans(t *testing.T) {
 			}
 			big := strings.Repeat("x", 100_000)
 			for _, m := range []string{`{"ct":1}`, `{"big":"` + big + `"}`} {
-				if code, _, errs := mmctl(t, dir, "", "send", "Example2", m); code != 0 {
+				if code, _, errs := mmctl(t, dir, "", "send", "--create", "Example2", m); code != 0 {
 					t.Fatalf("send: %s", errs)
 				}
 			}
@@ -86,7 +86,7 @@ func TestIPCTransitQueuesBothWays(t *testing.T) {
 	perl := testenv.IPCTransit(t, "../..")
 	dir := sharedDir(t)
 	perl.Strans(t, dir, `{"a":1}`, "perlq")
-	if code, _, errs := mmctl(t, dir, "", "send", "goq", `{"b":2}`); code != 0 {
+	if code, _, errs := mmctl(t, dir, "", "send", "--create", "goq", `{"b":2}`); code != 0 {
 		t.Fatal(errs)
 	}
 	code, out, errs := mmctl(t, dir, "", "queues", "-o", "json")
