@@ -65,11 +65,12 @@ func (o *logsOptions) run(task string) error {
 		return err
 	}
 	defer func() { f.Close() }()
+	// Before the first line is out: whoever saw it may interrupt at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if _, err := io.Copy(o.stdout, f); err != nil || !o.follow {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
