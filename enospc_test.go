@@ -144,17 +144,19 @@ tasks: Router: config: routes: []
 	testenv.WaitFor(t, 10*time.Second, "Counter running", func() bool { return e.task("Counter").Status == "running" })
 	filler := fill(t, e.state)
 	pad(64)
+	a := waitAlert(t, e, alerts, "state cannot be saved")
+	if a["level"] != "severe" || a["task"] != "Counter" {
+		t.Fatalf("alert %v, want a severe one for Counter", a)
+	}
+	// Once a save has failed, what the task handles stays queued (the pad
+	// itself may have left ahead of the failed save: one save interval).
 	const n = 30
 	for i := 1; i <= n; i++ {
 		e.send(i)
 	}
 	e.collect(n)
-	a := waitAlert(t, e, alerts, "state cannot be saved")
-	if a["level"] != "severe" || a["task"] != "Counter" {
-		t.Fatalf("alert %v, want a severe one for Counter", a)
-	}
-	if q := queued(); q != n+1 {
-		t.Fatalf("%d messages queued while saves fail, want all %d handled ones", q, n+1)
+	if q := queued(); q < n || q > n+1 {
+		t.Fatalf("%d messages queued while saves fail, want all %d handled since", q, n)
 	}
 	d.cmd.Process.Signal(syscall.SIGKILL)
 	d.wait(t)
