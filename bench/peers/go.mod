@@ -5,6 +5,13 @@ go 1.26.8
 require github.com/multimodule/multimodule v0.0.0
 
 require (
+	github.com/DataDog/gostackparse v0.7.0 // indirect
+	github.com/klauspost/cpuid/v2 v2.0.9 // indirect
+	github.com/robfig/cron/v3 v3.0.1 // indirect
+	github.com/zeebo/xxh3 v1.0.2 // indirect
+)
+
+require (
 	cuelang.org/go v0.17.1 // indirect
 	github.com/Workiva/go-datastructures v1.1.3 // indirect
 	github.com/asynkron/protoactor-go v0.0.0-20240822202345-3c0e61ca19c9
@@ -52,3 +59,13 @@ require (
 )
 
 replace github.com/multimodule/multimodule => ../..
+
+// The peers compared with, by the versions of the snapshots in
+// ../shared/peers (see internal/benchreport: the module proxy here serves
+// neither, so `make bench` points them at those folders through a
+// temporary modfile; elsewhere `go mod download` fetches them).
+require (
+	ergo.services/ergo v1.999.311-0.20251108131519-f5ff7ededc59
+	github.com/anthdm/hollywood v1.0.6-0.20250326055843-c7a2c2b8162e
+)
+

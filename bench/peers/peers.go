@@ -10,23 +10,11 @@
 // allocated up front: the figures are delivery, not allocation.
 package peers
 
-// Runner is one framework under the three workloads. Each call returns
-// when every message has been handled.
-type Runner interface {
-	// OneToOne delivers n messages from one sender to one receiver.
-	OneToOne(n int)
-	// PingPong bounces one message between two actors n times.
-	PingPong(n int)
-	// FanOut sends n messages spread evenly over actors receivers.
-	FanOut(n, actors int)
-	Close()
-}
+import "github.com/multimodule/multimodule/bench/peers/workload"
+
+// Runner and Msgs live in package workload, which imports no framework:
+// hollywood's benchmarks link it without protoactor-go.
+type Runner = workload.Runner
 
 // Msgs are the small maps every framework carries.
-func Msgs() []map[string]any {
-	msgs := make([]map[string]any, 1024)
-	for i := range msgs {
-		msgs[i] = map[string]any{"ct": float64(i), "outstr": "howdy", "source": "Example1"}
-	}
-	return msgs
-}
+func Msgs() []map[string]any { return workload.Msgs() }

@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -42,7 +43,7 @@ var runs = []run{
 	{"./monitor/", "Sampling100Externals", "1x", 3, ""},
 	{"./runtime/", "Scale10000Tasks", "1x", 3, ""},
 	{".", "Scale200Externals", "1x", 3, ""},
-	{".", ".", "1000000x", 3, "bench/peers"},
+	{"./...", ".", "1000000x", 3, "bench/peers"},
 }
 
 // metric names one figure: the benchmark and the unit it reports it in.
@@ -84,14 +85,70 @@ var figures = []figure{
 	{"Peers", "One-to-one throughput vs protoactor-go", metric{"OneToOne/multimodule", "msgs/s"}, metric{"OneToOne/protoactor", "msgs/s"}, true, "msgs/s", "baseline: asynkron/protoactor-go, local actors, the same maps"},
 	{"Peers", "Ping-pong round trip vs protoactor-go", metric{"PingPong/multimodule", "ns/roundtrip"}, metric{"PingPong/protoactor", "ns/roundtrip"}, false, "ns", "same"},
 	{"Peers", "Fan-out over 1,000 actors vs protoactor-go", metric{"FanOut1000/multimodule", "msgs/s"}, metric{"FanOut1000/protoactor", "msgs/s"}, true, "msgs/s", "same"},
+	{"Peers", "One-to-one throughput vs hollywood", metric{"OneToOne/multimodule", "msgs/s"}, metric{"OneToOne/hollywood", "msgs/s"}, true, "msgs/s", "baseline: anthdm/hollywood, local actors, the same maps"},
+	{"Peers", "Ping-pong round trip vs hollywood", metric{"PingPong/multimodule", "ns/roundtrip"}, metric{"PingPong/hollywood", "ns/roundtrip"}, false, "ns", "same"},
+	{"Peers", "Fan-out over 1,000 actors vs hollywood", metric{"FanOut1000/multimodule", "msgs/s"}, metric{"FanOut1000/hollywood", "msgs/s"}, true, "msgs/s", "same"},
+	{"Peers", "One-to-one throughput vs ergo", metric{"OneToOne/multimodule", "msgs/s"}, metric{"OneToOne/ergo", "msgs/s"}, true, "msgs/s", "baseline: ergo-services/ergo, local processes of one node, networking and logging off, the same maps"},
+	{"Peers", "Ping-pong round trip vs ergo", metric{"PingPong/multimodule", "ns/roundtrip"}, metric{"PingPong/ergo", "ns/roundtrip"}, false, "ns", "same"},
+	{"Peers", "Fan-out over 1,000 actors vs ergo", metric{"FanOut1000/multimodule", "msgs/s"}, metric{"FanOut1000/ergo", "msgs/s"}, true, "msgs/s", "same"},
+}
+
+// sharedPeers is where the sources of the peers the module proxy here does
+// not serve are kept, beside the checkout (its README says which commits).
+const sharedPeers = "../shared/peers"
+
+// peersNote says in the report where the peers came from.
+var peersNote = "anthdm/hollywood and ergo-services/ergo were fetched by the versions bench/peers/go.mod requires.\n"
+
+const localPeersNote = "anthdm/hollywood and ergo-services/ergo were built from the snapshots in ../shared/peers at the commits\n" +
+	"bench/peers/go.mod requires (a temporary modfile replaced them there; the checkout refers to nothing outside it).\n"
+
+// peersModfile returns, when sharedPeers exists, a temporary copy of
+// bench/peers' go.mod (with its go.sum beside it) in which hollywood and
+// ergo are replaced by those folders, and a func that removes it; "" when
+// it does not, and go fetches them as it would anywhere. The checkout's
+// own files never name a path outside it.
+func peersModfile() (modfile string, cleanup func(), err error) {
+	cleanup = func() {}
+	shared, err := filepath.Abs(sharedPeers)
+	if err != nil {
+		return "", cleanup, fmt.Errorf("peers: %w", err)
+	}
+	if _, err := os.Stat(shared); err != nil {
+		return "", cleanup, nil
+	}
+	tmp, err := os.MkdirTemp("", "benchreport-peers")
+	if err != nil {
+		return "", cleanup, fmt.Errorf("peers modfile: %w", err)
+	}
+	cleanup = func() { os.RemoveAll(tmp) }
+	modfile = filepath.Join(tmp, "peers.mod")
+	for from, to := range map[string]string{"go.mod": modfile, "go.sum": filepath.Join(tmp, "peers.sum")} {
+		b, err := os.ReadFile(filepath.Join("bench/peers", from))
+		if err != nil {
+			return "", cleanup, fmt.Errorf("peers modfile: %w", err)
+		}
+		if err := os.WriteFile(to, b, 0o644); err != nil {
+			return "", cleanup, fmt.Errorf("peers modfile: %w", err)
+		}
+	}
+	cmd := exec.Command("go", "mod", "edit", "-modfile", modfile,
+		"-replace", "github.com/anthdm/hollywood="+filepath.Join(shared, "hollywood"),
+		"-replace", "ergo.services/ergo="+filepath.Join(shared, "ergo"))
+	cmd.Dir = "bench/peers"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", cleanup, fmt.Errorf("peers modfile: go mod edit: %w: %s", err, out)
+	}
+	fmt.Fprintf(os.Stderr, "bench/peers: hollywood and ergo from %s, through the temporary modfile %s\n", shared, modfile)
+	return modfile, cleanup, nil
 }
 
 // sectionNotes are printed under a section's heading.
 var sectionNotes = map[string]string{
-	"Peers": "bench/peers is its own module (the project does not depend on its peers): `cd bench/peers && go test -bench .`.\n" +
-		"Each framework runs the same workloads on the same small maps. anthdm/hollywood and ergo-services/ergo are\n" +
-		"not in this table: the Go module proxy this machine reaches answers 403 (\"not available\") for both, and\n" +
-		"github.com is not reachable; their runners belong beside protoactor.go when they can be fetched.\n",
+	"Peers": "bench/peers is its own module (the project does not depend on its peers): `cd bench/peers && go test -bench . ./...`.\n" +
+		"Each framework runs the same workloads on the same small maps; hollywood in a test binary of its own\n" +
+		"(it and protoactor-go both register the protobuf message actor.PID). Messages come from outside the\n" +
+		"actors (our h.Send: in no lineage, as in every framework here).\n",
 }
 
 func main() {
@@ -108,6 +165,18 @@ func main() {
 		args := []string{"test", "-run", "^$", "-bench", r.bench, "-count", strconv.Itoa(r.count)}
 		if r.benchtime != "" {
 			args = append(args, "-benchtime", r.benchtime)
+		}
+		if r.dir == "bench/peers" {
+			modfile, cleanup, err := peersModfile()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "benchreport:", err)
+				os.Exit(1)
+			}
+			defer cleanup()
+			if modfile != "" {
+				args = append(args, "-modfile", modfile)
+				peersNote = localPeersNote
+			}
 		}
 		args = append(args, r.pkg)
 		fmt.Fprintf(os.Stderr, "go %s\n", strings.Join(args, " "))
@@ -211,6 +280,9 @@ func report(res map[metric][]float64, raw string, took time.Duration) []byte {
 			section = f.section
 			fmt.Fprintf(&b, "\n## %s\n\n", section)
 			if n := sectionNotes[section]; n != "" {
+				if section == "Peers" {
+					n += peersNote
+				}
 				b.WriteString(n + "\n")
 			}
 			fmt.Fprintf(&b, "| Figure | Ours | Baseline | Ours vs baseline | Unit | Notes |\n| --- | --- | --- | --- | --- | --- |\n")

@@ -28,6 +28,10 @@ type monitoring struct {
 	refused refusals
 	// stalls are the running externals found stopped or silent, with why.
 	stalls map[string]string
+	// states are the /proc state letters of the externals' processes in
+	// the last sample, by task (absent: its process could not be read),
+	// so that the stall check reads no /proc file of its own.
+	states map[string]byte
 	// config is the config the limits come from; checked the spec hashes
 	// whose limits were checked for order.
 	config  *schema.Config
@@ -39,7 +43,7 @@ type monitoring struct {
 
 func newMonitoring(ch *runtime.Channels) *monitoring {
 	return &monitoring{ch: ch, tracker: monitor.NewTracker(monitor.BoxMemory()), procs: monitor.NewProcSampler(),
-		reports: reports{m: map[string]monitor.Counters{}}, stalls: map[string]string{}, config: &schema.Config{}, checked: map[string]string{},
+		reports: reports{m: map[string]monitor.Counters{}}, stalls: map[string]string{}, states: map[string]byte{}, config: &schema.Config{}, checked: map[string]string{},
 		every: time.Second, sampledEvery: time.Second}
 }
 
@@ -135,6 +139,7 @@ func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor
 	}
 	states := d.ctl.Tasks()
 	rs = make([]monitor.Reading, 0, len(states))
+	clear(m.states)
 	for _, st := range states {
 		name := st.Name
 		held := ""
@@ -152,8 +157,9 @@ func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor
 			Limits: m.tracker.Limits(m.config.Daemon.Limits, m.config.Tasks[name].Limits)}
 		if p, ok := d.tasks.ext.sup.Lookup(name); st.Running.External && ok {
 			r.Where, r.Pid, r.Started = monitor.External, p.Pid, p.Started
-			if ps, err := m.procs.Sample(p.Pid); err == nil { // else it exited; checkExternals deals with that
+			if ps, err := m.procs.Sample(p.Pid); err == nil { // else it exited; its pidfd tells the supervisor
 				r.Proc = &ps
+				m.states[name] = ps.State
 			}
 			if c, ok := m.reports.get(name); ok {
 				r.Counters = &c

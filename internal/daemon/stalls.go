@@ -1,12 +1,9 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/multimodule/multimodule/schema"
@@ -23,8 +20,8 @@ const silentAfter = 15
 // it has sent no report for silentAfter report intervals. A stopped
 // process is alive to every other check (its pid and start time are
 // right), and its messages just wait in its queue.
-func (d *daemon) stalled(task string, pid int, started time.Time, now time.Time) string {
-	if st := procState(pid); st == 'T' || st == 't' {
+func (d *daemon) stalled(task string, pid int, state byte, started time.Time, now time.Time) string {
+	if st := state; st == 'T' || st == 't' {
 		return fmt.Sprintf("process %d is stopped (state %c: SIGSTOP or a debugger); its messages wait in its queue", pid, st)
 	}
 	every := schema.Seconds(d.tasks.ext.reportEvery)
@@ -41,22 +38,6 @@ func (d *daemon) stalled(task string, pid int, started time.Time, now time.Time)
 	return ""
 }
 
-// procState is the state letter of /proc/PID/stat (R, S, D, T, t, Z, …),
-// or 0 if it cannot be read.
-func procState(pid int) byte {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// "pid (comm) S ...": comm may hold spaces and parentheses; the state
-	// follows the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0
-	}
-	return b[i+2]
-}
-
 // checkStalls alerts when a running external stalls and when it works
 // again (level ok), once per transition; status shows the reason
 // meanwhile. On the owner goroutine, once a sample.
@@ -67,11 +48,12 @@ func (d *daemon) checkStalls(now time.Time) {
 			continue
 		}
 		p, ok := d.tasks.ext.sup.Lookup(st.Name)
-		if !ok || !p.Alive() {
+		state, sampled := d.mon.states[st.Name]
+		if !ok || !sampled { // gone: the supervisor reports its end
 			continue
 		}
 		seen[st.Name] = true
-		why := d.stalled(st.Name, p.Pid, p.Started, now)
+		why := d.stalled(st.Name, p.Pid, state, p.Started, now)
 		was := d.mon.stalls[st.Name]
 		switch {
 		case why != "" && was == "":

@@ -91,12 +91,14 @@ type Supervisor struct {
 type entry struct {
 	name string
 	p    Process
-	// reaped is closed once cmd.Wait returned, for a process this
-	// supervisor started (its child); nil for an adopted one, which is
-	// polled instead. It is set once, when the entry is made.
-	reaped  chan struct{}
+	// gone is closed once the process is known to have ended: reaped by
+	// cmd.Wait for a process this supervisor started (its child), seen
+	// through its pidfd for an adopted one. nil for an adopted process
+	// without a pidfd (a kernel before 5.3), which Poll looks at instead.
+	// It is set once, when the entry is made.
+	gone    chan struct{}
 	waitErr error
-	// polled: a child that outlived SIGKILL's wait is left to Poll too.
+	// polled: a process that outlived SIGKILL's wait is left to Poll too.
 	polled bool
 	// stopping: Stop has been called (with reason); killed: it was sent
 	// SIGKILL. finished: its Exited event is sent, it is forgotten.
@@ -159,7 +161,15 @@ func (s *Supervisor) Adopt() map[string]Process {
 		if spec, err := ReadSpec(s.o.StateDir, name); err == nil && spec.Token != "" {
 			s.tokens[name] = spec.Token
 		}
-		s.procs[name] = &entry{name: name, p: p}
+		e := &entry{name: name, p: p}
+		if fd, err := openPidfd(p.Identity); err == nil {
+			e.gone = make(chan struct{})
+			go s.watch(e, fd, nil)
+		} else if errors.Is(err, errGone) {
+			os.Remove(path)
+			continue
+		}
+		s.procs[name] = e
 		out[name] = p
 		s.o.Log.Info("adopted a running external task", "task", name, "pid", p.Pid)
 	}
@@ -209,20 +219,19 @@ func (s *Supervisor) Spawn(spec Spec) (Process, error) {
 		return Process{}, fmt.Errorf("external %s exited at once: see %s", name, LogPath(s.o.StateDir, name))
 	}
 	p := Process{Identity: Identity{Pid: cmd.Process.Pid, Start: start}, Hash: spec.Hash(), Kind: spec.Task.Spec.Kind, Started: time.Now()}
-	e := &entry{name: name, p: p, reaped: make(chan struct{})}
+	e := &entry{name: name, p: p, gone: make(chan struct{})}
 	s.procs[name] = e
 	if err := writeJSONFile(PidPath(s.o.StateDir, name), p); err != nil {
 		// It runs, and recorded itself; a later daemon finds it either way.
 		s.o.Error.Error("recording an external process", "task", name, "pid", p.Pid, "error", err)
 	}
-	go func() { // reap it while we are its parent, and report its end at once
-		err := cmd.Wait()
-		s.mu.Lock()
-		e.waitErr = err
-		s.mu.Unlock()
-		close(e.reaped)
-		s.finish(e)
-	}()
+	// Our child cannot be reaped by anyone else, so its pid is its own
+	// until cmd.Wait: a pidfd of it is of it, even of its zombie.
+	fd, err := openPidfd(Identity{Pid: p.Pid})
+	if err != nil {
+		fd = nil // no pidfds: cmd.Wait blocks a thread of its own instead
+	}
+	go s.watch(e, fd, cmd)
 	s.o.Log.Info("external task started", "task", name, "pid", p.Pid)
 	return p, nil
 }
@@ -310,17 +319,17 @@ func (s *Supervisor) stop(e *entry, grace time.Duration) {
 func (s *Supervisor) waitGone(e *entry, d time.Duration) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
+	if e.gone != nil {
+		select {
+		case <-e.gone:
+			return true
+		case <-deadline.C:
+			return false
+		}
+	}
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
 	for {
-		if e.reaped != nil {
-			select {
-			case <-e.reaped:
-				return true
-			case <-deadline.C:
-				return false
-			}
-		}
 		if !e.p.Alive() {
 			return true
 		}
@@ -332,14 +341,16 @@ func (s *Supervisor) waitGone(e *entry, d time.Duration) bool {
 	}
 }
 
-// Poll looks whether adopted processes (not our children, whose ends are
-// reaped at once) are still alive, and reports those that are gone. The
-// daemon calls it periodically (every 500 ms).
+// Poll looks whether the processes no pidfd watches (adopted ones on a
+// kernel without pidfds, and any that outlived SIGKILL's wait) are still
+// alive, and reports those that are gone; every other end is reported
+// the moment it happens. The daemon calls it periodically (every 500 ms);
+// it reads /proc only for those few.
 func (s *Supervisor) Poll() {
 	s.mu.Lock()
 	var gone []*entry
 	for _, e := range s.procs {
-		if (e.reaped == nil || e.polled) && !e.finished && !e.p.Alive() {
+		if (e.gone == nil || e.polled) && !e.finished && !e.p.Alive() {
 			gone = append(gone, e)
 		}
 	}

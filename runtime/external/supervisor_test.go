@@ -293,12 +293,11 @@ func TestAdoptFindsTheLivingAndDropsStalePidFiles(t *testing.T) {
 		t.Fatalf("a living process reported exited: %+v", ev)
 	default:
 	}
-	// It dies without being asked: Poll notices.
+	// It dies without being asked: its pidfd tells at once, with no Poll.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	<-reaped
-	s.Poll()
 	ev := nextEvent(t, s, 10*time.Second)
 	if ev.Task != "Adoptee" || ev.Requested || ev.Killed {
 		t.Fatalf("event %+v", ev)

@@ -137,12 +137,18 @@ func parseRoute(x any, path ...string) (route, error) {
 				err = fmt.Errorf("want an object, got %T", v)
 				break
 			}
+			if sub, serr := checkPattern(pat); serr != nil {
+				return rt, configErr(serr, append(append(path, k), sub...)...)
+			}
 			rt.match, err = message.Compile(pat)
 		case "transform":
 			t, isMap := v.(map[string]any)
 			if !isMap {
 				err = fmt.Errorf("want an object, got %T", v)
 				break
+			}
+			if sub, serr := checkTransform(t); serr != nil {
+				return rt, configErr(serr, append(append(path, k), sub...)...)
 			}
 			rt.transform, err = message.CompileTransform(t)
 		case "forwards":
