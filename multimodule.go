@@ -69,7 +69,7 @@ var builtins = []struct {
 	// about is the one line multimodule --list-kinds shows.
 	about string
 }{
-	{router.New, schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Stateless: true},
+	{router.New, schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Explain: router.ExplainConfig, Stateless: true},
 		"routes messages by their content to other tasks' queues"},
 	{exec.New, schema.Builtin{Kind: exec.Kind, CUE: exec.ConfigSchema, Check: exec.CheckConfig}, exec.Description},
 	{followtail.New, schema.Builtin{Kind: followtail.Kind, CUE: followtail.ConfigSchema, Check: followtail.CheckConfig}, followtail.Description},

@@ -56,7 +56,10 @@ func (r *Registry) Kinds() []string {
 }
 
 // Resolve finds kind. A kind with a dot is taken as fully qualified; a bare
-// name is looked up in "builtin" and then in namespaces, in order.
+// name is looked up in "builtin" and then in namespaces, in order. Its
+// error lists the registered kinds and, when a namespace that was not
+// searched has the name, the -p that would find it: the usual cause is a
+// missing -p or a config meant for another daemon binary.
 func (r *Registry) Resolve(kind string, namespaces []string) (string, Factory, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -64,7 +67,7 @@ func (r *Registry) Resolve(kind string, namespaces []string) (string, Factory, e
 		if f, ok := r.kinds[kind]; ok {
 			return kind, f, nil
 		}
-		return "", nil, fmt.Errorf("%w %q: it is not registered", ErrUnknownKind, kind)
+		return "", nil, fmt.Errorf("%w %q: it is not registered; %s", ErrUnknownKind, kind, r.registeredLocked())
 	}
 	var searched []string
 	for _, ns := range SearchPath(namespaces) {
@@ -74,7 +77,38 @@ func (r *Registry) Resolve(kind string, namespaces []string) (string, Factory, e
 		}
 		searched = append(searched, full)
 	}
-	return "", nil, fmt.Errorf("%w %q: searched %s", ErrUnknownKind, kind, strings.Join(searched, ", "))
+	hint := "add its namespace with -p NAMESPACE, or run a daemon built with it"
+	var elsewhere []string
+	for full := range r.kinds {
+		if ns, name, _ := strings.Cut(full, "."); name == kind {
+			elsewhere = append(elsewhere, ns)
+		}
+	}
+	if len(elsewhere) > 0 {
+		sort.Strings(elsewhere)
+		ns := append(SearchPath(namespaces)[1:], elsewhere[0]) // builtin is always searched
+		hint = fmt.Sprintf("%s.%s is registered: run with -p %s", elsewhere[0], kind, strings.Join(ns, ","))
+	}
+	return "", nil, fmt.Errorf("%w %q: searched %s; %s; %s", ErrUnknownKind, kind, strings.Join(searched, ", "), r.registeredLocked(), hint)
+}
+
+// maxListed bounds the kinds an error names: a daemon may register many.
+const maxListed = 20
+
+// registeredLocked lists the registered kinds for an error; r.mu is held.
+func (r *Registry) registeredLocked() string {
+	if len(r.kinds) == 0 {
+		return "no kinds are registered"
+	}
+	all := make([]string, 0, len(r.kinds))
+	for k := range r.kinds {
+		all = append(all, k)
+	}
+	sort.Strings(all)
+	if len(all) > maxListed {
+		all = append(all[:maxListed], fmt.Sprintf("and %d more", len(all)-maxListed))
+	}
+	return "registered kinds: " + strings.Join(all, ", ")
 }
 
 // SearchPath is the namespace search order for the given -p namespaces.

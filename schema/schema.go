@@ -56,6 +56,10 @@ type Builtin struct {
 	// An error with a ConfigPath() []string method is reported at that
 	// path inside the task's config.
 	Check func(config map[string]any) error
+	// Explain optionally says, in one line, what is allowed at a path
+	// inside the config where CUE refused a field (a pattern's keys, say),
+	// or "" to leave CUE's words; the path's last element is the field.
+	Explain func(path []string) string
 }
 
 // Schema is the compiled schema with its built-ins.
@@ -329,6 +333,7 @@ func (s *Schema) Load(path string) (*Config, error) {
 	if err := v.Validate(cue.Concrete(true)); err != nil {
 		lerr.add(err, files)
 		lerr.place(user)
+		s.explain(&lerr, v, user)
 		return nil, &lerr
 	}
 	if err := s.decode(v, user, cfg, &lerr); err != nil {
@@ -416,11 +421,19 @@ func (s *Schema) decode(v, user cue.Value, cfg *Config, lerr *LoadError) error {
 // task's config the error names (see Builtin.Check) that the user wrote.
 func checkError(user cue.Value, task string, err error) Error {
 	path := []string{"tasks", task, "config"}
+	msg := err.Error()
 	var located interface{ ConfigPath() []string }
 	if errors.As(err, &located) {
 		path = append(path, located.ConfigPath()...)
+		// The check's message repeats the path ("router config:
+		// routes.0.match: ..."); the line already starts with it.
+		if at := strings.Join(located.ConfigPath(), ".") + ": "; len(located.ConfigPath()) > 0 {
+			if i := strings.Index(msg, at); i >= 0 {
+				msg = msg[i+len(at):]
+			}
+		}
 	}
-	e := Error{Path: strings.Join(path, "."), Msg: err.Error(), path: path}
+	e := Error{Path: strings.Join(path, "."), Msg: msg, path: path}
 	l := LoadError{Errors: []Error{e}}
 	l.place(user)
 	return l.Errors[0]

@@ -14,7 +14,7 @@ import (
 
 func newSchema(t *testing.T) *schema.Schema {
 	t.Helper()
-	s, err := schema.New(schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Stateless: true})
+	s, err := schema.New(schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Explain: router.ExplainConfig, Stateless: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 		want      []string // substrings of the error, the first one file:line
 	}{
 		{"wrong type", "tasks: Example1: {}\ntasks: Example1: external: \"yes\"\n",
-			[]string{"bad.cue:2:28", "tasks.Example1.external", "mismatched types string and bool"}},
+			[]string{"bad.cue:2:28", "tasks.Example1.external", "want true or false"}},
 		{"syntax", "tasks: Example1: {\n  config: outstr: \"howdy\"\n",
 			[]string{"bad.cue:2:", "expected '}'"}},
 		{"unknown task field", "tasks: E: {extrnal: true}\n",
@@ -156,6 +156,70 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			}
 			if !strings.HasPrefix(msg, filepath.Join(dir, "bad.cue")+":") {
 				t.Fatalf("error does not start with the file position:\n%s", msg)
+			}
+		})
+	}
+}
+
+// An error CUE words as a disjunction (one line per branch) or as a bare
+// "field not allowed" reads as one line saying what is allowed, still at
+// file:line:col and the path.
+func TestLoadErrorsSayWhatIsAllowed(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	tests := []struct {
+		name, src string
+		want      []string // the one line holds each, in order
+	}{
+		{"operator typo at the top of a match", "tasks: Router: config: routes: [{match: {$gtt: 5}}]\n",
+			[]string{"bad.cue:1:42: ", "tasks.Router.config.routes.0.match.$gtt: ", "unknown operator $gtt (want $re,", "in a field's object"}},
+		{"operator typo inside a match", "tasks: Router: config: routes: [{match: {size: {$gtt: 5}}}]\n",
+			[]string{"bad.cue:1:", "tasks.Router.config.routes.0.match.size: unknown operator $gtt (want $re,"}},
+		{"known operator misplaced", "tasks: R: {kind: \"Router\", config: routes: [{match: {$gt: 5}}]}\n",
+			[]string{"bad.cue:1:", "tasks.R.config.routes.0.match.$gt: ", "operator $gt where a field name belongs"}},
+		{"$copy at the top of a transform", "tasks: Router: config: routes: [{match: {}, transform: {$copy: \"a\"}}]\n",
+			[]string{"bad.cue:1:", "transform.$copy: ", "$copy goes in a field's object"}},
+		{"route field typo", "tasks: Router: config: routes: [{match: {}, forwardz: [{qname: \"A\"}]}]\n",
+			[]string{"bad.cue:1:", "routes.0.forwardz: ", "did you mean forwards?", "allowed: forwards, match, short_circuit, transform"}},
+		{"invalid task name", "tasks: \"a/b\": {}\n",
+			[]string{"bad.cue:1:8: ", `task name "a/b" not allowed: a task name is a letter or _ then up to 127 letters, digits, _ or -`}},
+		{"task field typo", "tasks: E: {extrnal: true}\n",
+			[]string{"bad.cue:1:12: ", "tasks.E.extrnal: ", "did you mean external?", "allowed: config, disabled, external, intervals, kind, limits, restart"}},
+		{"bad kind", "tasks: E: kind: \"not a kind\"\n",
+			[]string{"bad.cue:1:17: ", "tasks.E.kind: want a kind: Name or namespace.Name", `got "not a kind"`}},
+		{"memory neither fraction nor size", "tasks: E: limits: memory: warn: \"200 megs\"\n",
+			[]string{"bad.cue:1:33: ", "want a fraction of the box's memory", `got "200 megs"`}},
+		{"bool as a string", "tasks: E: external: \"yes\"\n",
+			[]string{"bad.cue:1:21: ", "tasks.E.external: want true or false, got \"yes\""}},
+		{"match not an object", "tasks: Router: config: routes: [{match: 5}]\n",
+			[]string{"bad.cue:1:", "routes.0.match: want an object, got 5"}},
+		{"routes not a list", "tasks: Router: config: routes: {}\n",
+			[]string{"bad.cue:1:", "tasks.Router.config.routes: want a list, got {}"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := testenv.WriteFiles(t, map[string]string{"good.cue": "tasks: Good: {}\n", "bad.cue": tt.src})
+			_, err := s.Load(dir)
+			if !errors.Is(err, schema.ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+			msg := strings.TrimSuffix(schema.Format(err), "\n")
+			if strings.Contains(msg, "\n") {
+				t.Fatalf("want one line, got:\n%s", msg)
+			}
+			for _, noise := range []string{"conflicting values", "out of bound =~", "disjunction", "#"} {
+				if strings.Contains(msg, noise) {
+					t.Fatalf("error shows CUE's internals (%q):\n%s", noise, msg)
+				}
+			}
+			rest := strings.TrimPrefix(msg, dir+"/")
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("error lacks %q (in order):\n%s", w, msg)
+				}
+				rest = rest[i+len(w):]
 			}
 		})
 	}

@@ -14,6 +14,8 @@
 //	mmctl logs TASK [-f]             an external task's log
 //	mmctl gc [--yes]                 queues and state files of tasks no longer in the config
 //	mmctl queues rm NAME...          remove queues
+//	mmctl graph [-c DIR] [-o dot|mermaid]   the route graph of a config dir
+//	mmctl top                        live view of the tasks by CPU or backlog
 //	mmctl version                    the version it was built from (also --version)
 //	mmctl shutdown [--exit-externals]
 //
@@ -88,7 +90,7 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 	}
 	root.AddCommand(newVetCmd(g), newDiffCmd(g), newApplyCmd(g), newStatusCmd(g), newSchemaCmd(g),
 		newClearCmd(g), newSendCmd(g), newRecvCmd(g), newQueuesCmd(g), newShutdownCmd(g), newTransitCmd(g),
-		newRestartCmd(g), newStopCmd(g), newStartCmd(g), newLogsCmd(g), newGCCmd(g), &cobra.Command{
+		newRestartCmd(g), newStopCmd(g), newStartCmd(g), newLogsCmd(g), newGCCmd(g), newGraphCmd(g), newTopCmd(g), &cobra.Command{
 			Use:   "version",
 			Short: "Print the version of multimodule mmctl was built from (as --version)",
 			Args:  args(0),

@@ -186,3 +186,54 @@ func FuzzRouter(f *testing.F) {
 		}
 	})
 }
+
+// Errors in a route's match or transform say what is allowed on one line:
+// the deep ones from CheckConfig (at their path), the top-level ones that
+// router.cue refuses from ExplainConfig.
+func TestConfigErrorsSayWhatIsAllowed(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		routes string   // for CheckConfig; "" for an ExplainConfig case
+		path   []string // for ExplainConfig
+		path2  string   // CheckConfig's path for the error
+		want   []string
+	}{
+		{name: "operator typo in a field", routes: `[{"match": {"size": {"$gtt": 5}}}]`, path2: "routes.0.match.size",
+			want: []string{"unknown operator $gtt (want $re, $exists, $in, $ne, $gt, $gte, $lt, $lte)"}},
+		{name: "operator of the wrong type", routes: `[{"match": {"a": {"$re": 5}}}]`, path2: "routes.0.match.a.$re",
+			want: []string{"$re does not take float64"}},
+		{name: "operator typo at the top", path: []string{"routes", "0", "match", "$gtt"},
+			want: []string{"unknown operator $gtt (want $re,", "operators go in a field's object: {size: {$gt: 5}}"}},
+		{name: "known operator at the top", path: []string{"routes", "3", "match", "$in"},
+			want: []string{"operator $in where a field name belongs", "{size: {$in: ...}}"}},
+		{name: "$copy at the top of a transform", path: []string{"routes", "0", "transform", "$copy"},
+			want: []string{"$copy where a field name belongs", `{to: {$copy: "from.path"}}`}},
+		{name: "plain field refused elsewhere", path: []string{"routes", "0", "forwardz"}},
+		{name: "not under a route", path: []string{"$gtt"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var msg string
+			if tt.routes != "" {
+				err := CheckConfig(obj(t, `{"routes":`+tt.routes+`}`))
+				var ce *ConfigError
+				if !errors.As(err, &ce) || strings.Join(ce.Path, ".") != tt.path2 {
+					t.Fatalf("CheckConfig: %v, want a ConfigError at %s", err, tt.path2)
+				}
+				msg = ce.Err.Error()
+			} else {
+				msg = ExplainConfig(tt.path)
+			}
+			if strings.Contains(msg, "\n") || (len(tt.want) == 0) != (msg == "") {
+				t.Fatalf("got %q", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Fatalf("%q lacks %q", msg, w)
+				}
+			}
+		})
+	}
+}

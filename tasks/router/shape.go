@@ -84,7 +84,7 @@ func checkPattern(p map[string]any) ([]string, error) {
 			takes, known := operators[op]
 			switch {
 			case !known && strings.HasPrefix(op, "$"):
-				return []string{k}, fmt.Errorf("unknown operator %s (want $re, $exists, $in, $ne, $gt, $gte, $lt, $lte)", op)
+				return []string{k}, fmt.Errorf("unknown operator %s (want %s)", op, operatorList)
 			case !known:
 				return []string{k}, fmt.Errorf("%q mixes operators and fields", k)
 			case !takes(m[op]):
@@ -121,4 +121,29 @@ func checkTransform(t map[string]any) ([]string, error) {
 		}
 	}
 	return nil, nil
+}
+
+// operatorList names the operators, for messages.
+const operatorList = "$re, $exists, $in, $ne, $gt, $gte, $lt, $lte"
+
+// ExplainConfig says, as one line, what is allowed at path inside a Router's config
+// where the schema refused a field (schema.Builtin.Explain): router.cue
+// allows only field names at the top of a match or a transform, so a
+// misplaced or misspelt operator ($gtt) would otherwise read "field not
+// allowed".
+func ExplainConfig(path []string) string {
+	if len(path) != 4 || path[0] != "routes" || !strings.HasPrefix(path[3], "$") {
+		return ""
+	}
+	field := path[3]
+	switch path[2] {
+	case "match":
+		if _, known := operators[field]; !known {
+			return fmt.Sprintf("unknown operator %s (want %s), and operators go in a field's object: {size: {$gt: 5}}", field, operatorList)
+		}
+		return fmt.Sprintf("operator %s where a field name belongs: operators go in a field's object, e.g. {size: {%s: ...}}", field, field)
+	case "transform":
+		return fmt.Sprintf(`%s where a field name belongs: a transform's keys are field names, and $copy goes in a field's object: {to: {$copy: "from.path"}}`, field)
+	}
+	return ""
 }
