@@ -315,7 +315,9 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 			return false
 		case errors.Is(err, transit.ErrEmpty) && in.h.catchingUp(r.task):
 			in.dead.Add(uint64(d.Dead))
-			in.catchUp(r)
+			if !in.catchUp(r) {
+				throttled[name] = true // senders still on their way: again soon
+			}
 			return false
 		}
 	} else {
@@ -337,8 +339,8 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 // catchUp ends the catch-up of r's task once its queue was drained once:
 // with the task's senders held, take what arrived meanwhile (regardless of
 // HighWater: the senders wait), then let them deliver directly.
-func (in *Inbound) catchUp(r *route) {
-	in.h.finishCatchUp(r.task, func() {
+func (in *Inbound) catchUp(r *route) bool {
+	return in.h.finishCatchUp(r.task, func() {
 		in.settle(r) // a sender may be waiting for room
 		for {
 			d, err := r.rx.take()

@@ -82,6 +82,18 @@ func (l *lineage) add(copied bool) error {
 	return nil
 }
 
+// hold counts a member that is on its way to a queue that survives the
+// process (a task's gathered send, see outbox): no budget applies, since
+// it leaves the process.
+func (l *lineage) hold() { l.pending.Add(1) }
+
+// release ends n holds: their members are on their queue.
+func (l *lineage) release(n int64) {
+	if l.pending.Add(-n) == 0 && l.onSettled != nil {
+		l.onSettled()
+	}
+}
+
 // fail marks a member whose effect could not be kept, and is its done.
 func (l *lineage) fail() {
 	l.failed.Store(true)

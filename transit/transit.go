@@ -746,7 +746,8 @@ func (t *Transit) ClearDoorbell(name string) error {
 // ring tells the doorbell of queue name, if any, that it has a message. It
 // never blocks and never fails the send: a receiver sweeps its queues
 // periodically, so a lost ring only delays.
-func (t *Transit) ring(name string) {
+func (t *Transit) ring(sent *Queue) {
+	name := sent.name
 	now := time.Now()
 	t.mu.Lock()
 	e, ok := t.doorbell[name]
@@ -763,6 +764,14 @@ func (t *Transit) ring(name string) {
 		t.mu.Unlock()
 	}
 	if e.q == nil {
+		return
+	}
+	// A receiver sleeps only once it found the queue empty, and peeks and
+	// drains until it does: while the queue holds more than the message
+	// just sent, its receiver either was rung for an earlier one or holds
+	// one it has yet to settle (which wakes it), and will come to this one
+	// too. Only the message that makes the queue non-empty rings.
+	if ds, err := msgstat(sent.qid()); err == nil && ds.Qnum > 1 {
 		return
 	}
 	buf := make([]byte, typeSize+1+len(name))
