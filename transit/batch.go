@@ -46,8 +46,8 @@ func (b *Batch) Len() int { return b.n }
 // dead letters (see Flush).
 func (b *Batch) Add(msg map[string]any) error {
 	q := b.q
-	stamp(msg, time.Now())
 	if q.t.layout.ipc {
+		stamp(msg, time.Now())
 		// Every message its own IPC::Transit frame (ipctransit.go).
 		buf, err := AppendJSON(header(nil), msg)
 		if err != nil {
@@ -56,7 +56,7 @@ func (b *Batch) Add(msg map[string]any) error {
 		return q.sendText(buf)
 	}
 	var err error
-	if b.enc, err = AppendJSON(b.enc[:0], msg); err != nil {
+	if b.enc, err = appendStamped(b.enc[:0], msg, time.Now()); err != nil {
 		return fmt.Errorf("transit: send to %s: %w", q.name, err)
 	}
 	if binary.MaxVarintLen64+len(b.enc) > q.maxInline()-1 {
@@ -112,4 +112,28 @@ func (t *Transit) deadLetterFrame(queue, reason string, p []byte) error {
 		p = p[k+int(n):]
 	}
 	return errors.Join(errs...)
+}
+
+// appendStamped appends msg's JSON with .ipc_transit_meta.send_ts set to
+// now, as stamp and AppendJSON would, but without adding a map to msg
+// when it has no metadata yet (most messages a task makes): one
+// allocation less per message on the batched path. The key is written
+// last; readers take keys in any order.
+func appendStamped(buf []byte, msg map[string]any, now time.Time) ([]byte, error) {
+	if _, ok := msg[".ipc_transit_meta"]; ok {
+		stamp(msg, now)
+		return AppendJSON(buf, msg)
+	}
+	start := len(buf)
+	buf, err := AppendJSON(buf, msg)
+	if err != nil {
+		return buf, err
+	}
+	buf = buf[:len(buf)-1] // the closing brace
+	if len(buf)-start > 1 {
+		buf = append(buf, ',')
+	}
+	buf = append(buf, `".ipc_transit_meta":{"send_ts":`...)
+	buf, err = appendFloat(buf, float64(now.UnixMicro())/1e6, 64)
+	return append(buf, "}}"...), err
 }

@@ -500,3 +500,32 @@ func TestFullQueueWakesItsSender(t *testing.T) {
 		t.Fatalf("%d messages in the first queue message (%v), want all 100 in order", len(d.Msgs), err)
 	}
 }
+
+// A batched message carries its send_ts whether or not it had metadata.
+func TestBatchStampsSendTs(t *testing.T) {
+	t.Parallel()
+	tr := open(t, testenv.TransitDir(t))
+	q, _ := tr.Queue("stamped")
+	b := q.NewBatch()
+	for _, m := range []map[string]any{{}, {"a": "x"}, {"a": 1.0, ".ipc_transit_meta": map[string]any{"hops": 2.0}}} {
+		if err := b.Add(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := q.Receive(false)
+	if err != nil || len(d.Msgs) != 3 {
+		t.Fatalf("%v %v", d.Msgs, err)
+	}
+	for i, m := range d.Msgs {
+		meta, _ := m[".ipc_transit_meta"].(map[string]any)
+		if ts, _ := meta["send_ts"].(float64); ts < float64(time.Now().Add(-time.Minute).Unix()) || len(m) != i+1 {
+			t.Fatalf("message %d: %v", i, m)
+		}
+	}
+	if d.Msgs[2][".ipc_transit_meta"].(map[string]any)["hops"] != 2.0 {
+		t.Fatalf("metadata lost: %v", d.Msgs[2])
+	}
+}
