@@ -521,7 +521,7 @@ func TestBatchStampsSendTs(t *testing.T) {
 	}
 	for i, m := range d.Msgs {
 		meta, _ := m[".ipc_transit_meta"].(map[string]any)
-		if ts, _ := meta["send_ts"].(float64); ts < float64(time.Now().Add(-time.Minute).Unix()) || len(m) != i+1 {
+		if ts, _ := meta["send_ts"].(float64); ts < float64(time.Now().Add(-time.Minute).Unix()) || len(m) != []int{1, 2, 2}[i] {
 			t.Fatalf("message %d: %v", i, m)
 		}
 	}
