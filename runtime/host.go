@@ -152,8 +152,9 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rs := make([]*runner, len(specs))
+	starting := make(map[string]bool, len(specs))
 	for i, spec := range specs {
-		if errs[i] = h.checkStart(spec, rs[:i]); errs[i] != nil {
+		if errs[i] = h.checkStart(spec, starting); errs[i] != nil {
 			continue
 		}
 		r, err := newRunner(h, spec)
@@ -164,6 +165,7 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 		r.catch.bounded = spec.CatchUp && h.opts.Remote != nil
 		r.catch.on.Store(r.catch.bounded)
 		rs[i] = r
+		starting[spec.Name] = true
 	}
 	h.publish(func(m map[string]*runner) {
 		for _, r := range rs {
@@ -193,7 +195,10 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 	return errs
 }
 
-func (h *Host) checkStart(spec TaskSpec, starting []*runner) error {
+// checkStart checks one spec of a StartAll against the running tasks and
+// those started before it in the same call (starting): one map lookup
+// each, so starting n tasks together costs O(n).
+func (h *Host) checkStart(spec TaskSpec, starting map[string]bool) error {
 	if !TaskNameRE.MatchString(spec.Name) {
 		return fmt.Errorf("%w %q: use letters, digits, _ and -", ErrBadTaskName, spec.Name)
 	}
@@ -203,10 +208,8 @@ func (h *Host) checkStart(spec TaskSpec, starting []*runner) error {
 	if _, ok := (*h.tasks.Load())[spec.Name]; ok {
 		return fmt.Errorf("task %s: %w", spec.Name, ErrTaskExists)
 	}
-	for _, r := range starting {
-		if r != nil && r.name == spec.Name {
-			return fmt.Errorf("task %s: %w", spec.Name, ErrTaskExists)
-		}
+	if starting[spec.Name] {
+		return fmt.Errorf("task %s: %w", spec.Name, ErrTaskExists)
 	}
 	return nil
 }

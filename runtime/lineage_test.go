@@ -93,7 +93,7 @@ func TestADeliveryStaysQueuedUntilItsInProcessHopsAreHandled(t *testing.T) {
 		return d == 1
 	})
 	for range 3 { // the drainer has had every chance to settle
-		env.in.drainAll(map[string]bool{})
+		env.in.drainAll(map[string]bool{}, false)
 		if st, err := q.Stats(); err != nil || st.Messages != 1 {
 			t.Fatalf("Head's queue before the last hop is handled: %+v, %v", st, err)
 		}

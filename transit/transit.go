@@ -692,7 +692,7 @@ func (t *Transit) doorbellPath(name string) string { return filepath.Join(t.dir,
 // SetDoorbell registers doorbell as the queue to ring after every send to
 // queue name. Senders notice within a second.
 func (t *Transit) SetDoorbell(name, doorbell string) error {
-	if !ValidName(name) || !ValidName(doorbell) {
+	if !ValidName(name) && name != defaultDoorbellFile || !ValidName(doorbell) {
 		return fmt.Errorf("%w: %q or %q", ErrBadName, Excerpt(name), Excerpt(doorbell))
 	}
 	dir := filepath.Join(t.dir, ".doorbell")
@@ -713,6 +713,38 @@ func (t *Transit) SetDoorbell(name, doorbell string) error {
 		return fmt.Errorf("transit: %w", err)
 	}
 	return nil
+}
+
+// defaultDoorbellFile, under .doorbell/, names the doorbell to ring for a
+// queue that has no doorbell file of its own (not a valid queue name, so
+// it never is one).
+const defaultDoorbellFile = ".default"
+
+// SetDefaultDoorbell registers doorbell as the one to ring for every queue
+// that has no doorbell of its own: a daemon serves its tasks' queues
+// through it without a file per queue, and learns of a queue made by a
+// sender from the sender's ring.
+func (t *Transit) SetDefaultDoorbell(doorbell string) error {
+	if err := t.SetDoorbell(defaultDoorbellFile, doorbell); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ClearDefaultDoorbell removes the default doorbell if it is still
+// doorbell (a later daemon may have registered its own).
+func (t *Transit) ClearDefaultDoorbell(doorbell string) {
+	path := t.doorbellPath(defaultDoorbellFile)
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == doorbell {
+		os.Remove(path)
+	}
+}
+
+// Exists reports whether queue name has been made (its key file is
+// there), without making it.
+func (t *Transit) Exists(name string) bool {
+	_, err := os.Lstat(t.keyPath(name, false))
+	return err == nil
 }
 
 // Served reports whether a receiver has registered a doorbell for queue
@@ -754,8 +786,12 @@ func (t *Transit) ring(sent *Queue) {
 	t.mu.Unlock()
 	if !ok || now.Sub(e.checked) > doorbellTTL {
 		e = doorbellEntry{checked: now}
-		if b, err := os.ReadFile(t.doorbellPath(name)); err == nil {
-			if db := strings.TrimSpace(string(b)); db != name {
+		b, err := os.ReadFile(t.doorbellPath(name))
+		if errors.Is(err, os.ErrNotExist) {
+			b, err = os.ReadFile(t.doorbellPath(defaultDoorbellFile))
+		}
+		if err == nil {
+			if db := strings.TrimSpace(string(b)); db != name && ValidName(db) {
 				e.q, _ = t.Bell(db)
 			}
 		}
