@@ -172,10 +172,21 @@ func TestExternalTaskLifecycle(t *testing.T) {
 	// comes back with it. The report was sent after the change.
 	sentTs := e.last()[".ipc_transit_meta"].(map[string]any)["send_ts"].(float64)
 	changed := time.UnixMicro(int64(sentTs * 1e6))
+	// The file's mtime moves at a save's first write, before its commit
+	// (an fsync, then the meta page): the save is whole once the file has
+	// stopped changing (an unchanged state is not written again).
+	var lastMod time.Time
+	var stableSince time.Time
 	testenv.WaitFor(t, 5*time.Second, "a state save", func() bool {
 		fi, err := os.Stat(filepath.Join(e.state, "tasks", "Counter.db"))
 		_, ierr := os.Stat(filepath.Join(e.state, "tasks", "saved.index"))
-		return err == nil && ierr == nil && fi.ModTime().After(changed)
+		if err != nil || ierr != nil || !fi.ModTime().After(changed) {
+			return false
+		}
+		if !fi.ModTime().Equal(lastMod) {
+			lastMod, stableSince = fi.ModTime(), time.Now()
+		}
+		return time.Since(stableSince) > 150*time.Millisecond
 	})
 	syscall.Kill(int(extPid), syscall.SIGKILL)
 	testenv.WaitFor(t, 10*time.Second, "a new external process", func() bool {

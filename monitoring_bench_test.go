@@ -137,3 +137,81 @@ func BenchmarkScale200Externals(b *testing.B) {
 	b.ReportMetric(idle*100, "daemon-idle-%core")
 	b.ReportMetric(bare*100, "bare-proc-reads-%core@1Hz")
 }
+
+// BenchmarkScale10000IdleTasks starts a daemon (testdata/extprog) hosting
+// 10,000 stateless internal tasks and reports the time until all run and
+// the CPU the whole daemon then uses while nothing happens (its sampling,
+// monitoring and wake-ups included, as top shows it). The baseline, over
+// the same seconds, is an idle Go process (this test binary parked).
+func BenchmarkScale10000IdleTasks(b *testing.B) {
+	const n, files = 10000, 100
+	bin := buildExtprog(b)
+	state := b.TempDir()
+	cfg := map[string]string{}
+	for f := range files {
+		var s strings.Builder
+		for i := f * n / files; i < (f+1)*n/files; i++ {
+			fmt.Fprintf(&s, "tasks: S%05d: {kind: \"Sink\"}\n", i)
+		}
+		cfg[fmt.Sprintf("f%03d.cue", f)] = s.String()
+	}
+	cfgDir := testenv.WriteFiles(b, cfg)
+	tr, err := transit.Open(transit.Options{Dir: testenv.TransitDir(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	d := exec.Command(bin, "-c", cfgDir, "-s", state, "-T", tr.Dir(), "-p", "acme", "--load-timeout", "5m",
+		"-o", "log:"+filepath.Join(state, "log"))
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("not all %d tasks running", n)
+		}
+		reply, err := control.Request(tr, control.DefaultQueue, control.Op{Type: control.Status}, 10*time.Second)
+		if err != nil || reply.Status == nil {
+			continue
+		}
+		running := 0
+		for _, t := range reply.Status.Tasks {
+			if t.Status == "running" {
+				running++
+			}
+		}
+		if running == n {
+			break
+		}
+	}
+	start := time.Since(t0)
+	idle := exec.Command(os.Args[0], "-test.run=^$")
+	idle.Env = append(os.Environ(), "MM_IDLE=1")
+	if err := idle.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { idle.Process.Kill(); idle.Wait() })
+	time.Sleep(2 * time.Second) // both past their start
+	b.ResetTimer()
+	const over = 20 * time.Second
+	c0, i0 := procCPU(b, d.Process.Pid), procCPU(b, idle.Process.Pid)
+	time.Sleep(over)
+	ours := (procCPU(b, d.Process.Pid) - c0).Seconds() / over.Seconds()
+	bare := (procCPU(b, idle.Process.Pid) - i0).Seconds() / over.Seconds()
+	b.StopTimer()
+	rssMiB := procRSS(b, d.Process.Pid) / (1 << 20)
+	d.Process.Signal(unix.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatal("the daemon did not exit")
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(start.Seconds()*1000, "start-all-ms")
+	b.ReportMetric(rssMiB, "daemon-rss-MiB")
+	b.ReportMetric(ours*100, "daemon-idle-%core")
+	b.ReportMetric(bare*100, "idle-process-%core")
+}

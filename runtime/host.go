@@ -152,8 +152,9 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rs := make([]*runner, len(specs))
+	starting := make(map[string]bool, len(specs))
 	for i, spec := range specs {
-		if errs[i] = h.checkStart(spec, rs[:i]); errs[i] != nil {
+		if errs[i] = h.checkStart(spec, starting); errs[i] != nil {
 			continue
 		}
 		r, err := newRunner(h, spec)
@@ -164,6 +165,7 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 		r.catch.bounded = spec.CatchUp && h.opts.Remote != nil
 		r.catch.on.Store(r.catch.bounded)
 		rs[i] = r
+		starting[spec.Name] = true
 	}
 	h.publish(func(m map[string]*runner) {
 		for _, r := range rs {
@@ -176,7 +178,9 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 		if r == nil {
 			continue
 		}
-		if err := r.applyConfig(&configChange{config: specs[i].Config, intervals: specs[i].Intervals}); err != nil {
+		err := r.applyConfig(&configChange{config: specs[i].Config, intervals: specs[i].Intervals})
+		r.flush() // what SetConfig sent out of the process
+		if err != nil {
 			h.publish(func(m map[string]*runner) { delete(m, r.name) })
 			r.abandon()
 			errs[i] = fmt.Errorf("task %s: %w", r.name, err)
@@ -191,7 +195,10 @@ func (h *Host) StartAll(specs []TaskSpec) []error {
 	return errs
 }
 
-func (h *Host) checkStart(spec TaskSpec, starting []*runner) error {
+// checkStart checks one spec of a StartAll against the running tasks and
+// those started before it in the same call (starting): one map lookup
+// each, so starting n tasks together costs O(n).
+func (h *Host) checkStart(spec TaskSpec, starting map[string]bool) error {
 	if !TaskNameRE.MatchString(spec.Name) {
 		return fmt.Errorf("%w %q: use letters, digits, _ and -", ErrBadTaskName, spec.Name)
 	}
@@ -201,10 +208,8 @@ func (h *Host) checkStart(spec TaskSpec, starting []*runner) error {
 	if _, ok := (*h.tasks.Load())[spec.Name]; ok {
 		return fmt.Errorf("task %s: %w", spec.Name, ErrTaskExists)
 	}
-	for _, r := range starting {
-		if r != nil && r.name == spec.Name {
-			return fmt.Errorf("task %s: %w", spec.Name, ErrTaskExists)
-		}
+	if starting[spec.Name] {
+		return fmt.Errorf("task %s: %w", spec.Name, ErrTaskExists)
 	}
 	return nil
 }
@@ -254,17 +259,22 @@ func (h *Host) Stop(ctx context.Context, name string) error {
 // Send delivers msg to the named task in this process or, failing that,
 // through the remote transport to a queue of that name. It is a message
 // from outside any task: it belongs to no lineage.
-func (h *Host) Send(qname string, msg Message) error { return h.send(qname, msg, nil, false) }
+func (h *Host) Send(qname string, msg Message) error { return h.send(qname, msg, nil) }
 
-// send is Send of a message a task sends while handling from (nil in
-// timers and SetConfig); handsOn says it is that very message, or a
-// Forwarder's copy of it. A member of a lineage is never dropped: past a
-// budget it is dead-lettered, and one that reaches no queue is kept as a
-// dead letter too (the task still gets the error).
-func (h *Host) send(qname string, msg Message, from *origin, handsOn bool) error {
+// send is Send of a message the task sender sends (nil from outside any
+// task), as a member of the lineage of the message it
+// handles, if any. A member of a lineage is never dropped: past a budget
+// it is dead-lettered, and one that reaches no queue is kept as a dead
+// letter too (the task still gets the error). A task's sends to queues
+// outside the process are gathered in its outbox (see outbox.go).
+func (h *Host) send(qname string, msg Message, sender *runner) error {
+	var out *outbound
+	var from *origin
 	var lin *lineage
-	if from != nil {
-		lin = from.lin
+	handsOn := false
+	if sender != nil {
+		out = &sender.out
+		from, lin, handsOn = &out.from, out.from.lin, out.handsOn(msg)
 	}
 	if h.opts.Remote == nil {
 		if r := (*h.tasks.Load())[qname]; r != nil {
@@ -278,11 +288,26 @@ func (h *Host) send(qname string, msg Message, from *origin, handsOn bool) error
 	c.Add(1)
 	r := (*h.tasks.Load())[qname]
 	if r == nil {
+		if qs, ok := h.opts.Remote.(queueSender); ok && out != nil {
+			if msg, err := h.handOn(qname, msg, from, handsOn); err != nil {
+				c.Add(-1)
+				return err
+			} else if err := h.gather(qs, qname, msg, out, c); err != nil {
+				h.notSent(qname, msg, lin, err)
+				return err
+			}
+			return nil
+		}
 		err := h.toQueue(qname, msg, from, handsOn)
 		c.Add(-1)
 		return err
 	}
 	c.Add(-1)
+	if out != nil && out.box.pending[qname] != nil {
+		// The task is here now: what this sender gathered for its queue
+		// goes there first, to be caught up with before what follows.
+		sender.flushTo(qname)
+	}
 	if r.catch.bounded && !r.catch.on.Load() && r.mbox.depth() >= MailboxBound {
 		// Past the bound the task's queue takes what is sent to it, and
 		// pushes back on its senders when full; the inbound moves it on
@@ -327,28 +352,40 @@ func (h *Host) push(r *runner, msg Message, lin *lineage, copied bool) error {
 }
 
 // toQueue sends msg to the queue qname outside this process, which
-// survives the process: it leaves no debt in a lineage. A message handed
-// on counts one more hop, in a copy of its metadata (the map may still be
-// read by whoever handed it on). One that reaches no queue is kept as a
-// dead letter when it belongs to a lineage, so that the message it came
-// from may still leave its queue.
+// survives the process: it leaves no debt in a lineage. One that reaches
+// no queue is kept as a dead letter when it belongs to a lineage, so that
+// the message it came from may still leave its queue.
 func (h *Host) toQueue(qname string, msg Message, from *origin, handsOn bool) error {
-	var lin *lineage
-	if from != nil {
-		lin = from.lin
-		if handsOn {
-			hops := hopsOf(from.msg) + 1
-			if hops > HopBudget {
-				return h.refuse(qname, msg, lin, fmt.Errorf("%w: %d hops (budget %d)", ErrHopBudget, hops, HopBudget))
-			}
-			msg = withHops(msg, hops)
-		}
+	msg, err := h.handOn(qname, msg, from, handsOn)
+	if err != nil {
+		return err
 	}
-	err := h.opts.Remote.Send(qname, msg)
-	if err != nil && lin != nil {
-		h.deadLetter(qname, fmt.Sprintf("not sent: %v", err), msg)
+	err = h.opts.Remote.Send(qname, msg)
+	if err != nil && from != nil {
+		h.notSent(qname, msg, from.lin, err)
 	}
 	return err
+}
+
+// handOn is msg as it leaves the process: a message handed on counts one
+// more hop, in a copy of its metadata (the map may still be read by
+// whoever handed it on); past HopBudget it is refused (dead-lettered).
+func (h *Host) handOn(qname string, msg Message, from *origin, handsOn bool) (Message, error) {
+	if from == nil || !handsOn {
+		return msg, nil
+	}
+	hops := hopsOf(from.msg) + 1
+	if hops > HopBudget {
+		return nil, h.refuse(qname, msg, from.lin, fmt.Errorf("%w: %d hops (budget %d)", ErrHopBudget, hops, HopBudget))
+	}
+	return withHops(msg, hops), nil
+}
+
+// notSent keeps msg of lin, which reached no queue, as a dead letter.
+func (h *Host) notSent(qname string, msg Message, lin *lineage, err error) {
+	if lin != nil {
+		h.deadLetter(qname, fmt.Sprintf("not sent: %v", err), msg)
+	}
 }
 
 // withHops is msg with hops recorded in a copy of its metadata.
@@ -425,11 +462,15 @@ func (h *Host) catchingUp(name string) bool {
 // finishCatchUp ends a task's catch-up: with its senders held, drain
 // moves what is left in its queue to the mailbox, then senders go direct.
 // A sender may hold its hold while it waits for room in the full queue,
-// so until the hold can be taken the queue keeps being drained.
-func (h *Host) finishCatchUp(name string, drain func()) {
+// so until the hold can be taken the queue keeps being drained. Sends
+// still on their way to the queue are waited for, briefly: a task's
+// gathered sends (outbox.go) go out only when its batch ends, which may
+// take a while; then it reports false, the catch-up goes on (senders keep
+// using the queue, in order) and the caller tries again later.
+func (h *Host) finishCatchUp(name string, drain func()) bool {
 	r := (*h.tasks.Load())[name]
 	if r == nil || !r.catch.on.Load() {
-		return
+		return true
 	}
 	for !r.catch.mu.TryLock() {
 		drain()
@@ -437,12 +478,17 @@ func (h *Host) finishCatchUp(name string, drain func()) {
 	}
 	defer r.catch.mu.Unlock()
 	// Senders that found the task absent may still be queuing.
+	deadline := time.Now().Add(2 * time.Millisecond)
 	for c := h.sendingTo(name); c.Load() > 0; {
+		if time.Now().After(deadline) {
+			return false
+		}
 		drain()
 		goruntime.Gosched()
 	}
 	drain()
 	r.catch.on.Store(false)
+	return true
 }
 
 // DeliverLocal hands msg to a task of this host only (never to its queue).

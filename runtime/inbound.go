@@ -3,11 +3,12 @@ package runtime
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -18,9 +19,12 @@ import (
 // survives a crash of the daemon.
 const HighWater = 1024
 
-// SweepInterval is how often every served queue is drained regardless of
-// rings: the safety net for a lost ring (a full doorbell, a sender that
-// does not ring, a ring to a doorbell that moved).
+// SweepInterval is how often the inbound asks the kernel whether any
+// message arrived anywhere since it last looked (one system call: the
+// totals of every queue, see transit.SystemTotals) and, only if so,
+// drains every served queue that exists: the safety net for a lost ring
+// (a full doorbell, a sender that does not ring, a ring to a doorbell
+// that moved). An idle daemon does no per-queue work.
 const SweepInterval = time.Second
 
 // Inbound takes messages out of System V queues for the tasks of a host.
@@ -31,6 +35,14 @@ const SweepInterval = time.Second
 // queues that rang, without blocking. A queue whose task is at HighWater is
 // left in the kernel and retried every few milliseconds until the task
 // catches up.
+//
+// A task's queue is made only when something outside the process first
+// sends to it: serving a task whose queue does not exist costs no system
+// call beyond a stat. The doorbell is the transit dir's default one, rung
+// for every queue without a doorbell of its own, so the first ring of a
+// new queue names it; a watch on the transit dir (fsnotify) sees the key
+// file of a queue made by a sender that does not ring, and a key file
+// someone removed.
 type Inbound struct {
 	h       *Host
 	tr      *transit.Transit
@@ -39,22 +51,32 @@ type Inbound struct {
 
 	mu     sync.Mutex
 	routes map[string]*route
+	// live are the routes a sweep looks at: those whose queue exists, and
+	// those of tasks still catching up (a subset of routes; under mu).
+	live map[string]*route
 	// released are unserved routes whose peeked messages wait for Release.
 	released map[string]*route
 
 	rings    chan string
 	sweepNow atomic.Bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	kick     chan struct{} // wakes the drainer for sweepNow
+	// ensureAll: the watch lost events; the next sweep puts back every
+	// served queue's key file too.
+	ensureAll atomic.Bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	// watch sees key files made and removed in the transit dir (nil if
+	// the dir cannot be watched: the sweep then looks every second).
+	watch *fsnotify.Watcher
 
 	dead atomic.Uint64
 }
 
 // route is where one queue's messages go.
 type route struct {
-	q       *transit.Queue
-	task    string        // deliver to this task's mailbox, or
-	handler func(Message) // hand to this function (control queues)
+	q       *transit.Queue // nil until the task's queue exists (under mu)
+	task    string         // deliver to this task's mailbox, or
+	handler func(Message)  // hand to this function (control queues)
 
 	// mu is held by the drainer while it takes one delivery off the queue
 	// and hands it over, so that Unserve can wait for that to finish: once
@@ -74,13 +96,80 @@ func NewInbound(h *Host, tr *transit.Transit, doorbell string, onError func(erro
 	if err != nil {
 		return nil, err
 	}
-	return &Inbound{h: h, tr: tr, bell: bell, onError: onError, routes: map[string]*route{},
-		released: map[string]*route{}, rings: make(chan string, 1024), stop: make(chan struct{})}, nil
+	if err := tr.SetDefaultDoorbell(bell.Name()); err != nil {
+		return nil, err
+	}
+	in := &Inbound{h: h, tr: tr, bell: bell, onError: onError, routes: map[string]*route{}, live: map[string]*route{},
+		released: map[string]*route{}, rings: make(chan string, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	// Watched before any task is served: a queue made between a task's
+	// check for it and the watch would otherwise go unnoticed.
+	if w, err := fsnotify.NewWatcher(); err != nil {
+		onError(fmt.Errorf("watching transit dir %s (a sweep each second instead): %w", tr.Dir(), err))
+	} else if err := w.Add(tr.Dir()); err != nil {
+		w.Close()
+		onError(fmt.Errorf("watching transit dir %s (a sweep each second instead): %w", tr.Dir(), err))
+	} else {
+		in.watch = w
+	}
+	return in, nil
 }
 
-// ServeTask takes the messages of queue name for the host's task name.
+// ServeTask takes the messages of queue name for the host's task name. A
+// queue that does not exist yet is not made: it is served from when a
+// sender outside the process makes it (see Inbound).
 func (in *Inbound) ServeTask(name string) error {
-	return in.add(name, &route{task: name})
+	if !transit.ValidName(name) {
+		return fmt.Errorf("%w: %q", transit.ErrBadName, name)
+	}
+	r := &route{task: name}
+	in.mu.Lock()
+	in.routes[name] = r
+	if in.h.catchingUp(name) {
+		in.live[name] = r
+	} else {
+		delete(in.live, name)
+	}
+	delete(in.released, name) // what it had peeked is peeked again
+	in.mu.Unlock()
+	if in.tr.Exists(name) {
+		// Published first, then checked: a queue made in between rings
+		// (or shows in the watch) and finds the route.
+		r.mu.Lock()
+		err := in.open(name, r)
+		r.mu.Unlock()
+		if err != nil {
+			in.mu.Lock()
+			delete(in.routes, name)
+			delete(in.live, name)
+			in.mu.Unlock()
+			return err
+		}
+		in.ring(name) // whatever waited while nobody served it
+	} else if in.h.catchingUp(name) {
+		in.ring(name) // nothing to catch up with: the drainer ends it
+	}
+	return nil
+}
+
+// open makes r serve the existing queue name (r.mu held): a receiver for
+// its task, and the queue's doorbell file naming ours, for senders that
+// knew it by another (an external process that served it before).
+func (in *Inbound) open(name string, r *route) error {
+	q, err := in.tr.Queue(name)
+	if err != nil {
+		return err
+	}
+	if err := in.tr.SetDoorbell(name, in.bell.Name()); err != nil {
+		return err
+	}
+	r.q = q
+	r.rx = NewReceiver(in.h, q, r.task, ReceiverOptions{OnError: in.onError, OnSettled: func() { in.ring(name) }})
+	in.mu.Lock()
+	if in.routes[name] == r {
+		in.live[name] = r
+	}
+	in.mu.Unlock()
+	return nil
 }
 
 // ServeFunc hands the messages of queue name to fn, on the inbound's
@@ -103,6 +192,7 @@ func (in *Inbound) add(name string, r *route) error {
 	}
 	in.mu.Lock()
 	in.routes[name] = r
+	in.live[name] = r
 	delete(in.released, name) // what it had peeked is peeked again
 	in.mu.Unlock()
 	in.ring(name) // whatever waited while nobody served it
@@ -116,6 +206,7 @@ func (in *Inbound) Unserve(name string) error {
 	in.mu.Lock()
 	r := in.routes[name]
 	delete(in.routes, name)
+	delete(in.live, name)
 	in.mu.Unlock()
 	if r != nil {
 		r.mu.Lock()
@@ -156,27 +247,94 @@ func (in *Inbound) settle(r *route) {
 // DeadLetters counts messages this inbound sent to the dead-letter queue.
 func (in *Inbound) DeadLetters() uint64 { return in.dead.Load() }
 
-// Start runs the doorbell waiter and the drainer.
+// Start runs the doorbell waiter, the drainer and the transit dir's watch.
 func (in *Inbound) Start() {
 	in.wg.Add(2)
 	go in.waitBell()
 	go in.drainLoop()
+	if in.watch != nil {
+		in.wg.Add(1)
+		go in.watchDir()
+	}
 }
 
-// Stop ends both goroutines. Messages not yet taken stay in their queues.
+// Stop ends the goroutines. Messages not yet taken stay in their queues.
 func (in *Inbound) Stop() {
 	close(in.stop)
 	if err := in.bell.Wake(); err != nil {
 		in.onError(fmt.Errorf("waking the doorbell waiter: %w", err))
 	}
+	if in.watch != nil {
+		in.watch.Close()
+	}
 	in.wg.Wait()
+	in.tr.ClearDefaultDoorbell(in.bell.Name())
+}
+
+// watchDir turns the transit dir's events into work: a key file made for
+// a task served here (by a sender that may not ring) is drained, one
+// removed under a served queue is put back (senders would otherwise make
+// another queue under a new key). Events lost to an overflow make the
+// drainer look at everything once.
+func (in *Inbound) watchDir() {
+	defer in.wg.Done()
+	for {
+		select {
+		case ev, ok := <-in.watch.Events:
+			if !ok {
+				return
+			}
+			name := filepath.Base(ev.Name)
+			in.mu.Lock()
+			r := in.routes[name]
+			in.mu.Unlock()
+			if r == nil {
+				continue
+			}
+			if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+				in.ensure(name, r)
+			}
+			in.ring(name)
+		case err, ok := <-in.watch.Errors:
+			if !ok {
+				return
+			}
+			if !errors.Is(err, fsnotify.ErrEventOverflow) {
+				in.onError(fmt.Errorf("watching transit dir %s: %w", in.tr.Dir(), err))
+			}
+			in.ensureAll.Store(true)
+			in.sweepSoon()
+		}
+	}
+}
+
+// ensure puts back the key file of r's queue if it has gone.
+func (in *Inbound) ensure(name string, r *route) {
+	r.mu.Lock()
+	q := r.q
+	r.mu.Unlock()
+	if q == nil {
+		return
+	}
+	if err := q.EnsureName(); err != nil {
+		in.onError(fmt.Errorf("queue %s: %w", name, err))
+	}
 }
 
 func (in *Inbound) ring(name string) {
 	select {
 	case in.rings <- name:
 	default:
-		in.sweepNow.Store(true) // too many rings pending: drain everything
+		in.sweepSoon() // too many rings pending: drain everything
+	}
+}
+
+// sweepSoon makes the drainer drain everything at its next turn.
+func (in *Inbound) sweepSoon() {
+	in.sweepNow.Store(true)
+	select {
+	case in.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -209,7 +367,7 @@ func (in *Inbound) waitBell() {
 		// than at the next SweepInterval.
 		if d.Dead > 0 {
 			in.dead.Add(uint64(d.Dead))
-			in.sweepNow.Store(true)
+			in.sweepSoon()
 		}
 	}
 }
@@ -225,27 +383,48 @@ func (in *Inbound) deadLetterAll(msgs []Message) {
 	}
 }
 
-// drainLoop drains the queues that rang, every queue each SweepInterval,
-// and the throttled ones every few milliseconds.
+// drainLoop drains the queues that rang, every queue that exists when the
+// kernel's totals say a message arrived somewhere unannounced (see
+// SweepInterval), and the throttled ones every few milliseconds.
 func (in *Inbound) drainLoop() {
 	defer in.wg.Done()
 	sweep := time.NewTicker(SweepInterval)
 	defer sweep.Stop()
-	retry := time.NewTicker(5 * time.Millisecond)
-	defer retry.Stop()
+	// Throttled queues are looked at again every few milliseconds, and
+	// only while there are some: an idle daemon has no timer running but
+	// the sweep's.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	armed := false
 	throttled := map[string]bool{}
-	in.drainAll(throttled)
+	var seen transit.Totals
+	in.drainAll(throttled, true)
 	for {
+		if len(throttled) > 0 && !armed {
+			retry.Reset(5 * time.Millisecond)
+			armed = true
+		}
 		select {
 		case <-in.stop:
 			return
 		case name := <-in.rings:
 			in.drain(name, throttled)
 		case <-sweep.C:
-			in.drainAll(throttled)
-		case <-retry.C:
+			// Read before the drain: whatever arrives after it changes
+			// the totals again and is looked for next time.
+			now, err := transit.SystemTotals()
+			if err != nil || now != seen || in.watch == nil {
+				seen = now
+				in.drainAll(throttled, in.watch == nil || in.ensureAll.Swap(false))
+			}
+		case <-in.kick:
 			if in.sweepNow.Swap(false) {
-				in.drainAll(throttled)
+				in.drainAll(throttled, in.ensureAll.Swap(false))
+			}
+		case <-retry.C:
+			armed = false
+			if in.sweepNow.Swap(false) {
+				in.drainAll(throttled, in.ensureAll.Swap(false))
 				continue
 			}
 			for name := range throttled {
@@ -255,24 +434,20 @@ func (in *Inbound) drainLoop() {
 	}
 }
 
-func (in *Inbound) drainAll(throttled map[string]bool) {
+// drainAll drains every served queue that exists, and ends the catch-up
+// of tasks whose queue does not (a sweep after lost rings); with ensure,
+// it first puts back key files that have gone (lost watch events). Tasks
+// whose queue was never made cost it nothing, however many.
+func (in *Inbound) drainAll(throttled map[string]bool, ensure bool) {
 	in.mu.Lock()
-	names := make([]string, 0, len(in.routes))
-	for n := range in.routes {
-		names = append(names, n)
+	rs := make(map[string]*route, len(in.live))
+	for n, r := range in.live {
+		rs[n] = r
 	}
 	in.mu.Unlock()
-	sort.Strings(names)
-	for _, n := range names {
-		in.mu.Lock()
-		r := in.routes[n]
-		in.mu.Unlock()
-		if r != nil {
-			// Senders find a queue by its key file: put it back if a /tmp
-			// cleaner took it, rather than let them create another queue.
-			if err := r.q.EnsureName(); err != nil {
-				in.onError(fmt.Errorf("queue %s: %w", n, err))
-			}
+	for n, r := range rs {
+		if ensure {
+			in.ensure(n, r)
 		}
 		in.drain(n, throttled)
 	}
@@ -300,6 +475,28 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 	if r.gone {
 		return false
 	}
+	if r.q == nil {
+		// A task's queue that did not exist: made by now (this is its
+		// first ring, or its key file was seen), or still not there.
+		if !in.tr.Exists(name) {
+			if in.h.catchingUp(r.task) && !in.catchUp(r) {
+				throttled[name] = true // senders still on their way: again soon
+				return false
+			}
+			if r.q == nil { // caught up with no queue: nothing to sweep
+				in.mu.Lock()
+				if in.live[name] == r {
+					delete(in.live, name)
+				}
+				in.mu.Unlock()
+			}
+			return false
+		}
+		if err := in.open(name, r); err != nil {
+			in.onError(fmt.Errorf("queue %s: %w", name, err))
+			return false
+		}
+	}
 	var d transit.Delivery
 	var err error
 	if r.rx != nil {
@@ -315,7 +512,9 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 			return false
 		case errors.Is(err, transit.ErrEmpty) && in.h.catchingUp(r.task):
 			in.dead.Add(uint64(d.Dead))
-			in.catchUp(r)
+			if !in.catchUp(r) {
+				throttled[name] = true // senders still on their way: again soon
+			}
 			return false
 		}
 	} else {
@@ -337,8 +536,17 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 // catchUp ends the catch-up of r's task once its queue was drained once:
 // with the task's senders held, take what arrived meanwhile (regardless of
 // HighWater: the senders wait), then let them deliver directly.
-func (in *Inbound) catchUp(r *route) {
-	in.h.finishCatchUp(r.task, func() {
+func (in *Inbound) catchUp(r *route) bool {
+	return in.h.finishCatchUp(r.task, func() {
+		if r.q == nil {
+			if !in.tr.Exists(r.task) {
+				return // no queue: nothing was sent to it
+			}
+			if err := in.open(r.task, r); err != nil {
+				in.onError(fmt.Errorf("queue %s: %w", r.task, err))
+				return
+			}
+		}
 		in.settle(r) // a sender may be waiting for room
 		for {
 			d, err := r.rx.take()

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/transit"
+	"golang.org/x/sys/unix"
 )
 
 type inboundEnv struct {
@@ -324,4 +327,62 @@ func TestCatchUpKeepsASendersOrder(t *testing.T) {
 			t.Fatalf("message %d is %v: the queue's backlog and the direct sends were interleaved", i, m["i"])
 		}
 	}
+}
+
+// Serving a task makes no queue and no file; a sender in another process
+// makes the queue, and its ring to the dir's default doorbell brings the
+// message to the task.
+func TestInboundServesATaskFromItsFirstSend(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	rec := &recorder{}
+	env.start(t, "Late", rec, nil, nil)
+	if err := env.in.ServeTask("Late"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	if env.tr.Exists("Late") || env.tr.Served("Late") {
+		t.Fatal("serving a task made its queue or doorbell file")
+	}
+	if err := env.outside.Send("Late", Message{"n": 1.0}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the first message", func() bool { return rec.count() == 1 })
+	testenv.WaitFor(t, 10*time.Second, "its queue settled and served", func() bool {
+		q, _ := env.outside.Queue("Late")
+		st, _ := q.Stats()
+		return st.Messages == 0 && env.tr.Served("Late")
+	})
+}
+
+// A queue made by a sender that does not ring (another program) is seen
+// by the transit dir's watch, and a message put on it without a ring is
+// found by the sweep, which looks only when the kernel's totals moved.
+func TestInboundFindsAQueueMadeWithoutARing(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	rec := &recorder{}
+	env.start(t, "Quiet", rec, nil, nil)
+	if err := env.in.ServeTask("Quiet"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	if _, err := env.outside.Queue("Quiet"); err != nil { // made, nothing sent: no ring
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the new queue served", func() bool { return env.tr.Served("Quiet") })
+	b, err := os.ReadFile(filepath.Join(env.tr.Dir(), "Quiet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	id, _, e := unix.Syscall(unix.SYS_MSGGET, uintptr(key), 0, 0)
+	if e != 0 {
+		t.Fatal(e)
+	}
+	buf := append([]byte{2, 0, 0, 0, 0, 0, 0, 0}, `{"n":1}`...)
+	if _, _, e := unix.Syscall6(unix.SYS_MSGSND, id, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), unix.IPC_NOWAIT, 0, 0); e != 0 {
+		t.Fatal(e)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the message sent without a ring", func() bool { return rec.count() == 1 })
 }

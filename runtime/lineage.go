@@ -23,7 +23,7 @@ const (
 	// MemberBudget bounds every message one delivery sets off in this
 	// process: a cycle of tasks answering each other with new messages
 	// would otherwise keep the delivery from ever leaving its queue.
-	MemberBudget = 1000000
+	MemberBudget = 10000000
 )
 
 // Errors of a Send that went past a budget; the message is dead-lettered.
@@ -80,6 +80,18 @@ func (l *lineage) add(copied bool) error {
 	}
 	l.pending.Add(1)
 	return nil
+}
+
+// hold counts a member that is on its way to a queue that survives the
+// process (a task's gathered send, see outbox): no budget applies, since
+// it leaves the process.
+func (l *lineage) hold() { l.pending.Add(1) }
+
+// release ends n holds: their members are on their queue.
+func (l *lineage) release(n int64) {
+	if l.pending.Add(-n) == 0 && l.onSettled != nil {
+		l.onSettled()
+	}
 }
 
 // fail marks a member whose effect could not be kept, and is its done.

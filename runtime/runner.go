@@ -64,6 +64,9 @@ type outbound struct {
 	noRouter bool
 	// forwards: the task is a Forwarder.
 	forwards bool
+	// box gathers the task's sends to queues outside the process until
+	// the batch ends (see outbox.go).
+	box outbox
 }
 
 // origin is where a message a task sends comes from: the message being
@@ -186,6 +189,7 @@ func (r *runner) abandon() {
 	}
 	r.stopTimers()
 	r.stopTask()
+	r.flush()
 	if r.persist.store != nil {
 		r.persist.store.Close()
 	}
@@ -241,6 +245,10 @@ func (r *runner) loop() {
 			}
 			all += uint64(s.n)
 		}
+		// What the batch sent out of the process goes to its queues now,
+		// before the lineages below may settle on it.
+		r.out.from = origin{}
+		r.flush()
 		r.stats.msgsIn.Add(msgs)
 		if r.persist.first && msgs > 0 {
 			// The first change after a start is saved at once: a process
@@ -475,6 +483,7 @@ func (r *runner) finalErr() error {
 func (r *runner) finish() {
 	r.stopTimers()
 	r.stopTask()
+	r.flush()
 	if r.persist.store != nil {
 		r.saveState()
 		// Handled, but the state they made could not be saved: they are
@@ -674,7 +683,7 @@ func (r *runner) Emit(msg Message) {
 }
 
 func (r *runner) Send(qname string, msg Message) error {
-	if err := r.h.send(qname, msg, &r.out.from, r.out.handsOn(msg)); err != nil {
+	if err := r.h.send(qname, msg, r); err != nil {
 		r.stats.sendFailures.Add(1)
 		if errors.Is(err, transit.ErrQueueFull) {
 			r.alert("queue full: message not sent", "queue", qname, "error", err)

@@ -232,7 +232,7 @@ func (q *Queue) sendTextWithin(buf []byte, wait time.Duration) error {
 		}
 		return err
 	}
-	q.t.ring(q.name)
+	q.t.ring(q)
 	return nil
 }
 
@@ -257,35 +257,36 @@ func (q *Queue) sendFramed(payload []byte, wait time.Duration) error {
 		}
 		return err
 	}
-	q.t.ring(q.name)
+	q.t.ring(q)
 	return nil
 }
 
-// sendWait sends without blocking the thread in the kernel, backing off
-// while the queue is full, up to the send timeout.
+// sendWait sends buf, waiting up to wait for room in a full queue. The
+// wait is a blocking msgsnd, which the kernel wakes the moment a receiver
+// makes room (no polling, no sleep past it); it parks one OS thread while
+// the queue is full, and is interrupted at the deadline (see
+// msgsndUntil).
 func (q *Queue) sendWait(buf []byte, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
-	backoff := 50 * time.Microsecond
 	recreated, checked := false, false
 	for {
 		err := msgsnd(q.qid(), buf, unix.IPC_NOWAIT)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, unix.EAGAIN):
+		if errors.Is(err, unix.EAGAIN) {
 			if !checked {
 				checked = true
 				if err := q.fits(len(buf) - typeSize); err != nil {
 					return err // no wait would make room
 				}
 			}
-			if time.Now().After(deadline) {
-				st, _ := q.Stats()
-				return fmt.Errorf("%w: %s (%d of %d bytes in %d messages) after waiting %v",
-					ErrQueueFull, q.name, st.Bytes, st.Capacity, st.Messages, wait)
-			}
-			time.Sleep(backoff)
-			backoff = min(2*backoff, 10*time.Millisecond)
+			err = msgsndUntil(q.qid(), buf, deadline)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EAGAIN):
+			st, _ := q.Stats()
+			return fmt.Errorf("%w: %s (%d of %d bytes in %d messages) after waiting %v",
+				ErrQueueFull, q.name, st.Bytes, st.Capacity, st.Messages, wait)
 		case isGone(err) && !recreated:
 			// The kernel queue was removed under us: reopen it by its
 			// name, once (not if the name itself was removed).

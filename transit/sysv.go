@@ -3,8 +3,12 @@ package transit
 import (
 	"errors"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -56,6 +60,57 @@ func msgsnd(id int, buf []byte, flags int) error {
 			return e
 		}
 		return nil
+	}
+}
+
+// msgsndUntil sends buf, blocking in the kernel until the queue has room
+// or deadline passes (then EAGAIN). System V calls cannot time out, and a
+// signal ends them with EINTR whatever SA_RESTART says: at the deadline a
+// timer signals the sending thread (SIGURG, which the Go runtime takes
+// for its own and otherwise ignores) until it has returned.
+func msgsndUntil(id int, buf []byte, deadline time.Time) error {
+	if !time.Now().Before(deadline) {
+		return unix.EAGAIN
+	}
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
+	pid, tid := unix.Getpid(), unix.Gettid()
+	var expired atomic.Bool
+	var mu sync.Mutex
+	out := false
+	timer := time.AfterFunc(time.Until(deadline), func() {
+		expired.Store(true)
+		// A signal that lands before the call blocks is missed: repeat.
+		for {
+			mu.Lock()
+			if out {
+				mu.Unlock()
+				return
+			}
+			unix.Tgkill(pid, tid, unix.SIGURG)
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+	})
+	defer func() {
+		mu.Lock()
+		out = true
+		mu.Unlock()
+		timer.Stop()
+	}()
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_MSGSND, uintptr(id), uintptr(unsafe.Pointer(&buf[0])),
+			uintptr(len(buf)-typeSize), 0, 0, 0)
+		switch {
+		case e == unix.EINTR:
+			if expired.Load() || !time.Now().Before(deadline) {
+				return unix.EAGAIN
+			}
+		case e != 0:
+			return e
+		default:
+			return nil
+		}
 	}
 }
 
@@ -120,4 +175,27 @@ func msgsetmode(id int, ds msqidDS, mode uint32) error {
 		return e
 	}
 	return nil
+}
+
+// Totals are the kernel's counts over every System V queue of this IPC
+// namespace (msgctl MSG_INFO): queues, messages and bytes.
+type Totals struct{ Queues, Messages, Bytes int32 }
+
+// msgInfo is the kernel's struct msginfo.
+type msgInfo struct {
+	pool, mapped, max, mnb, mni, ssz, tql int32
+	seg                                   uint16
+}
+
+// SystemTotals reads Totals with one system call: a receiver that sees
+// them unchanged since it last looked knows that no message arrived in
+// any queue meanwhile, without looking at each.
+func SystemTotals() (Totals, error) {
+	const msgInfoCmd = 12 // MSG_INFO
+	var mi msgInfo
+	_, _, e := unix.Syscall(unix.SYS_MSGCTL, 0, msgInfoCmd, uintptr(unsafe.Pointer(&mi)))
+	if e != 0 {
+		return Totals{}, e
+	}
+	return Totals{Queues: mi.pool, Messages: mi.mapped, Bytes: mi.tql}, nil
 }

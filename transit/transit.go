@@ -314,6 +314,15 @@ func (t *Transit) Lookup(name string) (*Queue, error) {
 	return t.Queue(name)
 }
 
+// Opened returns the named queue if this process has opened it (nil
+// otherwise), without a system call: a sampler that looks at every task
+// each second must not stat a file for each.
+func (t *Transit) Opened(name string) *Queue {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.queues[name]
+}
+
 // Forget drops what this Transit caches about a queue name (a reply
 // queue used once, say), so that many such names do not pile up.
 func (t *Transit) Forget(name string) {
@@ -692,7 +701,7 @@ func (t *Transit) doorbellPath(name string) string { return filepath.Join(t.dir,
 // SetDoorbell registers doorbell as the queue to ring after every send to
 // queue name. Senders notice within a second.
 func (t *Transit) SetDoorbell(name, doorbell string) error {
-	if !ValidName(name) || !ValidName(doorbell) {
+	if !ValidName(name) && name != defaultDoorbellFile || !ValidName(doorbell) {
 		return fmt.Errorf("%w: %q or %q", ErrBadName, Excerpt(name), Excerpt(doorbell))
 	}
 	dir := filepath.Join(t.dir, ".doorbell")
@@ -713,6 +722,38 @@ func (t *Transit) SetDoorbell(name, doorbell string) error {
 		return fmt.Errorf("transit: %w", err)
 	}
 	return nil
+}
+
+// defaultDoorbellFile, under .doorbell/, names the doorbell to ring for a
+// queue that has no doorbell file of its own (not a valid queue name, so
+// it never is one).
+const defaultDoorbellFile = ".default"
+
+// SetDefaultDoorbell registers doorbell as the one to ring for every queue
+// that has no doorbell of its own: a daemon serves its tasks' queues
+// through it without a file per queue, and learns of a queue made by a
+// sender from the sender's ring.
+func (t *Transit) SetDefaultDoorbell(doorbell string) error {
+	if err := t.SetDoorbell(defaultDoorbellFile, doorbell); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ClearDefaultDoorbell removes the default doorbell if it is still
+// doorbell (a later daemon may have registered its own).
+func (t *Transit) ClearDefaultDoorbell(doorbell string) {
+	path := t.doorbellPath(defaultDoorbellFile)
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == doorbell {
+		os.Remove(path)
+	}
+}
+
+// Exists reports whether queue name has been made (its key file is
+// there), without making it.
+func (t *Transit) Exists(name string) bool {
+	_, err := os.Lstat(t.keyPath(name, false))
+	return err == nil
 }
 
 // Served reports whether a receiver has registered a doorbell for queue
@@ -746,15 +787,20 @@ func (t *Transit) ClearDoorbell(name string) error {
 // ring tells the doorbell of queue name, if any, that it has a message. It
 // never blocks and never fails the send: a receiver sweeps its queues
 // periodically, so a lost ring only delays.
-func (t *Transit) ring(name string) {
+func (t *Transit) ring(sent *Queue) {
+	name := sent.name
 	now := time.Now()
 	t.mu.Lock()
 	e, ok := t.doorbell[name]
 	t.mu.Unlock()
 	if !ok || now.Sub(e.checked) > doorbellTTL {
 		e = doorbellEntry{checked: now}
-		if b, err := os.ReadFile(t.doorbellPath(name)); err == nil {
-			if db := strings.TrimSpace(string(b)); db != name {
+		b, err := os.ReadFile(t.doorbellPath(name))
+		if errors.Is(err, os.ErrNotExist) {
+			b, err = os.ReadFile(t.doorbellPath(defaultDoorbellFile))
+		}
+		if err == nil {
+			if db := strings.TrimSpace(string(b)); db != name && ValidName(db) {
 				e.q, _ = t.Bell(db)
 			}
 		}
@@ -763,6 +809,14 @@ func (t *Transit) ring(name string) {
 		t.mu.Unlock()
 	}
 	if e.q == nil {
+		return
+	}
+	// A receiver sleeps only once it found the queue empty, and peeks and
+	// drains until it does: while the queue holds more than the message
+	// just sent, its receiver either was rung for an earlier one or holds
+	// one it has yet to settle (which wakes it), and will come to this one
+	// too. Only the message that makes the queue non-empty rings.
+	if ds, err := msgstat(sent.qid()); err == nil && ds.Qnum > 1 {
 		return
 	}
 	buf := make([]byte, typeSize+1+len(name))

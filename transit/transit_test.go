@@ -448,3 +448,84 @@ func TestPeekLeavesMessagesUntilDropped(t *testing.T) {
 		t.Fatalf("left in the queue: %v", got)
 	}
 }
+
+// A sender waiting for room is woken by the kernel when room is made, not
+// at its next poll, and a Batch packs many messages into one queue
+// message.
+func TestFullQueueWakesItsSender(t *testing.T) {
+	t.Parallel()
+	tr := open(t, testenv.TransitDir(t), func(o *transit.Options) { o.SendTimeout = 10 * time.Second })
+	q, _ := tr.Queue("wake")
+	filler := map[string]any{"pad": strings.Repeat("x", 1000)}
+	for {
+		st, _ := q.Stats()
+		if st.Capacity-st.Bytes < 1100 {
+			break
+		}
+		if err := q.Send(filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := make(chan time.Time, 1)
+	go func() {
+		if err := q.Send(filler); err != nil {
+			t.Error(err)
+		}
+		sent <- time.Now()
+	}()
+	time.Sleep(100 * time.Millisecond)
+	made := time.Now()
+	if _, err := q.Receive(false); err != nil {
+		t.Fatal(err)
+	}
+	if took := (<-sent).Sub(made); took > 50*time.Millisecond {
+		t.Fatalf("the sender went on %v after room was made", took)
+	}
+
+	b, _ := tr.Queue("batched")
+	batch := b.NewBatch()
+	for i := range 100 {
+		if err := batch.Add(map[string]any{"i": float64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := b.Stats(); st.Messages != 0 || batch.Len() != 100 {
+		t.Fatalf("before Flush: %d queued, %d in the batch", st.Messages, batch.Len())
+	}
+	if err := batch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := b.Receive(false)
+	if err != nil || len(d.Msgs) != 100 || d.Msgs[99]["i"] != 99.0 || batch.Flushed() != 100 {
+		t.Fatalf("%d messages in the first queue message (%v), want all 100 in order", len(d.Msgs), err)
+	}
+}
+
+// A batched message carries its send_ts whether or not it had metadata.
+func TestBatchStampsSendTs(t *testing.T) {
+	t.Parallel()
+	tr := open(t, testenv.TransitDir(t))
+	q, _ := tr.Queue("stamped")
+	b := q.NewBatch()
+	for _, m := range []map[string]any{{}, {"a": "x"}, {"a": 1.0, ".ipc_transit_meta": map[string]any{"hops": 2.0}}} {
+		if err := b.Add(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := q.Receive(false)
+	if err != nil || len(d.Msgs) != 3 {
+		t.Fatalf("%v %v", d.Msgs, err)
+	}
+	for i, m := range d.Msgs {
+		meta, _ := m[".ipc_transit_meta"].(map[string]any)
+		if ts, _ := meta["send_ts"].(float64); ts < float64(time.Now().Add(-time.Minute).Unix()) || len(m) != []int{1, 2, 2}[i] {
+			t.Fatalf("message %d: %v", i, m)
+		}
+	}
+	if d.Msgs[2][".ipc_transit_meta"].(map[string]any)["hops"] != 2.0 {
+		t.Fatalf("metadata lost: %v", d.Msgs[2])
+	}
+}

@@ -168,7 +168,14 @@ func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor
 			r.Counters = &monitor.Counters{At: now, Busy: s.Busy, In: s.MessagesIn, Out: s.MessagesOut,
 				Failures: s.Failures, Depth: s.Depth}
 		}
-		if q, err := d.tasks.tr.Lookup(name); err == nil {
+		// An internal task's queue, once it exists, is open here (its
+		// inbound opens it at the first ring): no stat of a key file per
+		// task and second. An external's may have been made by others.
+		q := d.tasks.tr.Opened(name)
+		if q == nil && r.Where == monitor.External {
+			q, _ = d.tasks.tr.Lookup(name)
+		}
+		if q != nil {
 			if qs, err := q.Stats(); err == nil {
 				r.QueueFill, r.HasQueue = qs.Fill, true
 			}

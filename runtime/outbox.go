@@ -1,0 +1,154 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/multimodule/multimodule/transit"
+)
+
+// A task's sends to queues outside the process are gathered while it
+// handles a batch of its mailbox and queued together when the batch ends
+// (or sooner, when a kernel message is full): one msgsnd, one peek and one
+// drop for many messages, instead of each.
+//
+// At least once holds: a gathered message is a member of the lineage of
+// the message that sent it until it is on its queue, so the delivery that
+// caused it leaves its own queue only after that (a crash before loses
+// both, and the delivery comes again). It also holds the count of sends on
+// their way to a queue whose task is not here (Host.sendingTo), so that a
+// task that starts here meanwhile ends its catch-up only after them.
+
+// queueSender is a Remote that can gather sends: transit.Transit.
+type queueSender interface {
+	SendQueue(name string) (*transit.Queue, error)
+}
+
+// outbox is a task's gathered sends, by queue (task goroutine only).
+type outbox struct {
+	pending map[string]*gathered
+	order   []string // queues with gathered messages, first sent first
+}
+
+// gathered are the messages a task gathered for one queue and the holds
+// they keep until they are on it.
+type gathered struct {
+	b *transit.Batch
+	// flushed is b.Flushed() when the holds below began.
+	flushed uint64
+	// held counts this task's messages in b for sending (Host.sendingTo).
+	sending *atomic.Int64
+	held    int64
+	// lins are the lineages the messages in b belong to, with how many
+	// each (a handler usually sends many under one).
+	lins []linHold
+}
+
+type linHold struct {
+	l *lineage
+	n int64
+}
+
+// release ends the holds of the messages that left b (queued, or kept as
+// dead letters).
+func (g *gathered) release() {
+	g.sending.Add(-g.held)
+	g.held = 0
+	for _, h := range g.lins {
+		h.l.release(h.n)
+	}
+	g.lins = g.lins[:0]
+}
+
+// hold records one more message in b, sent as a member of lin.
+func (g *gathered) hold(lin *lineage) {
+	g.held++
+	if lin == nil {
+		return
+	}
+	lin.hold()
+	if n := len(g.lins); n > 0 && g.lins[n-1].l == lin {
+		g.lins[n-1].n++
+		return
+	}
+	g.lins = append(g.lins, linHold{lin, 1})
+}
+
+// gather adds msg, bound for the queue qname outside this process, to the
+// task's outbox. c is qname's count of sends on their way (taken by the
+// caller): it stays taken while msg is gathered. An error means msg was
+// not gathered (nor sent): a queue that cannot be had, or a full kernel
+// message that could not be queued before it.
+func (h *Host) gather(qs queueSender, qname string, msg Message, out *outbound, c *atomic.Int64) error {
+	g := out.box.pending[qname]
+	if g == nil {
+		q, err := qs.SendQueue(qname)
+		if err != nil {
+			c.Add(-1)
+			return err
+		}
+		g = &gathered{b: q.NewBatch(), sending: c}
+		if out.box.pending == nil {
+			out.box.pending = map[string]*gathered{}
+		}
+		out.box.pending[qname] = g
+		out.box.order = append(out.box.order, qname)
+	}
+	err := g.b.Add(msg)
+	if g.b.Flushed() != g.flushed {
+		// What it held went out first (Add found no room for msg).
+		g.flushed = g.b.Flushed()
+		g.release()
+	}
+	if err != nil || g.b.Len() == 0 { // not gathered, or sent alone (spilled)
+		c.Add(-1)
+		return err
+	}
+	g.hold(out.from.lin)
+	return nil
+}
+
+// flushTo queues what the task gathered for qname (before a send that
+// finds the task qname here: what went to its queue goes first).
+func (r *runner) flushTo(qname string) {
+	if g := r.out.box.pending[qname]; g != nil {
+		r.flushOne(qname, g)
+		delete(r.out.box.pending, qname)
+	}
+}
+
+// flush queues everything the task gathered: at the end of each batch of
+// its mailbox, and after SetConfig and Stop. A queue that stayed full for
+// the whole wait (or is gone) fails its messages here: they are kept as
+// dead letters, counted as send failures and alerted, as a Send that
+// failed at once would be.
+func (r *runner) flush() {
+	if len(r.out.box.order) == 0 {
+		return
+	}
+	for _, qname := range r.out.box.order {
+		if g := r.out.box.pending[qname]; g != nil {
+			r.flushOne(qname, g)
+		}
+	}
+	clear(r.out.box.pending)
+	r.out.box.order = r.out.box.order[:0]
+}
+
+func (r *runner) flushOne(qname string, g *gathered) {
+	n := g.b.Len()
+	err := g.b.Flush()
+	g.release()
+	if err == nil {
+		return
+	}
+	r.stats.sendFailures.Add(uint64(n))
+	r.stats.msgsOut.Add(^uint64(n - 1)) // counted as sent when gathered
+	if errors.Is(err, transit.ErrQueueFull) {
+		r.alert("queue full: messages not sent (kept as dead letters)", "queue", qname, "messages", n, "error", err)
+		return
+	}
+	r.h.ch.Error.Error("messages not sent (kept as dead letters)", "task", r.name, "queue", qname,
+		"messages", n, "error", fmt.Errorf("at the end of the batch: %w", err))
+}
