@@ -264,7 +264,7 @@ daemon: sample_every: 0.1
 `, gate))
 	d := e.daemon()
 	e.runningPid("G")
-	q, err := e.tr.Lookup("G")
+	q, err := e.tr.Queue("G") // as a sender from outside, it makes the queue
 	if err != nil {
 		t.Fatal(err)
 	}

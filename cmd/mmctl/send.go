@@ -54,10 +54,27 @@ func (o *sendOptions) run() error {
 	if err != nil {
 		return fmt.Errorf("not sent: %w", err)
 	}
-	if !o.create && !tr.Served(o.queue) {
-		if _, err := tr.Lookup(o.queue); err != nil {
-			return fmt.Errorf("not sent: %w in %s: nobody serves it and no key file names it (--create creates it)", err, tr.Dir())
-		}
+	if !o.create && !tr.Served(o.queue) && !tr.Exists(o.queue) && !o.isTask(tr) {
+		return fmt.Errorf("not sent: no such queue: %s in %s: nobody serves it and no key file names it (--create creates it)", o.queue, tr.Dir())
 	}
 	return tr.Send(o.queue, msg)
+}
+
+// isTask asks the daemon, if one serves the control queue, whether the
+// queue is one of its tasks': a task's queue is made by its first sender
+// from outside, so it may not exist yet.
+func (o *sendOptions) isTask(tr *transit.Transit) bool {
+	if !tr.Served(o.controlQueue) {
+		return false
+	}
+	st, err := (&statusOptions{globalOptions: o.globalOptions}).fetch()
+	if err != nil {
+		return false
+	}
+	for _, t := range st.Tasks {
+		if t.Name == o.queue {
+			return true
+		}
+	}
+	return false
 }
