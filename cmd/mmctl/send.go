@@ -54,6 +54,9 @@ func (o *sendOptions) run() error {
 	if err != nil {
 		return fmt.Errorf("not sent: %w", err)
 	}
+	if !transit.ValidName(o.queue) {
+		return fmt.Errorf("not sent: %w %q", transit.ErrBadName, o.queue)
+	}
 	if !o.create && !tr.Served(o.queue) && !tr.Exists(o.queue) && !o.isTask(tr) {
 		return fmt.Errorf("not sent: no such queue: %s in %s: nobody serves it and no key file names it (--create creates it)", o.queue, tr.Dir())
 	}
