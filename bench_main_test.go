@@ -168,7 +168,7 @@ func BenchmarkSendToExternalTask(b *testing.B) {
 	}
 	t0 = time.Now()
 	host.Send("Blaster", Message{})
-	waitReport(b, done)
+	waitReport(b, &reports{q: done})
 	ours := time.Since(t0)
 	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
 	b.ReportMetric(rate(bare), "bare-msgs/s")

@@ -24,22 +24,35 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// waitReport waits for one report on Seen.
-func waitReport(b *testing.B, seen *transit.Queue) map[string]any {
-	return waitReportOr(seen, func() { b.Fatal("no report within 10s") })
+// reports reads reports from a queue one at a time: one delivery may
+// carry several (a task's sends are batched).
+type reports struct {
+	q   *transit.Queue
+	buf []map[string]any
 }
 
-func waitReportOr(seen *transit.Queue, fail func()) map[string]any {
+// waitReport waits for the next report.
+func waitReport(b *testing.B, r *reports) map[string]any {
+	return waitReportOr(r, func() { b.Fatal("no report within 10s") })
+}
+
+func waitReportOr(r *reports, fail func()) map[string]any {
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		d, err := seen.Receive(false)
+	for len(r.buf) == 0 && time.Now().Before(deadline) {
+		d, err := r.q.Receive(false)
 		if err == nil && len(d.Msgs) > 0 {
-			return d.Msgs[0]
+			r.buf = d.Msgs
+			break
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
-	fail()
-	return nil
+	if len(r.buf) == 0 {
+		fail()
+		return nil
+	}
+	m := r.buf[0]
+	r.buf = r.buf[1:]
+	return m
 }
 
 // BenchmarkExternalSpawnToFirstMessage starts the external process of a
@@ -51,7 +64,8 @@ func BenchmarkExternalSpawnToFirstMessage(b *testing.B) {
 	state := b.TempDir()
 	dir := testenv.TransitDir(b)
 	tr, _ := transit.Open(transit.Options{Dir: dir})
-	seen, _ := tr.Queue("Seen")
+	seenQ, _ := tr.Queue("Seen")
+	seen := &reports{q: seenQ}
 	spec := external.Spec{Task: external.Named("Counter", schema.TaskSpec{Kind: "Counter", Hash: "h"})}
 	os.MkdirAll(external.Dir(state), 0o700)
 	raw, _ := json.Marshal(spec)
@@ -116,7 +130,8 @@ func BenchmarkExternalKillToRecovered(b *testing.B) {
 		killByStateDir(state)
 	}()
 	tr, _ := transit.Open(transit.Options{Dir: dir})
-	seen, _ := tr.Queue("Seen")
+	seenQ, _ := tr.Queue("Seen")
+	seen := &reports{q: seenQ}
 	tr.Send("Counter", map[string]any{"i": -1.0})
 	pid := int(waitReport(b, seen)["pid"].(float64))
 	var ours []time.Duration
