@@ -59,7 +59,7 @@ type Inbound struct {
 
 	wake wakeups
 	stop chan struct{}
-	wg        sync.WaitGroup
+	wg   sync.WaitGroup
 	// watch sees key files made and removed in the transit dir (nil if
 	// the dir cannot be watched: the sweep then looks every second).
 	watch *fsnotify.Watcher
@@ -76,7 +76,6 @@ type wakeups struct {
 	// served queue's key file too.
 	ensureAll atomic.Bool
 }
-
 
 // route is where one queue's messages go.
 type route struct {
