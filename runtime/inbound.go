@@ -57,19 +57,24 @@ type Inbound struct {
 	// released are unserved routes whose peeked messages wait for Release.
 	released map[string]*route
 
+	wake wakeups
+	stop chan struct{}
+	wg   sync.WaitGroup
+	// watch sees key files made and removed in the transit dir (nil if
+	// the dir cannot be watched: the sweep then looks every second).
+	watch *fsnotify.Watcher
+
+	dead atomic.Uint64
+}
+
+// wakeups are what wakes the drainer besides its sweep.
+type wakeups struct {
 	rings    chan string
 	sweepNow atomic.Bool
 	kick     chan struct{} // wakes the drainer for sweepNow
 	// ensureAll: the watch lost events; the next sweep puts back every
 	// served queue's key file too.
 	ensureAll atomic.Bool
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	// watch sees key files made and removed in the transit dir (nil if
-	// the dir cannot be watched: the sweep then looks every second).
-	watch *fsnotify.Watcher
-
-	dead atomic.Uint64
 }
 
 // route is where one queue's messages go.
@@ -100,7 +105,7 @@ func NewInbound(h *Host, tr *transit.Transit, doorbell string, onError func(erro
 		return nil, err
 	}
 	in := &Inbound{h: h, tr: tr, bell: bell, onError: onError, routes: map[string]*route{}, live: map[string]*route{},
-		released: map[string]*route{}, rings: make(chan string, 1024), kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		released: map[string]*route{}, wake: wakeups{rings: make(chan string, 1024), kick: make(chan struct{}, 1)}, stop: make(chan struct{})}
 	// Watched before any task is served: a queue made between a task's
 	// check for it and the watch would otherwise go unnoticed.
 	if w, err := fsnotify.NewWatcher(); err != nil {
@@ -302,7 +307,7 @@ func (in *Inbound) watchDir() {
 			if !errors.Is(err, fsnotify.ErrEventOverflow) {
 				in.onError(fmt.Errorf("watching transit dir %s: %w", in.tr.Dir(), err))
 			}
-			in.ensureAll.Store(true)
+			in.wake.ensureAll.Store(true)
 			in.sweepSoon()
 		}
 	}
@@ -323,7 +328,7 @@ func (in *Inbound) ensure(name string, r *route) {
 
 func (in *Inbound) ring(name string) {
 	select {
-	case in.rings <- name:
+	case in.wake.rings <- name:
 	default:
 		in.sweepSoon() // too many rings pending: drain everything
 	}
@@ -331,9 +336,9 @@ func (in *Inbound) ring(name string) {
 
 // sweepSoon makes the drainer drain everything at its next turn.
 func (in *Inbound) sweepSoon() {
-	in.sweepNow.Store(true)
+	in.wake.sweepNow.Store(true)
 	select {
-	case in.kick <- struct{}{}:
+	case in.wake.kick <- struct{}{}:
 	default:
 	}
 }
@@ -408,7 +413,7 @@ func (in *Inbound) drainLoop() {
 		select {
 		case <-in.stop:
 			return
-		case name := <-in.rings:
+		case name := <-in.wake.rings:
 			in.drain(name, throttled)
 		case <-sweep.C:
 			// Read before the drain: whatever arrives after it changes
@@ -420,16 +425,16 @@ func (in *Inbound) drainLoop() {
 			now, err := transit.SystemTotals()
 			if err != nil || now != seen || in.watch == nil || sweeps%10 == 0 {
 				seen = now
-				in.drainAll(throttled, in.watch == nil || in.ensureAll.Swap(false))
+				in.drainAll(throttled, in.watch == nil || in.wake.ensureAll.Swap(false))
 			}
-		case <-in.kick:
-			if in.sweepNow.Swap(false) {
-				in.drainAll(throttled, in.ensureAll.Swap(false))
+		case <-in.wake.kick:
+			if in.wake.sweepNow.Swap(false) {
+				in.drainAll(throttled, in.wake.ensureAll.Swap(false))
 			}
 		case <-retry.C:
 			armed = false
-			if in.sweepNow.Swap(false) {
-				in.drainAll(throttled, in.ensureAll.Swap(false))
+			if in.wake.sweepNow.Swap(false) {
+				in.drainAll(throttled, in.wake.ensureAll.Swap(false))
 				continue
 			}
 			for name := range throttled {

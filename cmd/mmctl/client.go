@@ -48,3 +48,15 @@ func (g *globalOptions) oneOff(t control.OpType, task, doing string) error {
 	fmt.Fprintf(g.stdout, "%s: %s (mmctl status %s shows when it is done)\n", task, doing, task)
 	return nil
 }
+
+// status asks the daemon for its status.
+func (g *globalOptions) status() (*control.StatusReply, error) {
+	reply, err := g.request(control.Op{Type: control.Status})
+	if err != nil {
+		return nil, err
+	}
+	if reply.Status == nil {
+		return nil, errors.New("the daemon's status reply has no status")
+	}
+	return reply.Status, nil
+}

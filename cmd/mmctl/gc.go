@@ -37,7 +37,7 @@ NAME.log. Nothing is removed without --yes; a removed stateful task's state is g
 }
 
 func (o *gcOptions) run() error {
-	st, err := (&statusOptions{globalOptions: o.globalOptions}).fetch()
+	st, err := o.status()
 	if err != nil {
 		return fmt.Errorf("gc asks the running daemon what its tasks are: %w", err)
 	}

@@ -47,7 +47,7 @@ func (o *logsOptions) run(task string) error {
 	}
 	state := o.stateDir
 	if state == "" {
-		st, err := (&statusOptions{globalOptions: o.globalOptions}).fetch()
+		st, err := o.status()
 		if err != nil {
 			return fmt.Errorf("%w (or name the state dir with -s)", err)
 		}

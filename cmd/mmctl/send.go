@@ -70,7 +70,7 @@ func (o *sendOptions) isTask(tr *transit.Transit) bool {
 	if !tr.Served(o.controlQueue) {
 		return false
 	}
-	st, err := (&statusOptions{globalOptions: o.globalOptions}).fetch()
+	st, err := o.status()
 	if err != nil {
 		return false
 	}

@@ -77,7 +77,7 @@ func (o *statusOptions) run(task string) error {
 	if o.watch {
 		return o.watchLoop(task)
 	}
-	st, err := o.fetch()
+	st, err := o.status()
 	if err != nil {
 		return err
 	}
@@ -91,17 +91,6 @@ func (o *statusOptions) run(task string) error {
 	return nil
 }
 
-func (o *statusOptions) fetch() (*control.StatusReply, error) {
-	reply, err := o.request(control.Op{Type: control.Status})
-	if err != nil {
-		return nil, err
-	}
-	if reply.Status == nil {
-		return nil, errors.New("the daemon's status reply has no status")
-	}
-	return reply.Status, nil
-}
-
 // watchLoop redraws until SIGINT or SIGTERM. On a terminal each frame
 // replaces the last; into a pipe frames follow one another, each headed
 // by its time, so that a log of them reads in order.
@@ -113,7 +102,7 @@ func (o *statusOptions) watchLoop(task string) error {
 	defer t.Stop()
 	for {
 		var frame strings.Builder
-		st, err := o.fetch()
+		st, err := o.status()
 		if err == nil {
 			_, err = o.render(&frame, st, task)
 		}

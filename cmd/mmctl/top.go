@@ -96,7 +96,7 @@ func (o *topOptions) run() error {
 
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
-	st, fetchErr := o.fetch()
+	st, fetchErr := o.status()
 	for {
 		w, h := 100, 30
 		if ws, err := unix.IoctlGetWinsize(out, unix.TIOCGWINSZ); err == nil && ws.Col > 0 && ws.Row > 0 {
@@ -118,20 +118,9 @@ func (o *topOptions) run() error {
 			}
 		case <-winch:
 		case <-tick.C:
-			st, fetchErr = o.fetch()
+			st, fetchErr = o.status()
 		}
 	}
-}
-
-func (o *topOptions) fetch() (*control.StatusReply, error) {
-	reply, err := o.request(control.Op{Type: control.Status})
-	if err != nil {
-		return nil, err
-	}
-	if reply.Status == nil {
-		return nil, errors.New("the daemon's status reply has no status")
-	}
-	return reply.Status, nil
 }
 
 // backlog is what waits for a task: its mailbox and its queue.
