@@ -3,6 +3,9 @@ package multimodule
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +54,8 @@ func fillUnread(t *testing.T, tr *transit.Transit) *transit.Queue {
 func TestFullTargetDoesNotStallAnotherRoute(t *testing.T) {
 	t.Parallel()
 	e := newMonEnv(t, routerTwoRoutes)
+	e.oob("log:2")
+	e.args = append(e.args, "--metrics-addr", "127.0.0.1:0")
 	unread := fillUnread(t, e.tr)
 	before, _ := unread.Stats()
 	d := e.daemon()
@@ -94,5 +99,40 @@ func TestFullTargetDoesNotStallAnotherRoute(t *testing.T) {
 	if after, _ := unread.Stats(); after.Messages != before.Messages {
 		t.Errorf("Unread went from %d to %d messages", before.Messages, after.Messages)
 	}
+	// The dead letters and an unrouted message show on /metrics, and the
+	// unrouted one in the log.
+	e.sendTo("Router", map[string]any{"to": "nowhere"})
+	url := metricsURL(t, d)
+	testenv.WaitFor(t, 10*time.Second, "dead letters and unrouted on /metrics", func() bool {
+		body := scrape(url)
+		return strings.Contains(body, fmt.Sprintf("multimodule_dead_letters_total %d\n", rounds)) &&
+			strings.Contains(body, "multimodule_unrouted_total 1\n") &&
+			strings.Contains(d.output(), `msg="unrouted messages"`)
+	})
 	e.exit(d)
+}
+
+// metricsURL is the /metrics address the daemon d logged.
+func metricsURL(t *testing.T, d *proc) string {
+	t.Helper()
+	var url string
+	testenv.WaitFor(t, 10*time.Second, "the metrics address in the log", func() bool {
+		m := regexp.MustCompile(`msg="metrics served".* address=(\S+)`).FindStringSubmatch(d.output())
+		if m != nil {
+			url = m[1]
+		}
+		return m != nil
+	})
+	return url
+}
+
+// scrape is the body of url ("" on error).
+func scrape(url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
