@@ -70,8 +70,8 @@ func Defaults(boxMemory float64) map[string]Thresholds {
 		// past runtime.MailboxBound (16,384): a quarter of that is a task
 		// falling behind, three quarters one about to push back. No
 		// failsafe: stopping a task because it is behind only adds to it.
-		Mailbox: {MailboxWarn, MailboxSevere, nan},
-		Restarts:  {3, 5, nan},
-		Failures:  {1, 10, nan},
+		Mailbox:  {MailboxWarn, MailboxSevere, nan},
+		Restarts: {3, 5, nan},
+		Failures: {1, 10, nan},
 	}
 }
