@@ -35,9 +35,29 @@ func NewCollector(t *Tracker) prometheus.Collector {
 	}
 	for _, m := range Metrics {
 		c.task[m.Name] = prometheus.NewDesc("multimodule_task_"+m.Prom, m.Help, []string{"task", "where"}, nil)
-		c.daemon[m.Name] = prometheus.NewDesc("multimodule_daemon_"+m.Prom, m.Help+" (the daemon process)", nil, nil)
+		c.daemon[m.Name] = prometheus.NewDesc("multimodule_daemon_"+m.Prom, daemonHelp(m), nil, nil)
 	}
 	return c
+}
+
+// daemonHelp is the HELP of the daemon's own figure of m: the task
+// metrics' texts speak of a task or an external's process.
+func daemonHelp(m Metric) string {
+	switch m.Name {
+	case CPU:
+		return "CPU the daemon process used, in cores"
+	case Memory:
+		return "resident memory of the daemon process"
+	case ReadBytes:
+		return "bytes the daemon process read from storage per second"
+	case WriteBytes:
+		return "bytes the daemon process wrote to storage per second"
+	case FDs:
+		return "open file descriptors of the daemon process"
+	case Threads:
+		return "OS threads of the daemon process"
+	}
+	return "the daemon process: " + m.Help
 }
 
 // Describe sends nothing: the series depend on the tasks that run, so the

@@ -43,6 +43,13 @@ var Metrics = []Metric{
 	{Name: MessagesOut, Prom: "messages_out_per_second", Help: "messages sent and emitted per second"},
 }
 
+// Default mailbox limits, relative to runtime.MailboxBound (16,384), which
+// monitor does not import (checked by a test in internal/daemon).
+const (
+	MailboxWarn   = 4096
+	MailboxSevere = 12288
+)
+
 // Defaults are the limits of a task that sets none (the original's):
 // memory is a fraction of the box's, here turned into bytes (unset when
 // the box's memory is unknown, 0). queue_fill has no failsafe: a task
@@ -59,7 +66,12 @@ func Defaults(boxMemory float64) map[string]Thresholds {
 		FDs:       {100, 150, 200},
 		Threads:   {100, 150, 200},
 		QueueFill: {0.6, 0.8, nan},
-		Restarts:  {3, 5, nan},
-		Failures:  {1, 10, nan},
+		// A daemon task's mailbox sends its senders to the task's queue
+		// past runtime.MailboxBound (16,384): a quarter of that is a task
+		// falling behind, three quarters one about to push back. No
+		// failsafe: stopping a task because it is behind only adds to it.
+		Mailbox:  {MailboxWarn, MailboxSevere, nan},
+		Restarts: {3, 5, nan},
+		Failures: {1, 10, nan},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/multimodule/multimodule/transit"
 )
@@ -29,6 +30,18 @@ type queueSender interface {
 type outbox struct {
 	pending map[string]*gathered
 	order   []string // queues with gathered messages, first sent first
+	// full are the queues a Forwarder found full after the bounded wait,
+	// with what it could not send them since: until one takes a batch
+	// again, its sends are tried without waiting and what does not fit is
+	// dead-lettered at once. One unread target must not make the Router
+	// wait out the bound again and again while its other routes starve.
+	full map[string]*fullTarget
+}
+
+// fullTarget is a queue a Forwarder found full.
+type fullTarget struct {
+	since    time.Time
+	deadLets int // messages dead-lettered since
 }
 
 // gathered are the messages a task gathered for one queue and the holds
@@ -89,6 +102,9 @@ func (h *Host) gather(qs queueSender, qname string, msg Message, out *outbound, 
 			return err
 		}
 		g = &gathered{b: q.NewBatch(), sending: c}
+		if out.box.full[qname] != nil {
+			g.b.SetWait(0)
+		}
 		if out.box.pending == nil {
 			out.box.pending = map[string]*gathered{}
 		}
@@ -141,11 +157,31 @@ func (r *runner) flushOne(qname string, g *gathered) {
 	err := g.b.Flush()
 	g.release()
 	if err == nil {
+		if ft := r.out.box.full[qname]; ft != nil {
+			delete(r.out.box.full, qname)
+			r.h.ch.Log.Info("queue takes messages again", "task", r.name, "queue", qname,
+				"full_for", time.Since(ft.since).Round(time.Millisecond).String(), "dead_lettered", ft.deadLets)
+		}
 		return
 	}
-	r.stats.sendFailures.Add(uint64(n))
-	r.stats.msgsOut.Add(^uint64(n - 1)) // counted as sent when gathered
+	if n > 0 {
+		r.stats.sendFailures.Add(uint64(n))
+		r.stats.msgsOut.Add(^uint64(n - 1)) // counted as sent when gathered
+	}
 	if errors.Is(err, transit.ErrQueueFull) {
+		if r.out.forwards {
+			if ft := r.out.box.full[qname]; ft != nil {
+				ft.deadLets += n // alerted when it filled; counted, and in the dead letters
+				return
+			}
+			if r.out.box.full == nil {
+				r.out.box.full = map[string]*fullTarget{}
+			}
+			r.out.box.full[qname] = &fullTarget{since: time.Now(), deadLets: n}
+			r.alert("queue full: messages not sent (kept as dead letters); until it takes messages again, what is sent to it is dead-lettered without waiting",
+				"queue", qname, "messages", n, "error", err)
+			return
+		}
 		r.alert("queue full: messages not sent (kept as dead letters)", "queue", qname, "messages", n, "error", err)
 		return
 	}

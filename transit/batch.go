@@ -23,7 +23,17 @@ type Batch struct {
 	// flushed counts the messages that left the batch (queued, or kept as
 	// dead letters when that failed).
 	flushed uint64
+	// wait bounds Flush's wait for room when waitSet (else SendTimeout).
+	wait    time.Duration
+	waitSet bool
 }
+
+// SetWait bounds how long Flush (and an Add that must flush) waits for
+// room in a full queue, instead of the transit's SendTimeout: a sender
+// that already found the queue full and must not stall others (the
+// Router) tries without waiting and keeps what does not fit as dead
+// letters.
+func (b *Batch) SetWait(d time.Duration) { b.wait, b.waitSet = d, true }
 
 // NewBatch returns an empty batch for q.
 func (q *Queue) NewBatch() *Batch { return &Batch{q: q} }
@@ -53,7 +63,7 @@ func (b *Batch) Add(msg map[string]any) error {
 		if err != nil {
 			return fmt.Errorf("transit: send to %s: %w", q.name, err)
 		}
-		return q.sendText(buf)
+		return q.sendTextWithin(buf, b.flushWait())
 	}
 	var err error
 	if b.enc, err = appendStamped(b.enc[:0], msg, time.Now()); err != nil {
@@ -64,7 +74,7 @@ func (b *Batch) Add(msg map[string]any) error {
 		if err := b.Flush(); err != nil {
 			return err
 		}
-		return q.sendText(append(header(nil), b.enc...))
+		return q.sendTextWithin(append(header(nil), b.enc...), b.flushWait())
 	}
 	if b.n > 0 && len(b.frame)-typeSize+binary.MaxVarintLen64+len(b.enc) > q.maxInline() {
 		if err := b.Flush(); err != nil {
@@ -91,12 +101,20 @@ func (b *Batch) Flush() error {
 	frame := b.frame
 	b.flushed += uint64(b.n)
 	b.frame, b.n = b.frame[:0], 0
-	err := b.q.sendText(frame)
+	err := b.q.sendTextWithin(frame, b.flushWait())
 	if err == nil {
 		return nil
 	}
 	dead := b.q.t.deadLetterFrame(b.q.name, "not sent: "+err.Error(), frame[typeSize+1:])
 	return errors.Join(err, dead)
+}
+
+// flushWait is how long a flush waits for room in a full queue.
+func (b *Batch) flushWait() time.Duration {
+	if b.waitSet {
+		return b.wait
+	}
+	return b.q.t.opts.SendTimeout
 }
 
 // deadLetterFrame keeps each message of a batch frame (the part after its

@@ -170,6 +170,8 @@ type Transit struct {
 	// deadFullAt is when the dead-letter queue was last found full (unix
 	// ns).
 	deadFullAt atomic.Int64
+	// deadLetters counts the dead letters kept (queue or file), for metrics.
+	deadLetters atomic.Uint64
 }
 
 // onDemand are the queues Send created on demand (still existing, as far
@@ -913,6 +915,9 @@ func (t *Transit) unspill(queue, ref string, remove bool) ([]byte, error) {
 	return text, nil
 }
 
+// DeadLetters is how many dead letters this Transit has kept.
+func (t *Transit) DeadLetters() uint64 { return t.deadLetters.Load() }
+
 // DeadLetterFile is where dead letters go when the dead-letter queue is
 // full (nobody reads it): appended JSON lines in the transit dir. In a
 // dir shared with IPC::Transit it is a dot-file (DeadLetterPath), since
@@ -943,6 +948,7 @@ func (t *Transit) DeadLetter(queue, reason string, msg map[string]any) error {
 // message), or, when that queue is full, in DeadLetterFile. It waits
 // only briefly: a receiver must not stall on its dead letters.
 func (t *Transit) deadLetter(queue, reason string, raw []byte) error {
+	t.deadLetters.Add(1)
 	m := map[string]any{
 		"reason": reason,
 		"queue":  queue,

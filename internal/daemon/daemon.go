@@ -116,7 +116,7 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	qlimit.alert.Store(d.ch.Alert)
 	d.mon = newMonitoring(d.ch)
 	if o.metricsAddr != "" {
-		if d.stopMetrics, err = d.mon.serveMetrics(o.metricsAddr); err != nil {
+		if d.stopMetrics, err = d.mon.serveMetrics(o.metricsAddr, tr); err != nil {
 			return nil, 1, err
 		}
 		cleanups = append(cleanups, d.stopMetrics)

@@ -13,14 +13,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/multimodule/multimodule/monitor"
+	"github.com/multimodule/multimodule/tasks/router"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // serveMetrics serves /metrics on addr in the Prometheus format; the
 // returned func stops it.
-func (m *monitoring) serveMetrics(addr string) (stop func(), err error) {
+func (m *monitoring) serveMetrics(addr string, tr *transit.Transit) (stop func(), err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(monitor.NewCollector(m.tracker), collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "multimodule_unrouted_total",
+			Help: "messages the daemon's Router matched no route for"},
+			func() float64 { return float64(router.UnroutedTotal()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "multimodule_dead_letters_total",
+			Help: "messages the daemon kept as dead letters (queue MultiModule_dead_letter or its file)"},
+			func() float64 { return float64(tr.DeadLetters()) }))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics address: %w", err)

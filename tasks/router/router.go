@@ -29,6 +29,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/runtime"
@@ -71,7 +73,23 @@ var ErrBadStaticForwards = errors.New("malformed static_forwards")
 type Router struct {
 	routes   []route
 	unrouted uint64
+	// logged is when the log channel last heard of unrouted messages, and
+	// unlogged how many came since: a flood of them must not flood the log.
+	logged   time.Time
+	unlogged uint64
 }
+
+// unroutedTotal counts the messages every Router of this process matched
+// no route for, for the daemon's metrics.
+var unroutedTotal atomic.Uint64
+
+// UnroutedTotal is how many messages the Routers of this process matched
+// no route for.
+func UnroutedTotal() uint64 { return unroutedTotal.Load() }
+
+// unroutedLogEvery is the least time between two log lines about
+// unrouted messages.
+const unroutedLogEvery = time.Second
 
 type route struct {
 	match        *message.Matcher
@@ -242,12 +260,25 @@ func (r *Router) route(ctx runtime.Context, msg runtime.Message) error {
 	}
 	if !routed {
 		r.unrouted++
+		unroutedTotal.Add(1)
 		if _, oob := msg[runtime.OOBMarker]; !oob {
 			ctx.Debug("unrouted message", "message", transit.Excerpt(msg), "unrouted_total", r.unrouted)
+			r.logUnrouted(ctx, msg)
 		}
 		return nil
 	}
 	return joinBounded(send(ctx, msg, pending, true, errs))
+}
+
+// logUnrouted tells the log channel about unrouted messages, at most once
+// a second with how many came since the last line and the latest one (an
+// operator who sees nothing under -d debug learns that routes miss).
+func (r *Router) logUnrouted(ctx runtime.Context, msg runtime.Message) {
+	r.unlogged++
+	if now := time.Now(); now.Sub(r.logged) >= unroutedLogEvery {
+		ctx.Log("unrouted messages", "count", r.unlogged, "unrouted_total", r.unrouted, "latest", transit.Excerpt(msg))
+		r.logged, r.unlogged = now, 0
+	}
 }
 
 // maxErrors is how many of a message's failed forwards its error names:
