@@ -389,8 +389,26 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 		d.ch.Error.Error("shutdown incomplete", "error", err)
 		return 1
 	}
-	d.ch.Log.Info("stopped cleanly")
+	d.ch.Log.Info("stopped cleanly", d.leftBehind()...)
 	return 0
+}
+
+// leftBehind says where what was not handled is: in the queues of the
+// tasks (handled when they run again) and among the dead letters.
+func (d *daemon) leftBehind() []any {
+	tr := d.tasks.tr
+	left := map[string]uint64{}
+	for name := range d.ctl.Desired().Tasks {
+		if !tr.Exists(name) {
+			continue
+		}
+		if q, err := tr.Lookup(name); err == nil {
+			if st, err := q.Stats(); err == nil && st.Messages > 0 {
+				left[name] = st.Messages
+			}
+		}
+	}
+	return []any{"left_in_task_queues", left, "dead_letters", tr.DeadLetters()}
 }
 
 // What await saw first.
