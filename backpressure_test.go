@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,4 +136,38 @@ func scrape(url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// A daemon whose Router forwards to a queue nobody reads still stops in
+// bounded time, with exit 0: what the queue could not take is kept as
+// dead letters, what it holds stays there.
+func TestShutdownWithAnUnreadTargetIsBoundedAndClean(t *testing.T) {
+	t.Parallel()
+	e := newMonEnv(t, routerTwoRoutes)
+	e.oob("log:2")
+	unread := fillUnread(t, e.tr)
+	held, _ := unread.Stats()
+	d := e.daemon()
+	e.runningPid("Counter")
+	for i := range 20 {
+		e.sendTo("Router", map[string]any{"to": "nobody", "seq": float64(i)})
+	}
+	e.sendTo("Router", map[string]any{"to": "counter", "src": "bp", "seq": 1.0})
+	e.collect(1)
+	start := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.wait(t); err != nil {
+		t.Fatalf("daemon exit: %v\n%s", err, d.output())
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Fatalf("shutdown took %v", took)
+	}
+	if st, _ := unread.Stats(); st.Messages != held.Messages {
+		t.Fatalf("Unread holds %d messages, had %d", st.Messages, held.Messages)
+	}
+	if !regexp.MustCompile(`msg="stopped cleanly".*dead_letters=2\d`).MatchString(d.output()) {
+		t.Fatalf("the last line does not say where the 20 went:\n%s", d.output())
+	}
 }

@@ -401,24 +401,47 @@ daemon: sample_every: 0.1
 	for _, m := range []string{"memory_bytes", "read_bytes_per_second", "write_bytes_per_second", "open_fds", "threads"} {
 		want = append(want, `multimodule_task_`+m+`{task="H",where="external"} `)
 	}
-	want = append(want, `multimodule_task_messages_in_total{task="Counter",where="internal"} 1`)
+	want = append(want, `multimodule_task_messages_in_total{task="Counter",where="internal"} 1`,
+		`multimodule_task_ready{task="Counter"} 1`, `multimodule_task_ready{task="H"} 1`,
+		"multimodule_config_generation 1\n", "multimodule_reloads_total 0\n", "multimodule_config_load_errors_total 0\n")
 	var body string
-	testenv.WaitFor(t, 20*time.Second, "every series", func() bool {
-		e.drain()
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		body = string(b)
-		for _, w := range want {
-			if !strings.Contains(body, w) {
+	scrapeFor := func(what string, want []string) {
+		t.Helper()
+		testenv.WaitFor(t, 20*time.Second, what, func() bool {
+			e.drain()
+			resp, err := http.Get(url)
+			if err != nil {
 				return false
 			}
-		}
-		return true
-	})
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			for _, w := range want {
+				if !strings.Contains(body, w) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	scrapeFor("every series", want)
+	// A broken edit counts a load error; a good one a reload, and the
+	// generation moves on; a task that cannot start is not ready.
+	cfg := filepath.Join(e.cfg, "a.cue")
+	if err := os.WriteFile(cfg, []byte("tasks: {\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	scrapeFor("a load error", []string{"multimodule_config_load_errors_total 1\n"})
+	if err := os.WriteFile(cfg, []byte(`
+tasks: Counter: {kind: "Counter", config: tag: "x"}
+tasks: H: {kind: "Hog", external: true}
+tasks: C: {kind: "Crasher", external: true, config: crash: true, restart: hold_after: 1}
+daemon: sample_every: 0.1
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	scrapeFor("a reload", []string{"multimodule_reloads_total 1\n", "multimodule_config_generation 2\n",
+		`multimodule_task_ready{task="C"} 0`, `multimodule_task_ready{task="Counter"} 1`})
 	e.exit(d)
 }
 

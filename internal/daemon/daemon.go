@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/multimodule/multimodule/internal/control"
@@ -57,6 +58,18 @@ type configState struct {
 	// err is the last config load problem, for status; the tasks run on
 	// the last good config meanwhile.
 	err string
+	// counts are what Prometheus reads of the loads.
+	counts loadCounts
+}
+
+// loadCounts count config loads, for Prometheus (atomic: it reads them
+// from its own goroutine).
+type loadCounts struct {
+	// errors are loads that failed or timed out; reloads loads applied
+	// after the first; generation the configs applied so far.
+	errors, reloads, generation atomic.Uint64
+	// ready is, by task, whether it runs its current spec (Ready True).
+	ready atomic.Pointer[map[string]bool]
 }
 
 func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Writer) (_ *daemon, code int, err error) {
@@ -116,7 +129,7 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 	qlimit.alert.Store(d.ch.Alert)
 	d.mon = newMonitoring(d.ch)
 	if o.metricsAddr != "" {
-		if d.stopMetrics, err = d.mon.serveMetrics(o.metricsAddr, tr); err != nil {
+		if d.stopMetrics, err = d.mon.serveMetrics(o.metricsAddr, tr, &d.cfg.counts); err != nil {
 			return nil, 1, err
 		}
 		cleanups = append(cleanups, d.stopMetrics)
@@ -143,6 +156,7 @@ func newDaemon(k Kinds, o *daemonOptions, level slog.Level, stdout, stderr io.Wr
 		d.intake.noteTasks([]string{obs.Name})
 	}
 	d.apply(cfg, reconcile.Watched)
+	d.cfg.counts.generation.Add(1)
 	return d, 0, nil
 }
 
@@ -375,8 +389,26 @@ func (d *daemon) shutdown(reason string, sig <-chan os.Signal) int {
 		d.ch.Error.Error("shutdown incomplete", "error", err)
 		return 1
 	}
-	d.ch.Log.Info("stopped cleanly")
+	d.ch.Log.Info("stopped cleanly", d.leftBehind()...)
 	return 0
+}
+
+// leftBehind says where what was not handled is: in the queues of the
+// tasks (handled when they run again) and among the dead letters.
+func (d *daemon) leftBehind() []any {
+	tr := d.tasks.tr
+	left := map[string]uint64{}
+	for name := range d.ctl.Desired().Tasks {
+		if !tr.Exists(name) {
+			continue
+		}
+		if q, err := tr.Lookup(name); err == nil {
+			if st, err := q.Stats(); err == nil && st.Messages > 0 {
+				left[name] = st.Messages
+			}
+		}
+	}
+	return []any{"left_in_task_queues", left, "dead_letters", tr.DeadLetters()}
 }
 
 // What await saw first.

@@ -142,6 +142,7 @@ func (d *daemon) loaded(r loadResult) {
 	var err error
 	switch {
 	case r.err != nil:
+		d.cfg.counts.errors.Add(1)
 		msg := strings.TrimSpace(schema.Format(r.err))
 		if r.timedOut {
 			msg = r.err.Error()
@@ -156,6 +157,9 @@ func (d *daemon) loaded(r loadResult) {
 			d.ch.Log.Info("config loads again", "config", d.o.configDir)
 		}
 		d.cfg.err = ""
+		if d.cfg.counts.generation.Add(1) > 1 {
+			d.cfg.counts.reloads.Add(1)
+		}
 		results = d.apply(r.cfg, req.kind)
 	}
 	for _, w := range req.waiters {

@@ -112,6 +112,7 @@ func (d *daemon) sample() {
 	now := time.Now()
 	self, rs := d.readings(now)
 	changes := d.mon.tracker.Observe(now, self, rs)
+	d.publishReady()
 	d.mon.reports.retain(d.mon.tracker.Tracked)
 	d.checkStalls(now)
 	for _, c := range changes {
@@ -123,6 +124,19 @@ func (d *daemon) sample() {
 			d.failsafe(c)
 		}
 	}
+}
+
+// publishReady records, for Prometheus, which tasks are Ready: they run
+// the spec the config asks for (or are disabled as it says).
+func (d *daemon) publishReady() {
+	ready := map[string]bool{}
+	for _, ts := range d.ctl.Tasks() {
+		if !ts.Wanted {
+			continue
+		}
+		ready[ts.Name] = ts.Conditions(ts.Running != nil && !ts.Stopping)[0].Status
+	}
+	d.cfg.counts.ready.Store(&ready)
 }
 
 // readings gathers what the daemon knows of its tasks for the monitor:
