@@ -7,7 +7,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/multimodule/multimodule/internal/testenv"
 )
@@ -100,5 +102,46 @@ func TestReadmeSnippetsCompileAndVet(t *testing.T) {
 	out, err := exec.Command(filepath.Join(mod, "mydaemon"), "--version").Output()
 	if err != nil || !strings.Contains(string(out), "github.com/multimodule/multimodule") || !strings.Contains(string(out), "replaced by") {
 		t.Fatalf("the README's daemon --version: %v: %s", err, out)
+	}
+}
+
+// Every config example in the README runs on the binary the README names
+// for it: the seed example's on multimodule-counter (-p examples), the
+// built-in tasks' on the stock multimodule. One that names a kind of the
+// user's own (the README says so) is only vetted, above.
+func TestReadmeConfigsRunOnTheirBinaries(t *testing.T) {
+	t.Parallel()
+	stock := buildCmd(t, "./cmd/multimodule")
+	counter := buildCmd(t, "./examples/counter")
+	builtin := regexp.MustCompile(`kind: "(Exec|FollowTail|Scheduler|Runner|HTTPClient|Router)"`)
+	anyKind := regexp.MustCompile(`kind: "`)
+	ran := 0
+	for _, f := range fences(t, "README.md") {
+		if f.lang != "cue" {
+			continue
+		}
+		var argv []string
+		switch {
+		case strings.Contains(f.text, "Example1"):
+			argv = []string{counter, "-p", "examples"}
+		case builtin.MatchString(f.text) || !anyKind.MatchString(f.text) && strings.Contains(f.text, "Router"):
+			argv = []string{stock}
+		default:
+			t.Logf("%s: a kind of the user's own: vetted only", f.where)
+			continue
+		}
+		dir := testenv.WriteFiles(t, map[string]string{"snippet.cue": f.text})
+		p := startProc(t, argv[0], append(argv[1:], "-c", dir, "-s", t.TempDir(), "-T", testenv.TransitDir(t), "-o", "log:2")...)
+		testenv.WaitFor(t, 20*time.Second, f.where+" running on "+filepath.Base(argv[0]), func() bool {
+			return strings.Contains(p.output(), "multimodule running")
+		})
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		if err := p.wait(t); err != nil {
+			t.Errorf("%s on %s: exit %v\n%s", f.where, filepath.Base(argv[0]), err, p.output())
+		}
+		ran++
+	}
+	if ran < 3 {
+		t.Fatalf("ran %d README configs: the extraction is broken", ran)
 	}
 }
