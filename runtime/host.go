@@ -491,9 +491,6 @@ func (h *Host) finishCatchUp(name string, drain func()) bool {
 	return true
 }
 
-// DeliverLocal hands msg to a task of this host only (never to its queue).
-func (h *Host) DeliverLocal(name string, msg Message) error { return h.deliver(name, msg, nil) }
-
 // deliver hands msg, taken from a queue, to a local task as a member of
 // lin (its hops, from before, are in its metadata).
 func (h *Host) deliver(name string, msg Message, lin *lineage) error {
