@@ -42,7 +42,8 @@ type monitoring struct {
 	every, sampledEvery time.Duration
 	// limits are the merged limits of each task, made once per config
 	// and spec (configure forgets them): the tracker tells an unchanged
-	// idle task by being given the same Limits.
+	// idle task by being given the same Limits. Under "" are the
+	// daemon's, which every task without limits of its own shares.
 	limits map[string]taskLimits
 	// rs, counters and ready are reused from sample to sample.
 	rs       []monitor.Reading
@@ -197,7 +198,13 @@ func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor
 		spec := m.config.Tasks[name]
 		lim, ok := m.limits[name]
 		if !ok || lim.hash != spec.Hash {
-			lim = taskLimits{spec.Hash, m.tracker.Limits(m.config.Daemon.Limits, spec.Limits)}
+			lim = taskLimits{spec.Hash, m.limits[""].limits} // the daemon's, shared by tasks with none of their own
+			if len(spec.Limits) > 0 || lim.limits == nil {
+				lim.limits = m.tracker.Limits(m.config.Daemon.Limits, spec.Limits)
+			}
+			if len(spec.Limits) == 0 {
+				m.limits[""] = taskLimits{limits: lim.limits}
+			}
 			m.limits[name] = lim
 		}
 		r := monitor.Reading{Task: name, Where: monitor.Internal, Pid: os.Getpid(),
