@@ -79,6 +79,17 @@ type Watch struct {
 // Level is the watched level.
 func (w *Watch) Level() Level { return w.level }
 
+// Steady says that another sample at the watched level would change
+// nothing: the last Confirm samples are all at it.
+func (w *Watch) Steady() bool {
+	for _, l := range w.recent {
+		if l != w.level {
+			return false
+		}
+	}
+	return true
+}
+
 // Observe takes the level of a new sample and reports whether the watched
 // level changed (and from what). The level rises to the lowest level the
 // last Confirm samples all reach, and falls to the highest level none of

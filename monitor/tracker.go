@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"reflect"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -130,6 +131,12 @@ type Tracker struct {
 	tasks    map[string]*tracked
 	daemon   map[string]float64
 	snap     atomic.Pointer[Snapshot]
+	// gen counts the calls of Observe; changed says whether this one
+	// judged, started or ended a task, so that its snapshot is made anew
+	// rather than the last one's tasks shown again. pubGen counts the
+	// snapshots made anew.
+	gen, pubGen uint64
+	changed     bool
 }
 
 // tracked follows one task, across restarts of its process.
@@ -141,6 +148,27 @@ type tracked struct {
 	watches map[string]*Watch
 	// prev and last are the handler's counters at the two latest readings.
 	prev, last Counters
+	// seen is the Observe that last had a reading of the task.
+	seen uint64
+	// quiet: the last judged reading was of an internal task whose
+	// counters had not moved since the one before (so its rates were
+	// judged 0), and every watch was steady. A reading with the same
+	// counters, queue fill, restarts and limits (those below) would then
+	// judge to the same levels and change nothing, so it is not judged
+	// (see idle): an idle pass over many tasks costs little.
+	quiet    bool
+	fill     float64
+	hasQueue bool
+	restarts int
+	limits   Limits
+	// pubValues and pubLevels are what the snapshot of pubGen shows of
+	// the task (nil once judged since); pubRunning and pubHeld as it was
+	// shown there.
+	pubGen     uint64
+	pubValues  map[string]float64
+	pubLevels  map[string]Level
+	pubRunning bool
+	pubHeld    string
 }
 
 // NewTracker returns a tracker with no task. box is the machine's memory
@@ -164,27 +192,35 @@ func (t *Tracker) Limits(daemon, task map[string]schema.Levels) Limits {
 // Observe returns the level changes, by task, and publishes the snapshot.
 func (t *Tracker) Observe(now time.Time, daemon *ProcSample, rs []Reading) []Judgement {
 	var out []Judgement
-	known := make(map[string]bool, len(rs))
+	t.gen++
 	for i := range rs {
 		r := &rs[i]
-		known[r.Task] = true
+		w := t.tasks[r.Task]
+		if w != nil {
+			w.seen = t.gen
+		}
 		if !r.Running {
 			continue // its levels stand until it runs again
 		}
-		w := t.tasks[r.Task]
 		if w == nil {
-			w = &tracked{values: map[string]float64{}, watches: map[string]*Watch{}}
+			w = &tracked{values: map[string]float64{}, watches: map[string]*Watch{}, seen: t.gen}
 			w.where, w.pid, w.started = r.Where, r.Pid, r.Started
 			t.tasks[r.Task] = w
 		} else if w.where != r.Where || w.pid != r.Pid || !w.started.Equal(r.Started) {
 			out = append(out, w.restarted(r)...)
+		} else if w.idle(r) {
+			w.prev, w.last = w.last, *r.Counters // what judging it would change
+			continue
 		}
 		out = append(out, w.judge(r)...)
+		w.pubValues, w.pubLevels = nil, nil
+		t.changed = true
 	}
 	for name, w := range t.tasks {
-		if !known[name] {
+		if w.seen != t.gen {
 			out = append(out, w.end(name, true)...)
 			delete(t.tasks, name)
+			t.changed = true
 		}
 	}
 	if daemon != nil {
@@ -193,6 +229,26 @@ func (t *Tracker) Observe(now time.Time, daemon *ProcSample, rs []Reading) []Jud
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Task < out[j].Task })
 	t.publish(now, rs)
 	return out
+}
+
+// idle says that judging r would change nothing but the counters' time:
+// the task was quiet and r has the inputs its last judged reading had.
+func (w *tracked) idle(r *Reading) bool {
+	c := r.Counters
+	return w.quiet && r.Where == Internal && c != nil && c.At.After(w.last.At) && sameCounts(*c, w.last) &&
+		r.HasQueue == w.hasQueue && (!r.HasQueue || r.QueueFill == w.fill) && r.Restarts == w.restarts &&
+		sameMap(r.Limits, w.limits)
+}
+
+// sameCounts says whether a and b count the same, whenever taken.
+func sameCounts(a, b Counters) bool {
+	return a.In == b.In && a.Out == b.Out && a.Failures == b.Failures && a.Depth == b.Depth && a.Busy == b.Busy
+}
+
+// sameMap says whether a and b are the same map (not merely equal ones):
+// the caller gives the same Limits for as long as they do not change.
+func sameMap(a, b Limits) bool {
+	return a != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // restarted: the task runs in a new process, or was started again. What
@@ -237,9 +293,11 @@ func (w *tracked) judge(r *Reading) []Judgement {
 		fresh[CPU] = r.Proc.HasCPU
 		fresh[Memory], fresh[ReadBytes], fresh[WriteBytes], fresh[FDs], fresh[Threads] = true, true, true, true, true
 	}
+	quiet := false
 	if c := r.Counters; c != nil && c.At.After(w.last.At) {
 		// An external's CPU is its process's, not its handler's busy time.
 		rates := w.count(*c, r.Where != External)
+		quiet = rates && sameCounts(w.prev, w.last)
 		fresh[Mailbox] = true
 		fresh[MessagesIn], fresh[MessagesOut], fresh[Failures] = rates, rates, rates
 		if r.Where != External {
@@ -270,6 +328,11 @@ func (w *tracked) judge(r *Reading) []Judgement {
 			out = append(out, Judgement{Task: r.Task, Metric: mt.Name, Value: v, Limit: limit, Level: wt.Level(), From: from})
 		}
 	}
+	for _, wt := range w.watches {
+		quiet = quiet && wt.Steady()
+	}
+	w.quiet = quiet && r.Where == Internal
+	w.fill, w.hasQueue, w.restarts, w.limits = r.QueueFill, r.HasQueue, r.Restarts, r.Limits
 	return out
 }
 
@@ -364,26 +427,57 @@ type TaskSnapshot struct {
 // concurrent use; the result must not be modified.
 func (t *Tracker) Snapshot() *Snapshot { return t.snap.Load() }
 
+// publish stores the snapshot of this sample. When no task was judged,
+// started or ended and rs shows the same tasks as the last snapshot, the
+// last snapshot's tasks are shown again as they are (their totals as of
+// when they last changed) rather than copied.
 func (t *Tracker) publish(at time.Time, rs []Reading) {
 	s := &Snapshot{At: at, Daemon: t.DaemonValues()}
+	if last := t.snap.Load(); !t.changed && t.shown(rs, len(last.Tasks)) {
+		s.Tasks = last.Tasks
+		t.snap.Store(s)
+		return
+	}
+	t.changed = false
+	t.pubGen++
 	for _, r := range rs {
 		if !r.Running && r.Held == "" {
 			continue
 		}
 		ts := TaskSnapshot{Task: r.Task, Running: r.Running, Held: r.Held}
 		if w := t.tasks[r.Task]; w != nil {
-			ts.Where, ts.Totals = w.where, w.last
-			ts.Values = make(map[string]float64, len(w.values))
-			for k, v := range w.values {
-				ts.Values[k] = v
+			if w.pubValues == nil {
+				w.pubValues = make(map[string]float64, len(w.values))
+				for k, v := range w.values {
+					w.pubValues[k] = v
+				}
+				w.pubLevels = make(map[string]Level, len(w.watches))
+				for k, wt := range w.watches {
+					w.pubLevels[k] = wt.Level()
+				}
 			}
-			ts.Levels = make(map[string]Level, len(w.watches))
-			for k, wt := range w.watches {
-				ts.Levels[k] = wt.Level()
-			}
+			w.pubGen, w.pubRunning, w.pubHeld = t.pubGen, r.Running, r.Held
+			ts.Where, ts.Totals, ts.Values, ts.Levels = w.where, w.last, w.pubValues, w.pubLevels
 		}
 		s.Tasks = append(s.Tasks, ts)
 	}
 	sort.Slice(s.Tasks, func(i, j int) bool { return s.Tasks[i].Task < s.Tasks[j].Task })
 	t.snap.Store(s)
+}
+
+// shown says whether the last snapshot, of n tasks, shows the tasks of rs
+// as they are now: each one it would show, tracked and shown there the
+// same way with values unchanged since.
+func (t *Tracker) shown(rs []Reading, n int) bool {
+	for _, r := range rs {
+		if !r.Running && r.Held == "" {
+			continue
+		}
+		w := t.tasks[r.Task]
+		if n == 0 || w == nil || w.pubGen != t.pubGen || w.pubValues == nil || w.pubRunning != r.Running || w.pubHeld != r.Held {
+			return false
+		}
+		n--
+	}
+	return n == 0
 }

@@ -276,3 +276,49 @@ func TestMergeLimits(t *testing.T) {
 		t.Errorf("memory limits of an unknown box %v: a fraction must be unset, a size kept", m)
 	}
 }
+
+// An idle internal task is not judged again once quiet, yet its levels,
+// rates and snapshot stay what judging every sample would give: rates
+// fall to 0 (and their level back to ok) one sample after it goes idle,
+// and the first busy sample after a long idle spell has a true rate.
+func TestTrackerIdleInternal(t *testing.T) {
+	tr := NewTracker(0)
+	lim := tr.Limits(map[string]schema.Levels{MessagesIn: {Warn: &schema.Threshold{Value: 10}}}, nil)
+	in := uint64(0)
+	at := func(sec int) Reading {
+		return Reading{Task: "I", Where: Internal, Pid: 1, Started: t0, Running: true, Limits: lim,
+			Counters: &Counters{At: t0.Add(time.Duration(sec) * time.Second), In: in}}
+	}
+	var got []string
+	step := func(sec int) {
+		for _, j := range tr.Observe(t0.Add(time.Duration(sec)*time.Second), nil, []Reading{at(sec)}) {
+			got = append(got, fmt.Sprintf("%d:%s", sec, show(j)))
+		}
+	}
+	step(0)
+	for sec := 1; sec <= 3; sec++ { // 20/s
+		in += 20
+		step(sec)
+	}
+	for sec := 4; sec <= 60; sec++ { // idle
+		step(sec)
+		if sec >= 7 && tr.tasks["I"].quiet != true {
+			t.Fatalf("not quiet at %d", sec)
+		}
+	}
+	if tr.Snapshot().Tasks[0].Values[MessagesIn] != 0 {
+		t.Fatalf("idle rate %v", tr.Snapshot().Tasks[0].Values)
+	}
+	in += 5 // 5 in one second after a minute idle
+	step(61)
+	if v := tr.Snapshot().Tasks[0].Values[MessagesIn]; v != 5 {
+		t.Fatalf("rate after idle %v, want 5", v)
+	}
+	want := []string{"2:I messages_in ok->warn", "5:I messages_in warn->ok"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("judgements %q, want %q", got, want)
+	}
+	if s := tr.Snapshot(); len(s.Tasks) != 1 || !s.At.Equal(t0.Add(61*time.Second)) {
+		t.Fatalf("snapshot %+v", s)
+	}
+}

@@ -598,6 +598,50 @@ func (c *Controller) Tasks() []TaskState {
 	return out
 }
 
+// Monitored is what monitoring needs of one task, without the copies
+// Tasks makes: see Each.
+type Monitored struct {
+	Name string
+	// Running: something runs under the name; External where.
+	Running, External bool
+	Stopping          bool
+	// Held is why the task is held, if it is.
+	Held     string
+	Restarts int
+	// Wanted: the config has a spec for it; Ready its Ready condition when
+	// what runs actually runs (as Conditions(Running && !Stopping) says).
+	Wanted, Ready bool
+}
+
+// Each calls f for every task Tasks lists, in no order, with no copy of
+// specs and no allocation: monitoring's pass over every task each sample.
+func (c *Controller) Each(f func(Monitored)) {
+	now := c.clock.Now()
+	for name, st := range c.tasks {
+		spec, wanted := c.desired.Tasks[name]
+		m := Monitored{Name: name, Running: st.running != nil, Stopping: st.stopping, Wanted: wanted,
+			Restarts: st.recentRestarts(now, c.timing.RestartWindow)}
+		if st.running != nil {
+			m.External = st.running.External
+		}
+		if st.hold != nil {
+			m.Held = st.hold.Why
+		}
+		m.Ready = ready(wanted, spec, st.running, st.hold, m.Running && !m.Stopping)
+		f(m)
+	}
+}
+
+// ready is the Ready condition's status, as Conditions sets it: the task
+// runs the spec the config asks for, or is disabled and stopped as it
+// says, and was not stopped on purpose.
+func ready(wanted bool, spec schema.TaskSpec, obs *Observed, hold *Hold, running bool) bool {
+	if hold != nil && hold.Why == HoldStopped {
+		return false
+	}
+	return wanted && spec.Disabled && !running || running && obs != nil && wanted && obs.Hash == spec.Hash
+}
+
 // recentRestarts counts the restarts in the window, forgetting older ones.
 func (st *taskState) recentRestarts(now time.Time, window time.Duration) int {
 	st.restarts = recent(st.restarts, now, window)

@@ -110,6 +110,7 @@ func (h *harness) wantCalls(want ...string) {
 
 func (h *harness) state(name string) TaskState {
 	h.t.Helper()
+	h.checkEach()
 	for _, ts := range h.c.Tasks() {
 		if ts.Name == name {
 			return ts
@@ -117,6 +118,31 @@ func (h *harness) state(name string) TaskState {
 	}
 	h.t.Fatalf("no task %s", name)
 	return TaskState{}
+}
+
+// checkEach checks that Each tells of every task what Tasks and
+// Conditions do.
+func (h *harness) checkEach() {
+	h.t.Helper()
+	got := map[string]Monitored{}
+	h.c.Each(func(m Monitored) { got[m.Name] = m })
+	tasks := h.c.Tasks()
+	if len(got) != len(tasks) {
+		h.t.Fatalf("Each has %d tasks, Tasks %d", len(got), len(tasks))
+	}
+	for _, ts := range tasks {
+		want := Monitored{Name: ts.Name, Running: ts.Running != nil, Stopping: ts.Stopping, Restarts: ts.Restarts,
+			Wanted: ts.Wanted, Ready: ts.Conditions(ts.Running != nil && !ts.Stopping)[0].Status}
+		if ts.Running != nil {
+			want.External = ts.Running.External
+		}
+		if ts.Hold != nil {
+			want.Held = ts.Hold.Why
+		}
+		if got[ts.Name] != want {
+			h.t.Fatalf("Each: %+v, want %+v", got[ts.Name], want)
+		}
+	}
 }
 
 // tick advances the clock to the controller's next wake and ticks.

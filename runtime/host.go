@@ -668,6 +668,17 @@ type TaskStatus struct {
 	Timers          map[string]time.Duration
 }
 
+// Counters reports one running task's counters as Status does, without
+// its timers (Timers is nil) and without listing the others; ok is false
+// if it does not run here.
+func (h *Host) Counters(name string) (s TaskStatus, ok bool) {
+	r := (*h.tasks.Load())[name]
+	if r == nil {
+		return TaskStatus{}, false
+	}
+	return r.counters(), true
+}
+
 // Status reports every running task, sorted by name.
 func (h *Host) Status() []TaskStatus {
 	rs := h.runners()

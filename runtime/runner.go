@@ -647,14 +647,20 @@ func (r *runner) busy() time.Duration {
 	return b
 }
 
-func (r *runner) status() TaskStatus {
-	s := TaskStatus{
+// counters is status without the timers.
+func (r *runner) counters() TaskStatus {
+	return TaskStatus{
 		Name: r.name, Kind: r.kind, Stateful: r.stateful, Started: r.started,
 		MessagesIn: r.stats.msgsIn.Load(), MessagesOut: r.stats.msgsOut.Load(), Failures: r.stats.failures.Load(),
 		SendFailures: r.stats.sendFailures.Load(),
 		Depth:        r.mbox.depth(), Busy: r.busy(),
-		StateGeneration: r.persist.gen.Load(), Timers: map[string]time.Duration{},
+		StateGeneration: r.persist.gen.Load(),
 	}
+}
+
+func (r *runner) status() TaskStatus {
+	s := r.counters()
+	s.Timers = map[string]time.Duration{}
 	r.timers.mu.Lock()
 	for name, t := range r.timers.byName {
 		s.Timers[name] = t.period()

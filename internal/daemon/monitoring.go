@@ -13,6 +13,7 @@ import (
 	"github.com/multimodule/multimodule/runtime/external"
 
 	"github.com/multimodule/multimodule/monitor"
+	"github.com/multimodule/multimodule/reconcile"
 	"github.com/multimodule/multimodule/runtime"
 	"github.com/multimodule/multimodule/schema"
 )
@@ -39,6 +40,25 @@ type monitoring struct {
 	// every is the sample interval the config asks for; sampledEvery the
 	// one the sampler runs at.
 	every, sampledEvery time.Duration
+	// limits are the merged limits of each task, made once per config
+	// and spec (configure forgets them): the tracker tells an unchanged
+	// idle task by being given the same Limits. Under "" are the
+	// daemon's, which every task without limits of its own shares.
+	limits map[string]taskLimits
+	// rs, counters and ready are reused from sample to sample.
+	rs       []monitor.Reading
+	counters []monitor.Counters
+	ready    []readiness
+}
+
+type taskLimits struct {
+	hash   string
+	limits monitor.Limits
+}
+
+type readiness struct {
+	task  string
+	ready bool
 }
 
 func newMonitoring(ch *runtime.Channels) *monitoring {
@@ -51,6 +71,7 @@ func newMonitoring(ch *runtime.Channels) *monitoring {
 // reports limits out of order once for each spec.
 func (m *monitoring) configure(cfg *schema.Config) {
 	m.config = cfg
+	m.limits = nil
 	m.every = schema.Seconds(cfg.Daemon.SampleEvery)
 	if m.every <= 0 {
 		m.every = time.Second
@@ -112,7 +133,6 @@ func (d *daemon) sample() {
 	now := time.Now()
 	self, rs := d.readings(now)
 	changes := d.mon.tracker.Observe(now, self, rs)
-	d.publishReady()
 	d.mon.reports.retain(d.mon.tracker.Tracked)
 	d.checkStalls(now)
 	for _, c := range changes {
@@ -127,16 +147,27 @@ func (d *daemon) sample() {
 }
 
 // publishReady records, for Prometheus, which tasks are Ready: they run
-// the spec the config asks for (or are disabled as it says).
-func (d *daemon) publishReady() {
-	ready := map[string]bool{}
-	for _, ts := range d.ctl.Tasks() {
-		if !ts.Wanted {
-			continue
+// the spec the config asks for (or are disabled as it says). ready is
+// every wanted task's, from this sample; a new map is published only when
+// they differ from the published ones.
+func (d *daemon) publishReady(ready []readiness) {
+	if old := d.cfg.counts.ready.Load(); old != nil && len(*old) == len(ready) {
+		same := true
+		for _, r := range ready {
+			if v, ok := (*old)[r.task]; !ok || v != r.ready {
+				same = false
+				break
+			}
 		}
-		ready[ts.Name] = ts.Conditions(ts.Running != nil && !ts.Stopping)[0].Status
+		if same {
+			return
+		}
 	}
-	d.cfg.counts.ready.Store(&ready)
+	m := make(map[string]bool, len(ready))
+	for _, r := range ready {
+		m[r.task] = r.ready
+	}
+	d.cfg.counts.ready.Store(&m)
 }
 
 // readings gathers what the daemon knows of its tasks for the monitor:
@@ -144,32 +175,45 @@ func (d *daemon) publishReady() {
 // handler's counters, queue fill, restarts and limits), one per task that
 // does not run but keeps its levels (held, or stopping after a failsafe),
 // and the daemon's own process sample. It is the only place monitoring
-// reads the daemon's state.
+// reads the daemon's state; it publishes which tasks are ready as it
+// goes. The readings are valid until the next call.
 func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor.Reading) {
 	m := d.mon
-	running := map[string]runtime.TaskStatus{}
-	for _, s := range d.tasks.host.Status() {
-		running[s.Name] = s
+	rs, ready := m.rs[:0], m.ready[:0]
+	if m.limits == nil {
+		m.limits = map[string]taskLimits{}
 	}
-	states := d.ctl.Tasks()
-	rs = make([]monitor.Reading, 0, len(states))
 	clear(m.states)
-	for _, st := range states {
+	d.ctl.Each(func(st reconcile.Monitored) {
 		name := st.Name
-		held := ""
-		if st.Hold != nil {
-			held = st.Hold.Why
+		if st.Wanted {
+			ready = append(ready, readiness{name, st.Ready})
 		}
-		if st.Running == nil || st.Stopping {
-			if held != "" || st.Stopping {
-				rs = append(rs, monitor.Reading{Task: name, Held: held}) // its levels stand until it runs again
+		if !st.Running || st.Stopping {
+			if st.Held != "" || st.Stopping {
+				rs = append(rs, monitor.Reading{Task: name, Held: st.Held}) // its levels stand until it runs again
 			}
-			continue
+			return
 		}
-		r := monitor.Reading{Task: name, Where: monitor.Internal, Pid: os.Getpid(), Started: running[name].Started,
-			Running: true, Held: held, Restarts: st.Restarts,
-			Limits: m.tracker.Limits(m.config.Daemon.Limits, m.config.Tasks[name].Limits)}
-		if p, ok := d.tasks.ext.sup.Lookup(name); st.Running.External && ok {
+		spec := m.config.Tasks[name]
+		lim, ok := m.limits[name]
+		if !ok || lim.hash != spec.Hash {
+			lim = taskLimits{spec.Hash, m.limits[""].limits} // the daemon's, shared by tasks with none of their own
+			if len(spec.Limits) > 0 || lim.limits == nil {
+				lim.limits = m.tracker.Limits(m.config.Daemon.Limits, spec.Limits)
+			}
+			if len(spec.Limits) == 0 {
+				m.limits[""] = taskLimits{limits: lim.limits}
+			}
+			m.limits[name] = lim
+		}
+		r := monitor.Reading{Task: name, Where: monitor.Internal, Pid: os.Getpid(),
+			Running: true, Held: st.Held, Restarts: st.Restarts, Limits: lim.limits}
+		p, isExt := external.Process{}, false
+		if st.External {
+			p, isExt = d.tasks.ext.sup.Lookup(name)
+		}
+		if isExt {
 			r.Where, r.Pid, r.Started = monitor.External, p.Pid, p.Started
 			if ps, err := m.procs.Sample(p.Pid); err == nil { // else it exited; its pidfd tells the supervisor
 				r.Proc = &ps
@@ -178,9 +222,15 @@ func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor
 			if c, ok := m.reports.get(name); ok {
 				r.Counters = &c
 			}
-		} else if s, ok := running[name]; ok {
-			r.Counters = &monitor.Counters{At: now, Busy: s.Busy, In: s.MessagesIn, Out: s.MessagesOut,
+		} else if s, ok := d.tasks.host.Counters(name); ok {
+			r.Started = s.Started
+			c := &monitor.Counters{}
+			if len(rs) < len(m.counters) { // the readings point into it: never grown while in use
+				c = &m.counters[len(rs)]
+			}
+			*c = monitor.Counters{At: now, Busy: s.Busy, In: s.MessagesIn, Out: s.MessagesOut,
 				Failures: s.Failures, Depth: s.Depth}
+			r.Counters = c
 		}
 		// An internal task's queue, once it exists, is open here (its
 		// inbound opens it at the first ring): no stat of a key file per
@@ -195,7 +245,12 @@ func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor
 			}
 		}
 		rs = append(rs, r)
+	})
+	if len(m.counters) < len(rs) {
+		m.counters = make([]monitor.Counters, len(rs)+len(rs)/4)
 	}
+	m.rs, m.ready = rs, ready
+	d.publishReady(ready)
 	if ps, err := m.procs.Sample(os.Getpid()); err == nil {
 		self = &ps
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sort"
 	"time"
 
 	"github.com/multimodule/multimodule/schema"
@@ -42,30 +43,33 @@ func (d *daemon) stalled(task string, pid int, state byte, started time.Time, no
 // again (level ok), once per transition; status shows the reason
 // meanwhile. On the owner goroutine, once a sample.
 func (d *daemon) checkStalls(now time.Time) {
+	// The externals sampled are those that run and are not stopping.
+	names := make([]string, 0, len(d.mon.states))
+	for name := range d.mon.states {
+		names = append(names, name)
+	}
+	sort.Strings(names)
 	seen := map[string]bool{}
-	for _, st := range d.ctl.Tasks() {
-		if st.Running == nil || !st.Running.External || st.Stopping {
+	for _, name := range names {
+		p, ok := d.tasks.ext.sup.Lookup(name)
+		state := d.mon.states[name]
+		if !ok { // gone: the supervisor reports its end
 			continue
 		}
-		p, ok := d.tasks.ext.sup.Lookup(st.Name)
-		state, sampled := d.mon.states[st.Name]
-		if !ok || !sampled { // gone: the supervisor reports its end
-			continue
-		}
-		seen[st.Name] = true
-		why := d.stalled(st.Name, p.Pid, state, p.Started, now)
-		was := d.mon.stalls[st.Name]
+		seen[name] = true
+		why := d.stalled(name, p.Pid, state, p.Started, now)
+		was := d.mon.stalls[name]
 		switch {
 		case why != "" && was == "":
-			d.mon.stalls[st.Name] = why
-			d.ch.Alert.Log(context.Background(), slog.LevelError, "external task stalled", "task", st.Name,
-				"metric", "responding", "level", "severe", "reason", why, "queued", d.queued(st.Name))
+			d.mon.stalls[name] = why
+			d.ch.Alert.Log(context.Background(), slog.LevelError, "external task stalled", "task", name,
+				"metric", "responding", "level", "severe", "reason", why, "queued", d.queued(name))
 		case why == "" && was != "":
-			delete(d.mon.stalls, st.Name)
-			d.ch.Alert.Log(context.Background(), slog.LevelInfo, "external task responding again", "task", st.Name,
+			delete(d.mon.stalls, name)
+			d.ch.Alert.Log(context.Background(), slog.LevelInfo, "external task responding again", "task", name,
 				"metric", "responding", "level", "ok")
 		case why != "":
-			d.mon.stalls[st.Name] = why // the silence grows
+			d.mon.stalls[name] = why // the silence grows
 		}
 	}
 	for name := range d.mon.stalls {
