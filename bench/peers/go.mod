@@ -60,10 +60,10 @@ require (
 
 replace github.com/multimodule/multimodule => ../..
 
-// The peers compared with, by the versions of the snapshots in
-// ../shared/peers (see internal/benchreport: the module proxy here serves
-// neither, so `make bench` points them at those folders through a
-// temporary modfile; elsewhere `go mod download` fetches them).
+// The peers compared with, by their upstream versions (where the module
+// proxy serves neither, `make bench` points them at local copies through
+// a temporary modfile: see internal/benchreport; elsewhere `go mod
+// download` fetches them).
 require (
 	ergo.services/ergo v1.999.311-0.20251108131519-f5ff7ededc59
 	github.com/anthdm/hollywood v1.0.6-0.20250326055843-c7a2c2b8162e

@@ -99,11 +99,13 @@ var figures = []figure{
 // not serve are kept, beside the checkout (its README says which commits).
 const sharedPeers = "../shared/peers"
 
-// peersNote says in the report where the peers came from.
-var peersNote = "anthdm/hollywood and ergo-services/ergo were fetched by the versions bench/peers/go.mod requires.\n"
-
-const localPeersNote = "anthdm/hollywood and ergo-services/ergo were built from the snapshots in ../shared/peers at the commits\n" +
-	"bench/peers/go.mod requires (a temporary modfile replaced them there; the checkout refers to nothing outside it).\n"
+// Where the peers came from, as the report says it (without naming a
+// path outside the checkout: readers of the report do not have it).
+const (
+	fetchedPeersNote = "anthdm/hollywood and ergo-services/ergo were fetched by the versions bench/peers/go.mod requires.\n"
+	localPeersNote   = "anthdm/hollywood and ergo-services/ergo were built from local copies of the commits bench/peers/go.mod\n" +
+		"requires (through a temporary modfile: the module proxy of the machine that ran this does not serve them).\n"
+)
 
 // peersModfile returns, when sharedPeers exists, a temporary copy of
 // bench/peers' go.mod (with its go.sum beside it) in which hollywood and
@@ -159,6 +161,7 @@ func main() {
 	flag.Parse()
 	var raw bytes.Buffer
 	results := map[metric][]float64{}
+	peersNote := fetchedPeersNote
 	start := time.Now()
 	for _, r := range runs {
 		if *only != "" && !strings.Contains(r.bench, *only) {
@@ -198,7 +201,7 @@ func main() {
 			}
 		}
 	}
-	if err := os.WriteFile(*out, report(results, raw.String(), time.Since(start)), 0o644); err != nil {
+	if err := os.WriteFile(*out, report(results, raw.String(), peersNote, time.Since(start)), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(1)
 	}
@@ -260,7 +263,7 @@ func span(v []float64) string {
 	return fmt.Sprintf(" (%s-%s)", format(slices.Min(v)), format(slices.Max(v)))
 }
 
-func report(res map[metric][]float64, raw string, took time.Duration) []byte {
+func report(res map[metric][]float64, raw, peersNote string, took time.Duration) []byte {
 	var b bytes.Buffer
 	cpu := "unknown"
 	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
