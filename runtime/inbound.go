@@ -404,7 +404,7 @@ func (in *Inbound) drainLoop() {
 	throttled := map[string]bool{}
 	var seen transit.Totals
 	sweeps := 0
-	in.drainAll(throttled, true)
+	in.drainAll(throttled, true, true)
 	for {
 		if len(throttled) > 0 && !armed {
 			retry.Reset(5 * time.Millisecond)
@@ -420,21 +420,24 @@ func (in *Inbound) drainLoop() {
 			// the totals again and is looked for next time. The totals
 			// are amounts, not counts of arrivals: one message in and
 			// another out elsewhere leave them as they were, so every
-			// tenth sweep drains regardless.
+			// tenth sweep drains regardless, queues made unannounced
+			// included.
 			sweeps++
 			now, err := transit.SystemTotals()
 			if err != nil || now != seen || in.watch == nil || sweeps%10 == 0 {
 				seen = now
-				in.drainAll(throttled, in.watch == nil || in.wake.ensureAll.Swap(false))
+				in.drainAll(throttled, in.watch == nil || in.wake.ensureAll.Swap(false), in.watch == nil || sweeps%10 == 0)
 			}
 		case <-in.wake.kick:
+			// Rings or watch events were lost: queues made meanwhile may
+			// have gone unannounced.
 			if in.wake.sweepNow.Swap(false) {
-				in.drainAll(throttled, in.wake.ensureAll.Swap(false))
+				in.drainAll(throttled, in.wake.ensureAll.Swap(false), true)
 			}
 		case <-retry.C:
 			armed = false
 			if in.wake.sweepNow.Swap(false) {
-				in.drainAll(throttled, in.wake.ensureAll.Swap(false))
+				in.drainAll(throttled, in.wake.ensureAll.Swap(false), true)
 				continue
 			}
 			for name := range throttled {
@@ -447,14 +450,30 @@ func (in *Inbound) drainLoop() {
 // drainAll drains every served queue that exists, and ends the catch-up
 // of tasks whose queue does not (a sweep after lost rings); with ensure,
 // it first puts back key files that have gone (lost watch events). Tasks
-// whose queue was never made cost it nothing, however many.
-func (in *Inbound) drainAll(throttled map[string]bool, ensure bool) {
+// whose queue was never made cost it nothing, unless unmade: then it also
+// looks whether their queue was made meanwhile with its ring and watch
+// event both lost (a burst of new queues overflows both), one file stat
+// each.
+func (in *Inbound) drainAll(throttled map[string]bool, ensure, unmade bool) {
 	in.mu.Lock()
 	rs := make(map[string]*route, len(in.live))
 	for n, r := range in.live {
 		rs[n] = r
 	}
+	var check []string
+	if unmade {
+		for n, r := range in.routes {
+			if _, ok := rs[n]; !ok && r.task != "" {
+				check = append(check, n)
+			}
+		}
+	}
 	in.mu.Unlock()
+	for _, n := range check {
+		if in.tr.Exists(n) {
+			in.drain(n, throttled) // opens it
+		}
+	}
 	for n, r := range rs {
 		if ensure {
 			in.ensure(n, r)

@@ -93,7 +93,7 @@ func TestADeliveryStaysQueuedUntilItsInProcessHopsAreHandled(t *testing.T) {
 		return d == 1
 	})
 	for range 3 { // the drainer has had every chance to settle
-		env.in.drainAll(map[string]bool{}, false)
+		env.in.drainAll(map[string]bool{}, false, false)
 		if st, err := q.Stats(); err != nil || st.Messages != 1 {
 			t.Fatalf("Head's queue before the last hop is handled: %+v, %v", st, err)
 		}
@@ -192,31 +192,6 @@ func TestMemberBudget(t *testing.T) {
 		t.Fatalf("member past the budget: %v", err)
 	}
 }
-
-// Messages born in a timer belong to no lineage: nothing waits for them.
-func TestTimerMessagesCarryNoDebt(t *testing.T) {
-	t.Parallel()
-	th := newTestHost(t, "")
-	rec := &recorder{}
-	th.start(t, "Seen", rec, nil, nil)
-	th.start(t, "Tick", &sendTicker{to: "Seen"}, nil, nil)
-	testenv.WaitFor(t, 10*time.Second, "ticks", func() bool { return rec.count() >= 3 })
-	for _, m := range rec.snapshot() {
-		if _, ok := m[MetaKey]; ok {
-			t.Fatalf("an in-process tick carries metadata: %v", m)
-		}
-	}
-}
-
-// sendTicker sends {} to its target every millisecond.
-type sendTicker struct{ to string }
-
-func (tk *sendTicker) SetConfig(ctx Context, _ map[string]any) error {
-	ctx.Recur("tick", time.Millisecond, func(ctx Context) { ctx.Send(tk.to, Message{}) })
-	return nil
-}
-
-func (*sendTicker) Message(Context, Message) error { return nil }
 
 // flood sends n numbered messages to "Slow" when it gets any message.
 // It counts its sends in tried (if set) and stops at the first error.
