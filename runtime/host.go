@@ -461,20 +461,24 @@ func (h *Host) catchingUp(name string) bool {
 
 // finishCatchUp ends a task's catch-up: with its senders held, drain
 // moves what is left in its queue to the mailbox, then senders go direct.
-// A sender may hold its hold while it waits for room in the full queue,
-// so until the hold can be taken the queue keeps being drained. Sends
-// still on their way to the queue are waited for, briefly: a task's
-// gathered sends (outbox.go) go out only when its batch ends, which may
-// take a while; then it reports false, the catch-up goes on (senders keep
-// using the queue, in order) and the caller tries again later.
+// When it cannot end it now it reports false, the catch-up goes on
+// (senders keep using the queue, in order) and the caller tries again
+// later:
+//   - a sender holds its hold, perhaps waiting for room in the full
+//     queue. Room comes only as the task handles what it was handed, and
+//     the task may itself be waiting for room in a queue the caller also
+//     drains: waiting here for the hold would stall the caller and close
+//     that circle for good.
+//   - sends are still on their way to the queue after a brief wait: a
+//     task's gathered sends (outbox.go) go out only when its batch ends,
+//     which may take a while.
 func (h *Host) finishCatchUp(name string, drain func()) bool {
 	r := (*h.tasks.Load())[name]
 	if r == nil || !r.catch.on.Load() {
 		return true
 	}
-	for !r.catch.mu.TryLock() {
-		drain()
-		goruntime.Gosched()
+	if !r.catch.mu.TryLock() {
+		return false
 	}
 	defer r.catch.mu.Unlock()
 	// Senders that found the task absent may still be queuing.

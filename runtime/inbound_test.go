@@ -37,10 +37,16 @@ func (e *errList) add(err error) {
 	e.errs = append(e.errs, err)
 }
 
-func newInboundEnv(t *testing.T) *inboundEnv {
+// newInboundEnv serves a host's tasks from a fresh transit dir; opts
+// adjust the host's transit.
+func newInboundEnv(t *testing.T, opts ...func(*transit.Options)) *inboundEnv {
 	t.Helper()
 	dir := testenv.TransitDir(t)
-	tr, err := transit.Open(transit.Options{Dir: dir})
+	o := transit.Options{Dir: dir}
+	for _, f := range opts {
+		f(&o)
+	}
+	tr, err := transit.Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}

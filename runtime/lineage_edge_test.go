@@ -208,9 +208,20 @@ func TestDeliveriesATaskCouldNotSaveComeAgainWhenItStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	dq, _ := env.outside.Queue("D")
+	var hs transit.Stats
+	var inD int
+	defer func() {
+		if t.Failed() {
+			t.Logf("Head's queue %+v, %d messages in D's; log:\n%s\n%s", hs, inD, env.err.String(), env.out.String())
+			for _, s := range env.Status() {
+				t.Logf("%+v", s)
+			}
+		}
+	}()
 	testenv.WaitFor(t, 20*time.Second, "Head's queue settled, D's messages in its queue", func() bool {
-		st, _ := hq.Stats()
-		return st.Messages == 0 && queued(dq) >= 3
+		hs, _ = hq.Stats()
+		inD = queued(dq)
+		return hs.Messages == 0 && inD >= 3
 	})
 }
 
@@ -224,5 +235,67 @@ func queued(q *transit.Queue) int {
 			return n
 		}
 		n += len(d.Msgs)
+	}
+}
+
+// A task catching up whose sender waits for room in its full queue holds
+// the task's catch-up open; the inbound must not wait for it to end:
+// room comes only as the task handles what it was handed, which may wait
+// on another queue this inbound drains (here: a control queue stands for
+// any other). Once the task handles again, everything arrives, in order,
+// and nothing is dead-lettered.
+func TestACatchUpHeldOpenStallsNoOtherQueue(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t, func(o *transit.Options) { o.SendTimeout = time.Minute })
+	dl := &deadLetters{}
+	env.opts.DeadLetter = dl.add
+	const n = 1000 // far more than Slow's queue holds (msgmnb 16 KiB)
+	slow := gate{open: make(chan struct{}), rec: &recorder{}}
+	if err := env.Start(TaskSpec{Name: "Slow", Kind: "test.Slow", New: func() Task { return slow }, CatchUp: true}); err != nil {
+		t.Fatal(err)
+	}
+	var tried atomic.Int64
+	env.start(t, "Flood", flood{n: n, tried: &tried}, nil, nil)
+	controls := make(chan Message, 1)
+	if err := env.in.ServeFunc("Control", func(m Message) { controls <- m }); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.in.ServeTask("Slow"); err != nil {
+		t.Fatal(err)
+	}
+	// Flood's sends go to Slow's queue (catching up) until it is full.
+	if err := env.Send("Flood", Message{}); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := env.outside.Queue("Slow")
+	testenv.WaitFor(t, 10*time.Second, "Flood waiting for room in Slow's queue", func() bool {
+		st, _ := q.Stats()
+		return st.Messages > 0 && st.Bytes+200 > st.Capacity && tried.Load() == int64(st.Messages)+1
+	})
+	env.in.Start()
+	testenv.WaitFor(t, 10*time.Second, "Slow handed what its queue holds", func() bool {
+		d, _ := env.Depth("Slow")
+		st, _ := q.Stats()
+		return d+1 >= st.Messages
+	})
+	if err := env.outside.Send("Control", Message{"op": "status"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-controls:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the control queue went unserved while Slow's catch-up was held open")
+	}
+	close(slow.open)
+	testenv.WaitFor(t, 30*time.Second, "every message handled, Slow caught up", func() bool {
+		return slow.rec.count() == n && !env.catchingUp("Slow")
+	})
+	for i, m := range slow.rec.snapshot() {
+		if m["i"] != float64(i) {
+			t.Fatalf("message %d is %v: out of order", i, m["i"])
+		}
+	}
+	if got := dl.list(); len(got) > 0 {
+		t.Fatalf("dead letters: %q", got)
 	}
 }
