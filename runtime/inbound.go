@@ -138,9 +138,14 @@ func (in *Inbound) ServeTask(name string) error {
 	in.mu.Unlock()
 	if in.tr.Exists(name) {
 		// Published first, then checked: a queue made in between rings
-		// (or shows in the watch) and finds the route.
+		// (or shows in the watch) and finds the route; the drainer may
+		// then have opened it already, and handed messages over. Opened
+		// again, a new receiver would hand them over again.
 		r.mu.Lock()
-		err := in.open(name, r)
+		var err error
+		if r.q == nil {
+			err = in.open(name, r)
+		}
 		r.mu.Unlock()
 		if err != nil {
 			in.mu.Lock()
