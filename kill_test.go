@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -47,12 +48,42 @@ tasks: Sink: {kind: "Counter", intervals: save_state: 0.05}
 		}
 		e.got = e.got[:0]
 	}
+	// waitFor polls like testenv.WaitFor; on a timeout it says which
+	// messages are missing and what the daemon reports, so a stall can be
+	// told from a loss.
+	waitFor := func(d *proc, total time.Duration, what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(total)
+		for !cond() {
+			if time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			var missing []int
+			for i := range n {
+				if seen[float64(i)] == 0 {
+					missing = append(missing, i)
+				}
+			}
+			if reply, err := control.Request(e.tr, control.DefaultQueue, control.Op{Type: control.Status}, 2*time.Second); err != nil || reply.Status == nil {
+				t.Logf("no status: %v", err)
+			} else {
+				for _, tk := range reply.Status.Tasks {
+					t.Logf("%s: %s depth=%v queue=%+v", tk.Name, tk.Status, tk.MailboxDepth, tk.Queue)
+				}
+			}
+			d.cmd.Process.Signal(syscall.SIGQUIT) // its goroutines, into its log
+			d.wait(t)
+			t.Logf("daemon log:\n%s", d.output())
+			t.Fatalf("timed out after %v waiting for %s: %d of %d handled, missing %v", total, what, len(seen), n, missing)
+		}
+	}
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	for k := range kills {
 		d := e.daemon()
 		before := len(seen)
 		// Let it start and handle some, then kill it at a random point.
-		testenv.WaitFor(t, 20*time.Second, fmt.Sprintf("progress before kill %d", k), func() bool {
+		waitFor(d, 20*time.Second, fmt.Sprintf("progress before kill %d", k), func() bool {
 			count()
 			return len(seen) > before || len(seen) == n
 		})
@@ -61,7 +92,7 @@ tasks: Sink: {kind: "Counter", intervals: save_state: 0.05}
 		d.wait(t)
 	}
 	d := e.daemon()
-	testenv.WaitFor(t, 60*time.Second, "every message handled", func() bool {
+	waitFor(d, 60*time.Second, "every message handled", func() bool {
 		count()
 		return len(seen) == n
 	})
