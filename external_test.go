@@ -129,6 +129,17 @@ func (e *extEnv) drain() {
 
 func (e *extEnv) last() map[string]any { return e.got[len(e.got)-1] }
 
+// stop ends daemon d with SIGTERM, taking the reports that still come
+// while it drains, so that Seen never fills and holds its shutdown up.
+func (e *extEnv) stop(d *proc) {
+	e.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	testenv.WaitFor(e.t, 30*time.Second, "the daemon's exit", func() bool {
+		e.drain()
+		return d.exited()
+	})
+}
+
 const counterExternal = `
 tasks: Counter: {kind: "Counter", external: true, intervals: save_state: 0.05}
 tasks: Router: config: routes: []
@@ -348,8 +359,7 @@ func TestMovingBackInKeepsEachSendersOrder(t *testing.T) {
 			t.Fatalf("report %d has count %v", i, m["count"])
 		}
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	d.wait(t)
+	e.stop(d) // Pump still sends
 }
 
 // generationsMatch: the task runs the latest spec it was given.

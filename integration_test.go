@@ -75,11 +75,13 @@ type proc struct {
 	mu    sync.Mutex
 	lines []string
 	done  chan error
+	// over is closed when it has exited (done then holds how).
+	over chan struct{}
 }
 
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan error, 1), over: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -96,8 +98,19 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 			p.mu.Unlock()
 		}
 		p.done <- p.cmd.Wait()
+		close(p.over)
 	}()
 	return p
+}
+
+// exited says whether it has exited.
+func (p *proc) exited() bool {
+	select {
+	case <-p.over:
+		return true
+	default:
+		return false
+	}
 }
 
 func (p *proc) has(line string) bool {
@@ -117,13 +130,16 @@ func (p *proc) output() string {
 	return strings.Join(p.lines, "\n")
 }
 
+// wait waits for its exit: a daemon's orderly shutdown takes at most
+// daemon.ShutdownTimeout and runtime.SaveGrace (15 s); the rest is room
+// for a loaded machine.
 func (p *proc) wait(t *testing.T) error {
 	t.Helper()
 	select {
 	case err := <-p.done:
 		return err
-	case <-time.After(15 * time.Second):
-		t.Fatalf("no exit within 15s\n%s", p.output())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit within 30s\n%s", p.output())
 		return nil
 	}
 }
