@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -137,6 +139,8 @@ type Tracker struct {
 	// snapshots made anew.
 	gen, pubGen uint64
 	changed     bool
+	// at is when the last sample was taken.
+	at time.Time
 }
 
 // tracked follows one task, across restarts of its process.
@@ -191,6 +195,25 @@ func (t *Tracker) Limits(daemon, task map[string]schema.Levels) Limits {
 // do not fit it. Tasks absent from rs stopped for good: their levels end.
 // Observe returns the level changes, by task, and publishes the snapshot.
 func (t *Tracker) Observe(now time.Time, daemon *ProcSample, rs []Reading) []Judgement {
+	return t.observe(now, daemon, rs, true)
+}
+
+// ObservePart is Observe of a sample that read some tasks only: those
+// absent from rs keep their levels, values and snapshot as they are (the
+// caller knows nothing of them changed: see Quiet), and none ends.
+func (t *Tracker) ObservePart(now time.Time, daemon *ProcSample, rs []Reading) []Judgement {
+	return t.observe(now, daemon, rs, false)
+}
+
+// Quiet says that a reading of task with the counters, queue fill,
+// restarts and limits of its last one would change nothing (see
+// tracked.quiet); so does an untracked task's.
+func (t *Tracker) Quiet(task string) bool {
+	w := t.tasks[task]
+	return w == nil || w.quiet
+}
+
+func (t *Tracker) observe(now time.Time, daemon *ProcSample, rs []Reading, all bool) []Judgement {
 	var out []Judgement
 	t.gen++
 	for i := range rs {
@@ -208,7 +231,7 @@ func (t *Tracker) Observe(now time.Time, daemon *ProcSample, rs []Reading) []Jud
 			t.tasks[r.Task] = w
 		} else if w.where != r.Where || w.pid != r.Pid || !w.started.Equal(r.Started) {
 			out = append(out, w.restarted(r)...)
-		} else if w.idle(r) {
+		} else if w.unread(t.at); w.idle(r) {
 			w.prev, w.last = w.last, *r.Counters // what judging it would change
 			continue
 		}
@@ -217,18 +240,32 @@ func (t *Tracker) Observe(now time.Time, daemon *ProcSample, rs []Reading) []Jud
 		t.changed = true
 	}
 	for name, w := range t.tasks {
-		if w.seen != t.gen {
+		if all && w.seen != t.gen {
 			out = append(out, w.end(name, true)...)
 			delete(t.tasks, name)
 			t.changed = true
 		}
 	}
+	t.at = now
 	if daemon != nil {
 		daemon.Values(t.daemon)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Task < out[j].Task })
-	t.publish(now, rs)
+	if all {
+		t.publish(now, rs)
+	} else {
+		t.publishPart(now, rs)
+	}
 	return out
+}
+
+// unread brings a quiet task not read since the sample at (see
+// ObservePart) up to it: its counters stood as they were until then at
+// least, so what moved since moved over one interval, not over the gap.
+func (w *tracked) unread(at time.Time) {
+	if w.quiet && w.last.At.Before(at) {
+		w.prev, w.last.At = w.last, at
+	}
 }
 
 // idle says that judging r would change nothing but the counters' time:
@@ -441,28 +478,59 @@ func (t *Tracker) publish(at time.Time, rs []Reading) {
 	t.changed = false
 	t.pubGen++
 	for _, r := range rs {
-		if !r.Running && r.Held == "" {
-			continue
+		if r.Running || r.Held != "" {
+			s.Tasks = append(s.Tasks, t.shows(&r))
 		}
-		ts := TaskSnapshot{Task: r.Task, Running: r.Running, Held: r.Held}
-		if w := t.tasks[r.Task]; w != nil {
-			if w.pubValues == nil {
-				w.pubValues = make(map[string]float64, len(w.values))
-				for k, v := range w.values {
-					w.pubValues[k] = v
-				}
-				w.pubLevels = make(map[string]Level, len(w.watches))
-				for k, wt := range w.watches {
-					w.pubLevels[k] = wt.Level()
-				}
-			}
-			w.pubGen, w.pubRunning, w.pubHeld = t.pubGen, r.Running, r.Held
-			ts.Where, ts.Totals, ts.Values, ts.Levels = w.where, w.last, w.pubValues, w.pubLevels
-		}
-		s.Tasks = append(s.Tasks, ts)
 	}
 	sort.Slice(s.Tasks, func(i, j int) bool { return s.Tasks[i].Task < s.Tasks[j].Task })
 	t.snap.Store(s)
+}
+
+// publishPart is publish after ObservePart: the last snapshot's tasks,
+// with those of rs shown anew if any changed. (The tasks it does not
+// show anew keep an older pubGen: the next full publish makes every
+// task's anew.)
+func (t *Tracker) publishPart(at time.Time, rs []Reading) {
+	last := t.snap.Load()
+	s := &Snapshot{At: at, Daemon: t.DaemonValues(), Tasks: last.Tasks}
+	if t.changed {
+		t.changed = false
+		t.pubGen++
+		s.Tasks = slices.Clone(last.Tasks)
+		for _, r := range rs {
+			if !r.Running && r.Held == "" {
+				continue
+			}
+			i, found := sort.Find(len(s.Tasks), func(i int) int { return strings.Compare(r.Task, s.Tasks[i].Task) })
+			if found {
+				s.Tasks[i] = t.shows(&r)
+			} else {
+				s.Tasks = slices.Insert(s.Tasks, i, t.shows(&r))
+			}
+		}
+	}
+	t.snap.Store(s)
+}
+
+// shows is how a snapshot shows the task of r (which it shows: it runs
+// or is held).
+func (t *Tracker) shows(r *Reading) TaskSnapshot {
+	ts := TaskSnapshot{Task: r.Task, Running: r.Running, Held: r.Held}
+	if w := t.tasks[r.Task]; w != nil {
+		if w.pubValues == nil {
+			w.pubValues = make(map[string]float64, len(w.values))
+			for k, v := range w.values {
+				w.pubValues[k] = v
+			}
+			w.pubLevels = make(map[string]Level, len(w.watches))
+			for k, wt := range w.watches {
+				w.pubLevels[k] = wt.Level()
+			}
+		}
+		w.pubGen, w.pubRunning, w.pubHeld = t.pubGen, r.Running, r.Held
+		ts.Where, ts.Totals, ts.Values, ts.Levels = w.where, w.last, w.pubValues, w.pubLevels
+	}
+	return ts
 }
 
 // shown says whether the last snapshot, of n tasks, shows the tasks of rs

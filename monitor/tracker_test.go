@@ -322,3 +322,63 @@ func TestTrackerIdleInternal(t *testing.T) {
 		t.Fatalf("snapshot %+v", s)
 	}
 }
+
+// Samples that read only the tasks that may have changed (ObservePart)
+// leave the others as they are: listed, levels standing, never ended; a
+// task read again after a long unread idle spell gets its rate over one
+// interval, not over the spell; only a full sample ends a task.
+func TestTrackerPartialSamples(t *testing.T) {
+	tr := NewTracker(0)
+	lim := tr.Limits(map[string]schema.Levels{MessagesIn: {Warn: &schema.Threshold{Value: 10}}}, nil)
+	in := map[string]uint64{}
+	at := func(task string, sec int) Reading {
+		return Reading{Task: task, Where: Internal, Pid: 1, Started: t0, Running: true, Limits: lim,
+			Counters: &Counters{At: t0.Add(time.Duration(sec) * time.Second), In: in[task]}}
+	}
+	var got []string
+	step := func(sec int, all bool, tasks ...string) {
+		var rs []Reading
+		for _, task := range tasks {
+			rs = append(rs, at(task, sec))
+		}
+		now := t0.Add(time.Duration(sec) * time.Second)
+		observe := tr.ObservePart
+		if all {
+			observe = tr.Observe
+		}
+		for _, j := range observe(now, nil, rs) {
+			got = append(got, fmt.Sprintf("%d:%s", sec, show(j)))
+		}
+	}
+	for sec := range 5 {
+		step(sec, true, "A", "B")
+	}
+	if !tr.Quiet("A") || !tr.Quiet("B") {
+		t.Fatal("idle tasks not quiet")
+	}
+	for sec := 5; sec < 60; sec++ {
+		step(sec, false)
+	}
+	if s := tr.Snapshot(); len(s.Tasks) != 2 || !s.At.Equal(t0.Add(59*time.Second)) {
+		t.Fatalf("snapshot after unread samples %+v", s)
+	}
+	in["A"] += 20 // 20 in the last second
+	step(60, false, "A")
+	s := tr.Snapshot()
+	if v := s.Tasks[0].Values[MessagesIn]; s.Tasks[0].Task != "A" || v != 20 {
+		t.Fatalf("A's rate %v, want 20, in %+v", v, s.Tasks[0])
+	}
+	in["A"] += 20
+	step(61, false, "A")
+	s = tr.Snapshot()
+	if want := []string{"61:A messages_in ok->warn"}; !slices.Equal(got, want) {
+		t.Fatalf("judgements %q, want %q (a rate over the unread spell would not warn)", got, want)
+	}
+	if len(s.Tasks) != 2 || s.Tasks[1].Task != "B" || s.Tasks[1].Values[MessagesIn] != 0 {
+		t.Fatalf("B not shown as it was: %+v", s.Tasks)
+	}
+	step(62, true, "A")
+	if s := tr.Snapshot(); len(s.Tasks) != 1 || tr.Tracked("B") {
+		t.Fatalf("B not ended by a full sample without it: %+v", s.Tasks)
+	}
+}

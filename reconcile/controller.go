@@ -95,7 +95,22 @@ type Controller struct {
 	confirmAt   time.Time
 	// loaded: a config has been loaded (the first load restores holds).
 	loaded bool
+	// changes counts the inputs (every exported method that may change a
+	// task: Adopt, Load, Stopped, Exited, Failsafe, Clear, Tick, Do).
+	// Between two, nothing a task's Monitored or NextWake shows changes
+	// but a restart leaving the restart window: NextWake is computed
+	// again only after one, and monitoring reads every task again only
+	// after one (see Changes).
+	changes uint64
+	// wake is NextWake as of wakeAt == changes (wakeAt 0: not computed).
+	wake   time.Time
+	wakeAt uint64
 }
+
+// Changes counts the inputs so far: while it stays the same, no task's
+// Monitored changes except for Restarts, as restarts age out of the
+// restart window.
+func (c *Controller) Changes() uint64 { return c.changes }
 
 // taskState is what the controller knows of one task name.
 type taskState struct {
@@ -166,6 +181,7 @@ func (c *Controller) task(name string) *taskState {
 // Adopt records a task found running when the daemon started (an
 // external process a previous daemon left).
 func (c *Controller) Adopt(o Observed) {
+	c.changes++
 	st := c.task(o.Name)
 	o2 := o
 	st.running, st.started = &o2, c.clock.Now()
@@ -179,6 +195,7 @@ func (c *Controller) Desired() *schema.Config { return c.desired }
 // forced it or it confirms pending removals. The first Load also restores
 // the holds recorded by the last daemon.
 func (c *Controller) Load(cfg *schema.Config, kind LoadKind) []Result {
+	c.changes++
 	first := !c.loaded
 	c.loaded = true
 	if kind == Watched && !first && cfg.SourceHash == c.desired.SourceHash {
@@ -240,6 +257,7 @@ func (c *Controller) Load(cfg *schema.Config, kind LoadKind) []Result {
 // killed); it counts as a failure of the task, so a task that will not
 // stop ends held rather than stopped and started forever.
 func (c *Controller) Stopped(name string, err error) []Result {
+	c.changes++
 	st := c.tasks[name]
 	if st == nil {
 		return nil
@@ -266,6 +284,7 @@ func (c *Controller) Stopped(name string, err error) []Result {
 // and a crash loop ends held. A task that ran for StableAfter before it
 // crashed starts its count afresh.
 func (c *Controller) Exited(name string, err error) []Result {
+	c.changes++
 	st := c.tasks[name]
 	if st == nil || st.running == nil || st.stopping {
 		return nil
@@ -288,6 +307,7 @@ func (c *Controller) Exited(name string, err error) []Result {
 // stops it. It stays held, across restarts of the daemon, until Clear or
 // a change of its config.
 func (c *Controller) Failsafe(name, reason string) {
+	c.changes++
 	st := c.tasks[name]
 	if st == nil || st.running == nil || st.hold != nil && st.hold.Why == HoldFailsafe {
 		return
@@ -304,6 +324,7 @@ var ErrNoTask = errors.New("no such task")
 
 // Clear releases a held task: it is retried at once.
 func (c *Controller) Clear(name string) ([]Result, error) {
+	c.changes++
 	st := c.tasks[name]
 	if st == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNoTask, name)
@@ -324,6 +345,7 @@ func (c *Controller) Clear(name string) ([]Result, error) {
 // the owner should load the config again to confirm pending removals
 // (then call Load with Confirming).
 func (c *Controller) Tick() (confirm bool, results []Result) {
+	c.changes++
 	now := c.clock.Now()
 	for _, st := range c.tasks {
 		if st.running != nil && !st.stopping && st.retry.failures > 0 && st.hold == nil &&
@@ -337,6 +359,9 @@ func (c *Controller) Tick() (confirm bool, results []Result) {
 
 // NextWake is when Tick has something to do; zero if nothing waits.
 func (c *Controller) NextWake() time.Time {
+	if c.wakeAt == c.changes+1 {
+		return c.wake
+	}
 	var next time.Time
 	earlier := func(t time.Time) {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
@@ -353,6 +378,7 @@ func (c *Controller) NextWake() time.Time {
 			earlier(st.started.Add(c.timing.StableAfter))
 		}
 	}
+	c.wake, c.wakeAt = next, c.changes+1
 	return next
 }
 
@@ -618,18 +644,32 @@ type Monitored struct {
 func (c *Controller) Each(f func(Monitored)) {
 	now := c.clock.Now()
 	for name, st := range c.tasks {
-		spec, wanted := c.desired.Tasks[name]
-		m := Monitored{Name: name, Running: st.running != nil, Stopping: st.stopping, Wanted: wanted,
-			Restarts: st.recentRestarts(now, c.timing.RestartWindow)}
-		if st.running != nil {
-			m.External = st.running.External
-		}
-		if st.hold != nil {
-			m.Held = st.hold.Why
-		}
-		m.Ready = ready(wanted, spec, st.running, st.hold, m.Running && !m.Stopping)
-		f(m)
+		f(c.monitored(name, st, now))
 	}
+}
+
+// Monitor is one task's Monitored; ok is false for a name Tasks does not
+// list.
+func (c *Controller) Monitor(name string) (m Monitored, ok bool) {
+	st := c.tasks[name]
+	if st == nil {
+		return Monitored{}, false
+	}
+	return c.monitored(name, st, c.clock.Now()), true
+}
+
+func (c *Controller) monitored(name string, st *taskState, now time.Time) Monitored {
+	spec, wanted := c.desired.Tasks[name]
+	m := Monitored{Name: name, Running: st.running != nil, Stopping: st.stopping, Wanted: wanted,
+		Restarts: st.recentRestarts(now, c.timing.RestartWindow)}
+	if st.running != nil {
+		m.External = st.running.External
+	}
+	if st.hold != nil {
+		m.Held = st.hold.Why
+	}
+	m.Ready = ready(wanted, spec, st.running, st.hold, m.Running && !m.Stopping)
+	return m
 }
 
 // ready is the Ready condition's status, as Conditions sets it: the task

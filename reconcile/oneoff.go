@@ -45,6 +45,7 @@ type LastOneOff struct {
 // does not apply: restarting or stopping a task that does not run,
 // starting one that an operator did not stop.
 func (c *Controller) Do(name string, a OneOff) ([]Result, error) {
+	c.changes++
 	st := c.tasks[name]
 	if st == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNoTask, name)

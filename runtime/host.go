@@ -97,6 +97,12 @@ type Host struct {
 	sending sync.Map
 	// dlLog paces the log lines of dead letters: a runaway makes many.
 	dlLog pacer
+	// active lists the tasks whose counters may have moved since the last
+	// Active.
+	active struct {
+		mu   sync.Mutex
+		list []*runner
+	}
 }
 
 // pacer allows a log line a second and counts what it held back.
@@ -681,6 +687,28 @@ func (h *Host) Counters(name string) (s TaskStatus, ok bool) {
 		return TaskStatus{}, false
 	}
 	return r.counters(), true
+}
+
+// Active calls f with the name of each task that handled anything since
+// the last call, or was still busy or had items waiting then (a name may
+// come twice if its task was started again meanwhile): monitoring reads
+// the counters of these, not of every idle task, each sample.
+func (h *Host) Active(f func(name string)) {
+	h.active.mu.Lock()
+	list := h.active.list
+	h.active.list = nil
+	h.active.mu.Unlock()
+	for _, r := range list {
+		r.stats.listed.Store(false)
+		select {
+		case <-r.done: // stopped: it has nothing more to count
+		default:
+			if r.stats.busySince.Load() != 0 || r.mbox.depth() > 0 {
+				r.listActive() // read again next time
+			}
+		}
+		f(r.name)
+	}
 }
 
 // Status reports every running task, sorted by name.

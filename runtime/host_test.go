@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -709,5 +710,49 @@ func TestNoTimersRegistersButNeverFires(t *testing.T) {
 		if s.Name == "Quiet" && s.Timers["t"] != time.Millisecond {
 			t.Fatalf("Quiet's timer is not registered: %v", s.Timers)
 		}
+	}
+}
+
+// Active lists each task that handled something since the last call,
+// once, and keeps listing one still busy; an idle task is never listed.
+func TestActiveListsTheTasksThatMoved(t *testing.T) {
+	t.Parallel()
+	th := newTestHost(t, "")
+	rec := &recorder{}
+	g := gate{open: make(chan struct{}), rec: &recorder{}}
+	th.start(t, "Rec", rec, nil, nil)
+	th.start(t, "Gate", g, nil, nil)
+	th.start(t, "Idle", &recorder{}, nil, nil)
+	active := func() []string {
+		var names []string
+		th.Active(func(name string) { names = append(names, name) })
+		slices.Sort(names)
+		return names
+	}
+	for _, name := range []string{"Rec", "Rec", "Gate"} {
+		if err := th.Send(name, Message{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "Rec's messages handled", func() bool { return rec.count() == 2 })
+	testenv.WaitFor(t, 10*time.Second, "Gate busy", func() bool { s, _ := th.Counters("Gate"); return s.Busy > 0 })
+	if got := active(); !slices.Equal(got, []string{"Gate", "Rec"}) {
+		t.Fatalf("active %q, want Gate and Rec", got)
+	}
+	for i := range 3 { // Gate is still busy (Rec may just be finishing)
+		if got := active(); !slices.Contains(got, "Gate") || slices.Contains(got, "Idle") {
+			t.Fatalf("call %d: active %q, want Gate and never Idle", i, got)
+		}
+	}
+	close(g.open)
+	testenv.WaitFor(t, 10*time.Second, "no task listed once Gate is done", func() bool {
+		got := active()
+		if slices.Contains(got, "Idle") || slices.Contains(got, "Rec") {
+			t.Fatalf("active %q: an idle task listed", got)
+		}
+		return len(got) == 0
+	})
+	if s, _ := th.Counters("Gate"); s.MessagesIn != 1 {
+		t.Fatalf("Gate handled %d", s.MessagesIn)
 	}
 }

@@ -146,6 +146,8 @@ type counters struct {
 	// busySince is when the batch being handled began (unix ns), 0 when
 	// idle: a handler that runs long shows as busy while it runs.
 	busySince atomic.Int64
+	// listed: the runner is on its host's active list (see Host.Active).
+	listed atomic.Bool
 }
 
 func newRunner(h *Host, spec TaskSpec) (r *runner, err error) {
@@ -219,6 +221,7 @@ func (r *runner) loop() {
 			r.mbox.wait()
 			continue
 		}
+		r.listActive()
 		t0 := time.Now()
 		r.stats.busySince.Store(t0.UnixNano())
 		var msgs, all uint64
@@ -284,6 +287,17 @@ func (r *runner) loop() {
 		r.mbox.recycle(batch)
 	}
 	r.finish()
+}
+
+// listActive puts the runner on its host's active list, once until the
+// list is next read: every counter moves within a batch (timers and saves
+// come as items too).
+func (r *runner) listActive() {
+	if !r.stats.listed.Load() && r.stats.listed.CompareAndSwap(false, true) {
+		r.h.active.mu.Lock()
+		r.h.active.list = append(r.h.active.list, r)
+		r.h.active.mu.Unlock()
+	}
 }
 
 // ControlKey marks a message addressed to the daemon rather than to the

@@ -49,7 +49,21 @@ type monitoring struct {
 	rs       []monitor.Reading
 	counters []monitor.Counters
 	ready    []readiness
+	// Most samples read only some tasks (see sample): those of watch,
+	// which the last sample found might change by the next one, and those
+	// the host found active. A sample reads every task when the
+	// controller had an input since the last full one (changes), and
+	// after fullEvery samples regardless. part is the set of one sample.
+	watch   map[string]struct{}
+	part    map[string]struct{}
+	changes uint64
+	partial int
 }
+
+// fullEvery is how many samples may read only the tasks that may have
+// changed before one reads every task again: a safety net, not needed
+// for correctness as far as we know.
+const fullEvery = 30
 
 type taskLimits struct {
 	hash   string
@@ -64,7 +78,7 @@ type readiness struct {
 func newMonitoring(ch *runtime.Channels) *monitoring {
 	return &monitoring{ch: ch, tracker: monitor.NewTracker(monitor.BoxMemory()), procs: monitor.NewProcSampler(),
 		reports: reports{m: map[string]monitor.Counters{}}, stalls: map[string]string{}, states: map[string]byte{}, config: &schema.Config{}, checked: map[string]string{},
-		every: time.Second, sampledEvery: time.Second}
+		every: time.Second, sampledEvery: time.Second, watch: map[string]struct{}{}, part: map[string]struct{}{}}
 }
 
 // configure takes the limits and sample interval of a loaded config, and
@@ -131,8 +145,28 @@ func (m *monitoring) checkLimits(name string, spec schema.TaskSpec) {
 // every level that changed, and failsafes what went too far.
 func (d *daemon) sample() {
 	now := time.Now()
-	self, rs := d.readings(now)
-	changes := d.mon.tracker.Observe(now, self, rs)
+	m := d.mon
+	all := m.partial >= fullEvery || m.changes != d.ctl.Changes()
+	self, rs := d.readings(now, all)
+	var changes []monitor.Judgement
+	if all {
+		m.partial, m.changes = 0, d.ctl.Changes()
+		changes = m.tracker.Observe(now, self, rs)
+	} else {
+		m.partial++
+		changes = m.tracker.ObservePart(now, self, rs)
+	}
+	// Read next time: what may change without an input to the controller
+	// or a batch handled (which lists the task as active): an external's
+	// process, a held or stopping task's levels, restarts ageing out of
+	// their window, a queue with messages in it, levels still settling.
+	clear(m.watch)
+	for i := range rs {
+		r := &rs[i]
+		if r.Where == monitor.External || !r.Running || r.Restarts > 0 || r.HasQueue && r.QueueFill > 0 || !m.tracker.Quiet(r.Task) {
+			m.watch[r.Task] = struct{}{}
+		}
+	}
 	d.mon.reports.retain(d.mon.tracker.Tracked)
 	d.checkStalls(now)
 	for _, c := range changes {
@@ -174,88 +208,112 @@ func (d *daemon) publishReady(ready []readiness) {
 // one reading per running task (its process sampled if external, its
 // handler's counters, queue fill, restarts and limits), one per task that
 // does not run but keeps its levels (held, or stopping after a failsafe),
-// and the daemon's own process sample. It is the only place monitoring
-// reads the daemon's state; it publishes which tasks are ready as it
-// goes. The readings are valid until the next call.
-func (d *daemon) readings(now time.Time) (self *monitor.ProcSample, rs []monitor.Reading) {
+// and the daemon's own process sample; with all false, of the tasks that
+// may have changed only (see monitoring.watch). It is the only place
+// monitoring reads the daemon's state; when it reads every task it
+// publishes which are ready. The readings are valid until the next call.
+func (d *daemon) readings(now time.Time, all bool) (self *monitor.ProcSample, rs []monitor.Reading) {
 	m := d.mon
-	rs, ready := m.rs[:0], m.ready[:0]
+	rs = m.rs[:0]
 	if m.limits == nil {
 		m.limits = map[string]taskLimits{}
 	}
 	clear(m.states)
-	d.ctl.Each(func(st reconcile.Monitored) {
-		name := st.Name
-		if st.Wanted {
-			ready = append(ready, readiness{name, st.Ready})
-		}
-		if !st.Running || st.Stopping {
-			if st.Held != "" || st.Stopping {
-				rs = append(rs, monitor.Reading{Task: name, Held: st.Held}) // its levels stand until it runs again
+	if all {
+		ready := m.ready[:0]
+		d.ctl.Each(func(st reconcile.Monitored) {
+			if st.Wanted {
+				ready = append(ready, readiness{st.Name, st.Ready})
 			}
-			return
+			rs = d.reading(rs, st, now)
+		})
+		m.ready = ready
+		d.publishReady(ready) // only an input to the controller changes them
+	} else {
+		clear(m.part)
+		for name := range m.watch {
+			m.part[name] = struct{}{}
 		}
-		spec := m.config.Tasks[name]
-		lim, ok := m.limits[name]
-		if !ok || lim.hash != spec.Hash {
-			lim = taskLimits{spec.Hash, m.limits[""].limits} // the daemon's, shared by tasks with none of their own
-			if len(spec.Limits) > 0 || lim.limits == nil {
-				lim.limits = m.tracker.Limits(m.config.Daemon.Limits, spec.Limits)
-			}
-			if len(spec.Limits) == 0 {
-				m.limits[""] = taskLimits{limits: lim.limits}
-			}
-			m.limits[name] = lim
-		}
-		r := monitor.Reading{Task: name, Where: monitor.Internal, Pid: os.Getpid(),
-			Running: true, Held: st.Held, Restarts: st.Restarts, Limits: lim.limits}
-		p, isExt := external.Process{}, false
-		if st.External {
-			p, isExt = d.tasks.ext.sup.Lookup(name)
-		}
-		if isExt {
-			r.Where, r.Pid, r.Started = monitor.External, p.Pid, p.Started
-			if ps, err := m.procs.Sample(p.Pid); err == nil { // else it exited; its pidfd tells the supervisor
-				r.Proc = &ps
-				m.states[name] = ps.State
-			}
-			if c, ok := m.reports.get(name); ok {
-				r.Counters = &c
-			}
-		} else if s, ok := d.tasks.host.Counters(name); ok {
-			r.Started = s.Started
-			c := &monitor.Counters{}
-			if len(rs) < len(m.counters) { // the readings point into it: never grown while in use
-				c = &m.counters[len(rs)]
-			}
-			*c = monitor.Counters{At: now, Busy: s.Busy, In: s.MessagesIn, Out: s.MessagesOut,
-				Failures: s.Failures, Depth: s.Depth}
-			r.Counters = c
-		}
-		// An internal task's queue, once it exists, is open here (its
-		// inbound opens it at the first ring): no stat of a key file per
-		// task and second. An external's may have been made by others.
-		q := d.tasks.tr.Opened(name)
-		if q == nil && r.Where == monitor.External {
-			q, _ = d.tasks.tr.Lookup(name)
-		}
-		if q != nil {
-			if qs, err := q.Stats(); err == nil {
-				r.QueueFill, r.HasQueue = qs.Fill, true
+		d.tasks.host.Active(func(name string) { m.part[name] = struct{}{} })
+		for name := range m.part {
+			if st, ok := d.ctl.Monitor(name); ok {
+				rs = d.reading(rs, st, now)
 			}
 		}
-		rs = append(rs, r)
-	})
+	}
 	if len(m.counters) < len(rs) {
 		m.counters = make([]monitor.Counters, len(rs)+len(rs)/4)
 	}
-	m.rs, m.ready = rs, ready
-	d.publishReady(ready)
+	m.rs = rs
 	if ps, err := m.procs.Sample(os.Getpid()); err == nil {
 		self = &ps
 	}
 	m.procs.Sweep()
 	return self, rs
+}
+
+// reading appends to rs the reading of the task st, if it has one: it
+// runs, or its levels stand until it runs again.
+func (d *daemon) reading(rs []monitor.Reading, st reconcile.Monitored, now time.Time) []monitor.Reading {
+	m := d.mon
+	name := st.Name
+	if !st.Running || st.Stopping {
+		if st.Held != "" || st.Stopping {
+			rs = append(rs, monitor.Reading{Task: name, Held: st.Held}) // its levels stand until it runs again
+		}
+		return rs
+	}
+	spec := m.config.Tasks[name]
+	lim, ok := m.limits[name]
+	if !ok || lim.hash != spec.Hash {
+		lim = taskLimits{spec.Hash, m.limits[""].limits} // the daemon's, shared by tasks with none of their own
+		if len(spec.Limits) > 0 || lim.limits == nil {
+			lim.limits = m.tracker.Limits(m.config.Daemon.Limits, spec.Limits)
+		}
+		if len(spec.Limits) == 0 {
+			m.limits[""] = taskLimits{limits: lim.limits}
+		}
+		m.limits[name] = lim
+	}
+	r := monitor.Reading{Task: name, Where: monitor.Internal, Pid: os.Getpid(),
+		Running: true, Held: st.Held, Restarts: st.Restarts, Limits: lim.limits}
+	p, isExt := external.Process{}, false
+	if st.External {
+		p, isExt = d.tasks.ext.sup.Lookup(name)
+	}
+	if isExt {
+		r.Where, r.Pid, r.Started = monitor.External, p.Pid, p.Started
+		if ps, err := m.procs.Sample(p.Pid); err == nil { // else it exited; its pidfd tells the supervisor
+			r.Proc = &ps
+			m.states[name] = ps.State
+		}
+		if c, ok := m.reports.get(name); ok {
+			r.Counters = &c
+		}
+	} else if s, ok := d.tasks.host.Counters(name); ok {
+		r.Started = s.Started
+		c := &monitor.Counters{}
+		if len(rs) < len(m.counters) { // the readings point into it: never grown while in use
+			c = &m.counters[len(rs)]
+		}
+		*c = monitor.Counters{At: now, Busy: s.Busy, In: s.MessagesIn, Out: s.MessagesOut,
+			Failures: s.Failures, Depth: s.Depth}
+		r.Counters = c
+	}
+	// An internal task's queue, once it exists, is open here (its
+	// inbound opens it at the first ring): no stat of a key file per
+	// task and second. An external's may have been made by others.
+	q := d.tasks.tr.Opened(name)
+	if q == nil && r.Where == monitor.External {
+		q, _ = d.tasks.tr.Lookup(name)
+	}
+	if q != nil {
+		if qs, err := q.Stats(); err == nil {
+			r.QueueFill, r.HasQueue = qs.Fill, true
+		}
+	}
+	rs = append(rs, r)
+	return rs
 }
 
 // failsafe holds a task that went past a failsafe level and has the
