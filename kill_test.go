@@ -1,6 +1,7 @@
 package multimodule
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -28,9 +29,23 @@ tasks: H2: {kind: "Relay", config: to: "Sink"}
 tasks: Sink: {kind: "Counter", intervals: save_state: 0.05}
 `)
 	sent := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		for i := range n {
-			if err := e.tr.Send("Router", map[string]any{"chain": true, "i": float64(i), "spin_ms": 1.0}); err != nil {
+			// While the daemon is down (a slow restart under load), the
+			// Router's queue fills and a send gives up after its timeout:
+			// a sender that must not lose it tries again.
+			err := e.tr.Send("Router", map[string]any{"chain": true, "i": float64(i), "spin_ms": 1.0})
+			for errors.Is(err, transit.ErrQueueFull) {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err = e.tr.Send("Router", map[string]any{"chain": true, "i": float64(i), "spin_ms": 1.0})
+			}
+			if err != nil {
 				sent <- fmt.Errorf("message %d: %w", i, err)
 				return
 			}
@@ -69,11 +84,16 @@ tasks: Sink: {kind: "Counter", intervals: save_state: 0.05}
 				t.Logf("no status: %v", err)
 			} else {
 				for _, tk := range reply.Status.Tasks {
-					t.Logf("%s: %s depth=%v queue=%+v", tk.Name, tk.Status, tk.MailboxDepth, tk.Queue)
+					t.Logf("%s: %s depth=%v queue=%+v", tk.Name, tk.Status, deref(tk.MailboxDepth), tk.Queue)
 				}
 			}
 			d.cmd.Process.Signal(syscall.SIGQUIT) // its goroutines, into its log
 			d.wait(t)
+			select {
+			case err := <-sent:
+				t.Logf("the sender ended: %v", err)
+			default:
+			}
 			t.Logf("daemon log:\n%s", d.output())
 			t.Fatalf("timed out after %v waiting for %s: %d of %d handled, missing %v", total, what, len(seen), n, missing)
 		}
@@ -152,4 +172,11 @@ func TestADoublingStaticForwardsMessageIsDeadLettered(t *testing.T) {
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	d.wait(t)
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
