@@ -32,3 +32,6 @@ func QueueModeForTest(q *Queue) uint32 {
 	}
 	return ds.Perm.Mode & 0o777
 }
+
+// KernelIDForTest is the id of the queue's kernel queue.
+func KernelIDForTest(q *Queue) int { return q.qid() }

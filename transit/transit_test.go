@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -473,13 +475,24 @@ func TestFullQueueWakesItsSender(t *testing.T) {
 		}
 		sent <- time.Now()
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// The sender waits in the kernel, inside msgsnd on this queue, not in
+	// a sleep between tries. Only the kernel wakes it before its deadline
+	// (10 s): how soon it then goes on is the scheduler's business, which
+	// on a loaded machine may take a good part of a second.
+	testenv.WaitFor(t, 10*time.Second, "the sender waiting inside msgsnd", func() bool {
+		return inMsgsnd(t, transit.KernelIDForTest(q))
+	})
 	made := time.Now()
 	if _, err := q.Receive(false); err != nil {
 		t.Fatal(err)
 	}
-	if took := (<-sent).Sub(made); took > 50*time.Millisecond {
-		t.Fatalf("the sender went on %v after room was made", took)
+	select {
+	case at := <-sent:
+		if took := at.Sub(made); took > 3*time.Second {
+			t.Fatalf("the sender went on %v after room was made", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the sender did not go on within 5s of room being made")
 	}
 
 	b, _ := tr.Queue("batched")
@@ -528,4 +541,23 @@ func TestBatchStampsSendTs(t *testing.T) {
 	if d.Msgs[2][".ipc_transit_meta"].(map[string]any)["hops"] != 2.0 {
 		t.Fatalf("metadata lost: %v", d.Msgs[2])
 	}
+}
+
+// inMsgsnd reports whether a thread of this process is blocked in msgsnd
+// on the kernel queue id (Linux: /proc/self/task/TID/syscall names the
+// system call a blocked thread is in, then its arguments).
+func inMsgsnd(t *testing.T, id int) bool {
+	t.Helper()
+	files, err := filepath.Glob("/proc/self/task/*/syscall")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no /proc/self/task/*/syscall: %v", err)
+	}
+	want := fmt.Sprintf("%d %#x ", unix.SYS_MSGSND, id)
+	for _, f := range files {
+		b, _ := os.ReadFile(f) // a thread may have ended meanwhile
+		if strings.HasPrefix(string(b), want) {
+			return true
+		}
+	}
+	return false
 }
