@@ -171,7 +171,9 @@ func TestAnEditDuringStartUpIsApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := 0
-	testenv.WaitFor(t, 25*time.Second, "the edit applied", func() bool {
+	// Two loads of slowCUE, one after the other: each takes many seconds
+	// under -race on a busy machine, and may take up to --load-timeout.
+	testenv.WaitFor(t, 2*time.Minute, "the edit applied", func() bool {
 		e.drain()
 		if sent == len(e.got) { // one message at a time: the queue never fills
 			e.send(sent)
