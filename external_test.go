@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -250,6 +251,20 @@ func TestFlipInternalExternalLosesNothing(t *testing.T) {
 			}
 		}
 	}()
+	// The sender stops before the test ends, failed or not (its cleanup
+	// runs before the daemon's kill): a t.Error after the end panics the
+	// test binary, and the cleanups of every other test running then
+	// never run, leaving their daemons and queues behind.
+	var stopOnce sync.Once
+	var total int
+	stopSending := func() int {
+		stopOnce.Do(func() {
+			close(stop)
+			total = <-sent
+		})
+		return total
+	}
+	t.Cleanup(func() { stopSending() })
 	pids := map[float64]bool{}
 	for flip := range 4 {
 		cfg := counterExternal
@@ -267,8 +282,7 @@ func TestFlipInternalExternalLosesNothing(t *testing.T) {
 		})
 		e.collect(len(e.got) + 10) // traffic flows on the new host
 	}
-	close(stop)
-	n := <-sent
+	n := stopSending()
 	e.collect(n)
 	for i, m := range e.got {
 		pids[m["pid"].(float64)] = true
