@@ -181,9 +181,14 @@ func TestExternalTaskLifecycle(t *testing.T) {
 	}
 
 	// kill -9 once its state was saved (every 50ms, when it changed): it
-	// comes back with it. The report was sent after the change.
+	// comes back with it. The report was sent after the change. File times
+	// come from the kernel's coarse clock (a tick, up to 10 ms, behind):
+	// a save within a tick after the report shows an mtime before its
+	// send_ts, so later than the send_ts less a tick is what counts. The
+	// save before it, of message 1, was long before (a daemon stopped
+	// in between).
 	sentTs := e.last()[".ipc_transit_meta"].(map[string]any)["send_ts"].(float64)
-	changed := time.UnixMicro(int64(sentTs * 1e6))
+	changed := time.UnixMicro(int64(sentTs * 1e6)).Add(-20 * time.Millisecond)
 	// The file's mtime moves at a save's first write, before its commit
 	// (an fsync, then the meta page): the save is whole once the file has
 	// stopped changing (an unchanged state is not written again).
