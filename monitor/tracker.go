@@ -133,10 +133,10 @@ type Tracker struct {
 	tasks    map[string]*tracked
 	daemon   map[string]float64
 	snap     atomic.Pointer[Snapshot]
-	// gen counts the calls of Observe; changed says whether this one
-	// judged, started or ended a task, so that its snapshot is made anew
-	// rather than the last one's tasks shown again. pubGen counts the
-	// snapshots made anew.
+	// gen counts the samples (Observe and ObservePart); changed says
+	// whether this one judged, started or ended a task, so that its
+	// snapshot is made anew rather than the last one's tasks shown again.
+	// pubGen counts the snapshots made anew.
 	gen, pubGen uint64
 	changed     bool
 	// at is when the last sample was taken.
@@ -231,9 +231,12 @@ func (t *Tracker) observe(now time.Time, daemon *ProcSample, rs []Reading, all b
 			t.tasks[r.Task] = w
 		} else if w.where != r.Where || w.pid != r.Pid || !w.started.Equal(r.Started) {
 			out = append(out, w.restarted(r)...)
-		} else if w.unread(t.at); w.idle(r) {
-			w.prev, w.last = w.last, *r.Counters // what judging it would change
-			continue
+		} else {
+			w.unread(t.at)
+			if w.idle(r) {
+				w.prev, w.last = w.last, *r.Counters // what judging it would change
+				continue
+			}
 		}
 		out = append(out, w.judge(r)...)
 		w.pubValues, w.pubLevels = nil, nil
@@ -504,7 +507,7 @@ func (t *Tracker) publishPart(at time.Time, rs []Reading) {
 			i, found := sort.Find(len(s.Tasks), func(i int) int { return strings.Compare(r.Task, s.Tasks[i].Task) })
 			if found {
 				s.Tasks[i] = t.shows(&r)
-			} else {
+			} else { // not expected: a task starts with an input, and a full sample
 				s.Tasks = slices.Insert(s.Tasks, i, t.shows(&r))
 			}
 		}

@@ -102,7 +102,8 @@ type Controller struct {
 	// again only after one, and monitoring reads every task again only
 	// after one (see Changes).
 	changes uint64
-	// wake is NextWake as of wakeAt == changes (wakeAt 0: not computed).
+	// wake is NextWake as computed when changes was wakeAt-1 (wakeAt 0:
+	// never computed).
 	wake   time.Time
 	wakeAt uint64
 }

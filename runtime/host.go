@@ -98,8 +98,10 @@ type Host struct {
 	// dlLog paces the log lines of dead letters: a runaway makes many.
 	dlLog pacer
 	// active lists the tasks whose counters may have moved since the last
-	// Active.
+	// Active; only once Active has been called (read), so that a host
+	// whose list nobody reads (an external process) keeps no runner.
 	active struct {
+		read atomic.Bool
 		mu   sync.Mutex
 		list []*runner
 	}
@@ -478,13 +480,23 @@ func (h *Host) catchingUp(name string) bool {
 //   - sends are still on their way to the queue after a brief wait: a
 //     task's gathered sends (outbox.go) go out only when its batch ends,
 //     which may take a while.
-func (h *Host) finishCatchUp(name string, drain func()) bool {
+//
+// settle takes off the queue what the task has handled (room for a
+// waiting sender); drain also moves what is left to the mailbox.
+func (h *Host) finishCatchUp(name string, settle, drain func()) bool {
 	r := (*h.tasks.Load())[name]
 	if r == nil || !r.catch.on.Load() {
 		return true
 	}
-	if !r.catch.mu.TryLock() {
-		return false
+	// A sender that holds the hold is most often about to let go (or to
+	// find room that settling makes): a moment's tries, never a wait, or
+	// steady senders would keep the catch-up on long after it caught up.
+	for tries := time.Now().Add(200 * time.Microsecond); !r.catch.mu.TryLock(); {
+		if time.Now().After(tries) {
+			return false
+		}
+		settle()
+		goruntime.Gosched()
 	}
 	defer r.catch.mu.Unlock()
 	// Senders that found the task absent may still be queuing.
@@ -694,6 +706,7 @@ func (h *Host) Counters(name string) (s TaskStatus, ok bool) {
 // come twice if its task was started again meanwhile): monitoring reads
 // the counters of these, not of every idle task, each sample.
 func (h *Host) Active(f func(name string)) {
+	h.active.read.Store(true)
 	h.active.mu.Lock()
 	list := h.active.list
 	h.active.list = nil

@@ -729,12 +729,25 @@ func TestActiveListsTheTasksThatMoved(t *testing.T) {
 		slices.Sort(names)
 		return names
 	}
+	// Until the list is first read, nothing is listed: a host whose list
+	// nobody reads (an external process) keeps no runner on it.
+	if err := th.Send("Rec", Message{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "Rec's first message handled", func() bool { return rec.count() == 1 })
+	th.active.mu.Lock()
+	n := len(th.active.list)
+	th.active.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d runners listed before anyone read the list", n)
+	}
+	active()
 	for _, name := range []string{"Rec", "Rec", "Gate"} {
 		if err := th.Send(name, Message{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	testenv.WaitFor(t, 10*time.Second, "Rec's messages handled", func() bool { return rec.count() == 2 })
+	testenv.WaitFor(t, 10*time.Second, "Rec's messages handled", func() bool { return rec.count() == 3 })
 	testenv.WaitFor(t, 10*time.Second, "Gate busy", func() bool { s, _ := th.Counters("Gate"); return s.Busy > 0 })
 	if got := active(); !slices.Equal(got, []string{"Gate", "Rec"}) {
 		t.Fatalf("active %q, want Gate and Rec", got)

@@ -249,11 +249,6 @@ func (in *Inbound) Release(name string, handled bool) {
 	}
 }
 
-// settle takes off r's queue what its task has handled.
-func (in *Inbound) settle(r *route) {
-	r.rx.Settle()
-}
-
 // DeadLetters counts messages this inbound sent to the dead-letter queue.
 func (in *Inbound) DeadLetters() uint64 { return in.dead.Load() }
 
@@ -573,7 +568,12 @@ func (in *Inbound) drainOne(name string, r *route, throttled map[string]bool) bo
 // with the task's senders held, take what arrived meanwhile (regardless of
 // HighWater: the senders wait), then let them deliver directly.
 func (in *Inbound) catchUp(r *route) bool {
-	return in.h.finishCatchUp(r.task, func() {
+	settle := func() {
+		if r.rx != nil {
+			r.rx.Settle()
+		}
+	}
+	return in.h.finishCatchUp(r.task, settle, func() {
 		if r.q == nil {
 			if !in.tr.Exists(r.task) {
 				return // no queue: nothing was sent to it
@@ -583,7 +583,7 @@ func (in *Inbound) catchUp(r *route) bool {
 				return
 			}
 		}
-		in.settle(r) // a sender may be waiting for room
+		r.rx.Settle() // a sender may be waiting for room
 		for {
 			d, err := r.rx.take()
 			in.dead.Add(uint64(d.Dead))

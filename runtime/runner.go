@@ -290,10 +290,11 @@ func (r *runner) loop() {
 }
 
 // listActive puts the runner on its host's active list, once until the
-// list is next read: every counter moves within a batch (timers and saves
-// come as items too).
+// list is next read, if anyone reads it (see Host.Active). It is called
+// at each batch: a batch moves the counters (timers and saves come as
+// items too); a push moves the depth, and wakes the runner for a batch.
 func (r *runner) listActive() {
-	if !r.stats.listed.Load() && r.stats.listed.CompareAndSwap(false, true) {
+	if r.h.active.read.Load() && !r.stats.listed.Load() && r.stats.listed.CompareAndSwap(false, true) {
 		r.h.active.mu.Lock()
 		r.h.active.list = append(r.h.active.list, r)
 		r.h.active.mu.Unlock()

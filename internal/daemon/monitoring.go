@@ -53,16 +53,15 @@ type monitoring struct {
 	// which the last sample found might change by the next one, and those
 	// the host found active. A sample reads every task when the
 	// controller had an input since the last full one (changes), and
-	// after fullEvery samples regardless. part is the set of one sample.
+	// after fullEvery samples regardless.
 	watch   map[string]struct{}
-	part    map[string]struct{}
 	changes uint64
 	partial int
 }
 
 // fullEvery is how many samples may read only the tasks that may have
-// changed before one reads every task again: a safety net, not needed
-// for correctness as far as we know.
+// changed before one reads every task again: a safety net, and what shows
+// the queue of an idle task that was made but never sent a message.
 const fullEvery = 30
 
 type taskLimits struct {
@@ -78,7 +77,7 @@ type readiness struct {
 func newMonitoring(ch *runtime.Channels) *monitoring {
 	return &monitoring{ch: ch, tracker: monitor.NewTracker(monitor.BoxMemory()), procs: monitor.NewProcSampler(),
 		reports: reports{m: map[string]monitor.Counters{}}, stalls: map[string]string{}, states: map[string]byte{}, config: &schema.Config{}, checked: map[string]string{},
-		every: time.Second, sampledEvery: time.Second, watch: map[string]struct{}{}, part: map[string]struct{}{}}
+		every: time.Second, sampledEvery: time.Second, watch: map[string]struct{}{}}
 }
 
 // configure takes the limits and sample interval of a loaded config, and
@@ -158,12 +157,13 @@ func (d *daemon) sample() {
 	}
 	// Read next time: what may change without an input to the controller
 	// or a batch handled (which lists the task as active): an external's
-	// process, a held or stopping task's levels, restarts ageing out of
-	// their window, a queue with messages in it, levels still settling.
+	// process, restarts ageing out of their window, a queue with messages
+	// in it, levels still settling. (A held or stopping task's levels
+	// stand until it runs again, which is an input.)
 	clear(m.watch)
 	for i := range rs {
 		r := &rs[i]
-		if r.Where == monitor.External || !r.Running || r.Restarts > 0 || r.HasQueue && r.QueueFill > 0 || !m.tracker.Quiet(r.Task) {
+		if r.Running && (r.Where == monitor.External || r.Restarts > 0 || r.HasQueue && r.QueueFill > 0 || !m.tracker.Quiet(r.Task)) {
 			m.watch[r.Task] = struct{}{}
 		}
 	}
@@ -220,6 +220,7 @@ func (d *daemon) readings(now time.Time, all bool) (self *monitor.ProcSample, rs
 	}
 	clear(m.states)
 	if all {
+		d.tasks.host.Active(func(string) {}) // read below with every task
 		ready := m.ready[:0]
 		d.ctl.Each(func(st reconcile.Monitored) {
 			if st.Wanted {
@@ -230,12 +231,8 @@ func (d *daemon) readings(now time.Time, all bool) (self *monitor.ProcSample, rs
 		m.ready = ready
 		d.publishReady(ready) // only an input to the controller changes them
 	} else {
-		clear(m.part)
+		d.tasks.host.Active(func(name string) { m.watch[name] = struct{}{} })
 		for name := range m.watch {
-			m.part[name] = struct{}{}
-		}
-		d.tasks.host.Active(func(name string) { m.part[name] = struct{}{} })
-		for name := range m.part {
 			if st, ok := d.ctl.Monitor(name); ok {
 				rs = d.reading(rs, st, now)
 			}
