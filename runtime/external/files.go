@@ -66,17 +66,33 @@ func WriteSpec(stateDir string, spec Spec) (Spec, error) {
 	return spec, nil
 }
 
-// writeJSONFile writes v to path atomically, private.
+// writeJSONFile writes v to path atomically, private. Each write has a
+// temporary file of its own: the daemon and a process it starts both
+// write the process's pid file (PidPath), at the same moment when the
+// process starts fast. Under one shared temporary name the later rename
+// failed ("recording an external process": no such file or directory),
+// and one writer's truncation of the file the other had just renamed
+// into place left it empty or torn until its write ended.
 func writeJSONFile(path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp") // 0600
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
 
 // readProcess reads a pid file.
