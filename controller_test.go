@@ -108,7 +108,7 @@ tasks: Router: config: routes: []
 	if err := os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(base), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 10*time.Second, "Gate stopping", func() bool { return e.task("Gate").Status == "stopping" })
+	testenv.WaitFor(t, 30*time.Second, "Gate stopping", func() bool { return e.task("Gate").Status == "stopping" })
 
 	var daemonPlan []string
 	for _, a := range e.status().Plan {

@@ -281,7 +281,7 @@ func TestFlipInternalExternalLosesNothing(t *testing.T) {
 		if flip%2 == 1 {
 			want = "internal"
 		}
-		testenv.WaitFor(t, 10*time.Second, "Counter "+want, func() bool {
+		testenv.WaitFor(t, 30*time.Second, "Counter "+want, func() bool {
 			tk := e.task("Counter")
 			return tk.Where == want && tk.Status == "running" && generationsMatch(tk)
 		})
@@ -338,7 +338,7 @@ func TestConfigChangeReachesARunningExternal(t *testing.T) {
 	e.collect(1)
 	pid := e.last()["pid"]
 	os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(`tasks: Counter: {kind: "Counter", external: true, config: tag: "two"}`+"\n"), 0o600)
-	testenv.WaitFor(t, 10*time.Second, "the new tag in a report", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the new tag in a report", func() bool {
 		e.send(len(e.got) + 1)
 		e.collect(len(e.got) + 1)
 		return e.last()["tag"] == "two"
@@ -361,7 +361,7 @@ func TestMovingBackInKeepsEachSendersOrder(t *testing.T) {
 		ext := flip%2 == 0
 		os.WriteFile(filepath.Join(e.cfg, "a.cue"), []byte(cfg(ext)), 0o600)
 		want := map[bool]string{true: "external", false: "internal"}[ext]
-		testenv.WaitFor(t, 10*time.Second, "Counter "+want, func() bool {
+		testenv.WaitFor(t, 30*time.Second, "Counter "+want, func() bool {
 			tk := e.task("Counter")
 			return tk.Where == want && generationsMatch(tk)
 		})
