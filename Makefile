@@ -81,5 +81,9 @@ tidy:
 	cd testdata/extprog && $(GO) mod tidy
 	cd bench/peers && $(GO) mod tidy
 
+# The queues go first: a kernel queue whose key file is gone stays in the
+# kernel, out of reach of everything but ipcrm. A queue a running daemon
+# serves is kept, and make stops.
 clean:
+	if [ -d $(TRANSIT_DIR) ]; then $(GO) run ./cmd/mmctl -T $(TRANSIT_DIR) queues rm --all; fi
 	rm -rf bin $(TRANSIT_DIR)

@@ -168,4 +168,18 @@ func TestFootguns(t *testing.T) {
 	if code, out, _ := mmctl(t, dir, "", "queues", "-o", "json"); code != 0 || strings.TrimSpace(out) != "[]" {
 		t.Fatalf("queues after rm: %s", out)
 	}
+	for _, q := range []string{"one", "two"} {
+		if code, _, errs := mmctl(t, dir, "", "send", "--create", q, `{"a":1}`); code != 0 {
+			t.Fatal(errs)
+		}
+	}
+	if code, _, errs := mmctl(t, dir, "", "queues", "rm", "--all", "one"); code != 2 || !strings.Contains(errs, "not both") {
+		t.Fatalf("queues rm --all NAME: exit %d: %s", code, errs)
+	}
+	if code, out, errs := mmctl(t, dir, "", "queues", "rm", "--all"); code != 0 || out != "removed one\nremoved two\n" {
+		t.Fatalf("queues rm --all: exit %d: %s%s", code, out, errs)
+	}
+	if code, out, _ := mmctl(t, dir, "", "queues", "-o", "json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("queues after rm --all: %s", out)
+	}
 }

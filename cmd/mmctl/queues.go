@@ -30,13 +30,20 @@ func newQueuesCmd(g *globalOptions) *cobra.Command {
 }
 
 func newQueuesRmCmd(g *globalOptions) *cobra.Command {
-	force := false
+	force, all := false, false
 	cmd := &cobra.Command{
-		Use:   "rm NAME...",
+		Use:   "rm NAME... | rm --all",
 		Short: "Remove queues with the messages in them (not one a daemon serves, unless --force)",
+		Long: `Remove queues with the messages in them: the kernel queue and its key file. A queue a
+running daemon or external task serves is kept unless --force. --all removes every queue of the
+transit dir (make clean uses it before it removes the dir: a kernel queue whose key file is gone
+stays in the kernel, out of reach of every tool but ipcrm).`,
 		Args: func(cmd *cobra.Command, a []string) error {
-			if len(a) == 0 {
-				return usageError{errors.New("queues rm takes one or more queue names")}
+			if len(a) == 0 && !all {
+				return usageError{errors.New("queues rm takes one or more queue names, or --all")}
+			}
+			if len(a) > 0 && all {
+				return usageError{errors.New("queues rm takes queue names or --all, not both")}
 			}
 			return nil
 		},
@@ -44,6 +51,11 @@ func newQueuesRmCmd(g *globalOptions) *cobra.Command {
 			tr, err := g.existingTransit()
 			if err != nil {
 				return err
+			}
+			if all {
+				if names, err = tr.Names(); err != nil {
+					return err
+				}
 			}
 			var errs []error
 			for _, n := range names {
@@ -65,6 +77,7 @@ func newQueuesRmCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "remove a queue even while it is served")
+	cmd.Flags().BoolVar(&all, "all", false, "remove every queue of the transit dir")
 	return cmd
 }
 
