@@ -234,14 +234,32 @@ func writeDOT(w io.Writer, g *routeGraph) error {
 		ids["queue "+q] = fmt.Sprintf("q%d", i)
 		fmt.Fprintf(&b, "\tq%d [label=%s, shape=cylinder];\n", i, dotQuote(q+"\nqueue"))
 	}
+	g.eachRoute(ids, func(i int, rid string, lines, emitters, forwards []string) {
+		fmt.Fprintf(&b, "\t%s [label=%s, shape=note, fontsize=9];\n", rid, dotQuote(strings.Join(lines, "\n")))
+		fmt.Fprintf(&b, "\tt%d -> %s [arrowhead=none, style=dotted];\n", i, rid)
+		for _, id := range emitters {
+			fmt.Fprintf(&b, "\t%s -> t%d [style=dashed, label=\"emit\"];\n", id, i)
+		}
+		for _, id := range forwards {
+			fmt.Fprintf(&b, "\t%s -> %s;\n", rid, id)
+		}
+	})
+	b.WriteString("}\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// eachRoute walks g's routes for a writer, in order: for route j of task
+// i, its node id (rN_M) and lines, the node ids of the tasks whose emits
+// reach it, and those of what it forwards to (a task, else its queue).
+// ids maps task names, and "queue NAME" for queues, to node ids.
+func (g *routeGraph) eachRoute(ids map[string]string, f func(task int, rid string, lines, emitters, forwards []string)) {
 	for i, t := range g.Tasks {
 		for j, r := range t.Routes {
-			rid := fmt.Sprintf("r%d_%d", i, j)
-			fmt.Fprintf(&b, "\t%s [label=%s, shape=note, fontsize=9];\n", rid, dotQuote(strings.Join(r.lines(j), "\n")))
-			fmt.Fprintf(&b, "\tt%d -> %s [arrowhead=none, style=dotted];\n", i, rid)
+			var emitters, forwards []string
 			for _, src := range r.Sources {
 				if id, ok := ids[src]; ok {
-					fmt.Fprintf(&b, "\t%s -> t%d [style=dashed, label=\"emit\"];\n", id, i)
+					emitters = append(emitters, id)
 				}
 			}
 			for _, q := range r.Forwards {
@@ -249,13 +267,11 @@ func writeDOT(w io.Writer, g *routeGraph) error {
 				if !ok {
 					id = ids["queue "+q]
 				}
-				fmt.Fprintf(&b, "\t%s -> %s;\n", rid, id)
+				forwards = append(forwards, id)
 			}
+			f(i, fmt.Sprintf("r%d_%d", i, j), r.lines(j), emitters, forwards)
 		}
 	}
-	b.WriteString("}\n")
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 func mermaidQuote(s string) string {
@@ -288,25 +304,16 @@ func writeMermaid(w io.Writer, g *routeGraph) error {
 		ids["queue "+q] = fmt.Sprintf("q%d", i)
 		fmt.Fprintf(&b, "    q%d[(%s)]\n", i, mermaidQuote(q+"\nqueue"))
 	}
-	for i, t := range g.Tasks {
-		for j, r := range t.Routes {
-			rid := fmt.Sprintf("r%d_%d", i, j)
-			fmt.Fprintf(&b, "    %s>%s]\n", rid, mermaidQuote(strings.Join(r.lines(j), "\n")))
-			fmt.Fprintf(&b, "    t%d --- %s\n", i, rid)
-			for _, src := range r.Sources {
-				if id, ok := ids[src]; ok {
-					fmt.Fprintf(&b, "    %s -.->|emit| t%d\n", id, i)
-				}
-			}
-			for _, q := range r.Forwards {
-				id, ok := ids[q]
-				if !ok {
-					id = ids["queue "+q]
-				}
-				fmt.Fprintf(&b, "    %s --> %s\n", rid, id)
-			}
+	g.eachRoute(ids, func(i int, rid string, lines, emitters, forwards []string) {
+		fmt.Fprintf(&b, "    %s>%s]\n", rid, mermaidQuote(strings.Join(lines, "\n")))
+		fmt.Fprintf(&b, "    t%d --- %s\n", i, rid)
+		for _, id := range emitters {
+			fmt.Fprintf(&b, "    %s -.->|emit| t%d\n", id, i)
 		}
-	}
+		for _, id := range forwards {
+			fmt.Fprintf(&b, "    %s --> %s\n", rid, id)
+		}
+	})
 	for _, c := range []struct {
 		name, style string
 		ids         []string

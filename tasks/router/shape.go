@@ -62,24 +62,9 @@ func hasOperator(m map[string]any) bool {
 // checkPattern: plain keys whose values are scalars, lists, operator
 // objects (one or more operators, nothing else) or patterns.
 func checkPattern(p map[string]any) ([]string, error) {
-	for _, k := range sortedKeys(p) {
-		if strings.HasPrefix(k, "$") {
-			return []string{k}, fmt.Errorf("operator %s where a field name belongs (operators go in a field's object)", k)
-		}
-		v := p[k]
-		if isScalarOrList(v) {
-			continue
-		}
-		m, ok := v.(map[string]any)
-		if !ok {
-			return []string{k}, fmt.Errorf("unsupported value %T", v)
-		}
-		if !hasOperator(m) {
-			if sub, err := checkPattern(m); err != nil {
-				return append([]string{k}, sub...), err
-			}
-			continue
-		}
+	return checkTree(p, func(k string) error {
+		return fmt.Errorf("operator %s where a field name belongs (operators go in a field's object)", k)
+	}, func(k string, m map[string]any) ([]string, error) {
 		for _, op := range sortedKeys(m) {
 			takes, known := operators[op]
 			switch {
@@ -91,16 +76,32 @@ func checkPattern(p map[string]any) ([]string, error) {
 				return []string{k, op}, fmt.Errorf("%s does not take %T", op, m[op])
 			}
 		}
-	}
-	return nil, nil
+		return nil, nil
+	})
 }
 
 // checkTransform: plain keys whose values are scalars, lists, {$copy:
 // "path"} or transforms.
 func checkTransform(t map[string]any) ([]string, error) {
+	return checkTree(t, func(k string) error {
+		return fmt.Errorf("%q: field names may not start with $", k)
+	}, func(k string, m map[string]any) ([]string, error) {
+		if c, ok := m["$copy"].(string); len(m) != 1 || !ok || c == "" {
+			return []string{k}, errors.New("$copy wants a dotted field path and nothing else")
+		}
+		return nil, nil
+	})
+}
+
+// checkTree walks the plain keys of a pattern or a transform, in order: a
+// $ key where a field name belongs is refused with dollar's error,
+// scalars and lists pass, an object without operators is walked in turn
+// and one with operators goes to operand. It returns the path to the
+// first error.
+func checkTree(t map[string]any, dollar func(k string) error, operand func(k string, m map[string]any) ([]string, error)) ([]string, error) {
 	for _, k := range sortedKeys(t) {
 		if strings.HasPrefix(k, "$") {
-			return []string{k}, fmt.Errorf("%q: field names may not start with $", k)
+			return []string{k}, dollar(k)
 		}
 		v := t[k]
 		if isScalarOrList(v) {
@@ -111,13 +112,13 @@ func checkTransform(t map[string]any) ([]string, error) {
 			return []string{k}, fmt.Errorf("unsupported value %T", v)
 		}
 		if !hasOperator(m) {
-			if sub, err := checkTransform(m); err != nil {
+			if sub, err := checkTree(m, dollar, operand); err != nil {
 				return append([]string{k}, sub...), err
 			}
 			continue
 		}
-		if c, ok := m["$copy"].(string); len(m) != 1 || !ok || c == "" {
-			return []string{k}, errors.New("$copy wants a dotted field path and nothing else")
+		if path, err := operand(k, m); err != nil {
+			return path, err
 		}
 	}
 	return nil, nil
