@@ -73,9 +73,7 @@ func startGitops(t *testing.T, files map[string]string) *gitopsDaemon {
 	if g.tr, err = transit.Open(transit.Options{Dir: g.transit}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 10*time.Second, "the daemon", func() bool {
-		return strings.Contains(g.stdout.String(), "multimodule running")
-	})
+	g.waitRunning(t, "the daemon")
 	return g
 }
 

@@ -46,9 +46,7 @@ func TestHostileSecondDaemonAfterLockFileDeleted(t *testing.T) {
 	state := t.TempDir()
 	tdir := testenv.TransitDir(t)
 	first := startDaemon(t, "-c", cfg, "-s", state, "-T", tdir)
-	testenv.WaitFor(t, 10*time.Second, "first daemon running", func() bool {
-		return strings.Contains(first.stdout.String(), "multimodule running")
-	})
+	first.waitRunning(t, "first daemon running")
 	if err := os.Remove(filepath.Join(state, statestore.LockFile)); err != nil {
 		t.Fatal(err)
 	}
@@ -73,9 +71,7 @@ func TestHostileQueueSprayIsBounded(t *testing.T) {
 	cfg := testenv.WriteFiles(t, map[string]string{"a.cue": routerOnly + fmt.Sprintf("daemon: max_queues: %d\n", limit)})
 	tdir := testenv.TransitDir(t)
 	d := startDaemon(t, "-c", cfg, "-s", t.TempDir(), "-T", tdir)
-	testenv.WaitFor(t, 10*time.Second, "daemon running", func() bool {
-		return strings.Contains(d.stdout.String(), "multimodule running")
-	})
+	d.waitRunning(t, "daemon running")
 	defer func() {
 		d.sig <- syscall.SIGTERM
 		d.exitCode(t)
@@ -129,9 +125,7 @@ func TestHostileJunkLogIsBounded(t *testing.T) {
 	t.Parallel()
 	tdir := testenv.TransitDir(t)
 	d := startDaemon(t, "-c", testenv.WriteFiles(t, map[string]string{"a.cue": routerOnly}), "-s", t.TempDir(), "-T", tdir)
-	testenv.WaitFor(t, 10*time.Second, "daemon running", func() bool {
-		return strings.Contains(d.stdout.String(), "multimodule running")
-	})
+	d.waitRunning(t, "daemon running")
 	tr, err := transit.Open(transit.Options{Dir: tdir})
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,14 @@ func startDaemon(t testing.TB, args ...string) *testDaemon {
 	return d
 }
 
+// waitRunning waits until the daemon says it runs.
+func (d *testDaemon) waitRunning(t testing.TB, what string) {
+	t.Helper()
+	testenv.WaitFor(t, 10*time.Second, what, func() bool {
+		return strings.Contains(d.stdout.String(), "multimodule running")
+	})
+}
+
 func (d *testDaemon) exitCode(t testing.TB) int {
 	t.Helper()
 	select {
@@ -108,9 +116,7 @@ func TestSecondDaemonOnSameStateDirRefuses(t *testing.T) {
 	state := t.TempDir()
 	tdir := testenv.TransitDir(t)
 	first := startDaemon(t, "-c", cfg, "-s", state, "-T", tdir)
-	testenv.WaitFor(t, 10*time.Second, "first daemon running", func() bool {
-		return strings.Contains(first.stdout.String(), "multimodule running")
-	})
+	first.waitRunning(t, "first daemon running")
 	var out, errb bytes.Buffer
 	if code := run([]string{"-c", cfg, "-s", state, "-T", tdir}, make(chan os.Signal), &out, &errb); code != 1 {
 		t.Fatalf("second daemon exit %d, want 1", code)
@@ -133,9 +139,7 @@ func TestSecondDaemonOnSameControlQueueRefuses(t *testing.T) {
 	state := t.TempDir()
 	tdir := testenv.TransitDir(t)
 	first := startDaemon(t, "-c", cfg, "-s", state, "-T", tdir)
-	testenv.WaitFor(t, 10*time.Second, "first daemon running", func() bool {
-		return strings.Contains(first.stdout.String(), "multimodule running")
-	})
+	first.waitRunning(t, "first daemon running")
 	var out, errb bytes.Buffer
 	if code := run([]string{"-c", cfg, "-s", t.TempDir(), "-T", tdir}, make(chan os.Signal), &out, &errb); code != 1 {
 		t.Fatalf("second daemon exit %d, want 1\n%s", code, errb.String())
@@ -162,9 +166,7 @@ func TestSecondDaemonOnSameControlQueueRefuses(t *testing.T) {
 	}
 	// Released on shutdown: a daemon may serve the queue again.
 	again := startDaemon(t, "-c", cfg, "-s", t.TempDir(), "-T", tdir)
-	testenv.WaitFor(t, 10*time.Second, "a daemon after the first", func() bool {
-		return strings.Contains(again.stdout.String(), "multimodule running")
-	})
+	again.waitRunning(t, "a daemon after the first")
 	again.sig <- syscall.SIGTERM
 	if code := again.exitCode(t); code != 0 {
 		t.Fatalf("daemon exit %d\n%s", code, again.stderr.String())

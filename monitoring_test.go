@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -391,14 +390,7 @@ daemon: sample_every: 0.1
 	e.oob("log:2")
 	e.args = append(e.args, "--metrics-addr", "127.0.0.1:0")
 	d := e.daemon()
-	var url string
-	testenv.WaitFor(t, 10*time.Second, "the metrics address in the log", func() bool {
-		m := regexp.MustCompile(`msg="metrics served".* address=(\S+)`).FindStringSubmatch(d.output())
-		if m != nil {
-			url = m[1]
-		}
-		return m != nil
-	})
+	url := metricsURL(t, d)
 	e.runningPid("H")
 	e.send(1) // Counter handles a message, so it has counted something
 	want := []string{

@@ -12,6 +12,18 @@ import (
 	"github.com/multimodule/multimodule/tasks/router"
 )
 
+// loadInvalid loads a dir of a good file and bad.cue holding src, which
+// must not load (ErrInvalid); it returns the dir and the error.
+func loadInvalid(t *testing.T, s *schema.Schema, src string) (string, error) {
+	t.Helper()
+	dir := testenv.WriteFiles(t, map[string]string{"good.cue": "tasks: Good: {}\n", "bad.cue": src})
+	_, err := s.Load(dir)
+	if !errors.Is(err, schema.ErrInvalid) {
+		t.Fatalf("got %v, want ErrInvalid", err)
+	}
+	return dir, err
+}
+
 func newSchema(t *testing.T) *schema.Schema {
 	t.Helper()
 	s, err := schema.New(schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig, Explain: router.ExplainConfig, Stateless: true})
@@ -143,11 +155,7 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dir := testenv.WriteFiles(t, map[string]string{"good.cue": "tasks: Good: {}\n", "bad.cue": tt.src})
-			_, err := s.Load(dir)
-			if !errors.Is(err, schema.ErrInvalid) {
-				t.Fatalf("got %v, want ErrInvalid", err)
-			}
+			dir, err := loadInvalid(t, s, tt.src)
 			msg := err.Error()
 			for _, w := range tt.want {
 				if !strings.Contains(msg, w) {
@@ -199,11 +207,7 @@ func TestLoadErrorsSayWhatIsAllowed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dir := testenv.WriteFiles(t, map[string]string{"good.cue": "tasks: Good: {}\n", "bad.cue": tt.src})
-			_, err := s.Load(dir)
-			if !errors.Is(err, schema.ErrInvalid) {
-				t.Fatalf("got %v, want ErrInvalid", err)
-			}
+			dir, err := loadInvalid(t, s, tt.src)
 			msg := strings.TrimSuffix(schema.Format(err), "\n")
 			if strings.Contains(msg, "\n") {
 				t.Fatalf("want one line, got:\n%s", msg)

@@ -101,6 +101,19 @@ func waitReady(t *testing.T, state, task string) {
 	}
 }
 
+// spawnReady spawns task's process, to be killed when the test ends, and
+// waits until it is ready.
+func spawnReady(t *testing.T, s *Supervisor, state, task string) Process {
+	t.Helper()
+	p, err := s.Spawn(specOf(task))
+	if err != nil {
+		t.Fatal(err)
+	}
+	killGroup(t, p.Pid)
+	waitReady(t, state, task)
+	return p
+}
+
 // killGroup makes sure a test leaves no process behind.
 func killGroup(t *testing.T, pid int) {
 	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
@@ -169,12 +182,7 @@ func TestStopKillsAStubbornProcessGroupAfterTheGrace(t *testing.T) {
 func TestStopOfAnObedientProcessIsNotAKill(t *testing.T) {
 	t.Parallel()
 	s, state, tr := newSupervisor(t)
-	p, err := s.Spawn(specOf("Obedient"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	killGroup(t, p.Pid)
-	waitReady(t, state, "Obedient")
+	spawnReady(t, s, state, "Obedient")
 	spec, err := ReadSpec(s.o.StateDir, "Obedient")
 	if err != nil || !s.ValidToken("Obedient", spec.Token) || s.ValidToken("Obedient", spec.Token+"x") {
 		t.Fatalf("token of the spec file not valid, or any token is: %v", err)
@@ -193,12 +201,7 @@ func TestStopOfAnObedientProcessIsNotAKill(t *testing.T) {
 	}
 	// A respawn keeps the token: a config message the old process missed
 	// still carries the right one.
-	p, err = s.Spawn(specOf("Obedient"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	killGroup(t, p.Pid)
-	waitReady(t, state, "Obedient")
+	spawnReady(t, s, state, "Obedient")
 	again, _ := ReadSpec(s.o.StateDir, "Obedient")
 	if again.Token != spec.Token {
 		t.Fatal("a respawn changed the token")
@@ -210,12 +213,7 @@ func TestStopOfAnObedientProcessIsNotAKill(t *testing.T) {
 func TestACrashIsReportedOnce(t *testing.T) {
 	t.Parallel()
 	s, state, _ := newSupervisor(t)
-	p, err := s.Spawn(specOf("Crash"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	killGroup(t, p.Pid)
-	waitReady(t, state, "Crash")
+	p := spawnReady(t, s, state, "Crash")
 	if _, err := s.Spawn(specOf("Crash")); err == nil {
 		t.Fatal("a second process of a running task was started")
 	}
@@ -314,12 +312,7 @@ func TestAdoptFindsTheLivingAndDropsStalePidFiles(t *testing.T) {
 func TestAChildThatOutlivesTheKillWaitIsReportedOnce(t *testing.T) {
 	t.Parallel()
 	s, state, _ := newSupervisor(t)
-	p, err := s.Spawn(specOf("Crash"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	killGroup(t, p.Pid)
-	waitReady(t, state, "Crash")
+	p := spawnReady(t, s, state, "Crash")
 	s.mu.Lock()
 	e := s.procs["Crash"]
 	e.stopping, e.killed = true, true
