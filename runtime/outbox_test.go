@@ -50,6 +50,9 @@ func TestGatheredSendsAreQueuedBeforeTheirCauseLeaves(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "Fan handled it", func() bool {
 		return env.Status()[0].MessagesOut == 100
 	})
+	// Not a wait for a result: the flush stays blocked on Out's full queue
+	// until room is made below; this gives a wrong settle of the cause
+	// meanwhile the time to show.
 	time.Sleep(50 * time.Millisecond)
 	if st, _ := fq.Stats(); st.Messages != 1 {
 		t.Fatalf("Fan's queue holds %d messages while its sends wait for room, want its cause", st.Messages)
