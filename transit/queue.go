@@ -225,14 +225,14 @@ func (q *Queue) sendTextWithin(buf []byte, wait time.Duration) error {
 		spilled = name
 		buf = append(append(header(nil), tagSpill), name...)
 	}
-	err := q.sendWait(buf, wait)
+	waited, err := q.sendWait(buf, wait)
 	if err != nil {
 		if spilled != "" {
 			os.Remove(filepath.Join(q.t.spillDir(q.name), spilled))
 		}
 		return err
 	}
-	q.t.ring(q)
+	q.t.ring(q, waited)
 	return nil
 }
 
@@ -251,13 +251,14 @@ func (q *Queue) sendFramed(payload []byte, wait time.Duration) error {
 			return err
 		}
 	}
-	if err := q.sendWait(buf, wait); err != nil {
+	waited, err := q.sendWait(buf, wait)
+	if err != nil {
 		if file != "" {
 			os.Remove(file)
 		}
 		return err
 	}
-	q.t.ring(q)
+	q.t.ring(q, waited)
 	return nil
 }
 
@@ -265,37 +266,37 @@ func (q *Queue) sendFramed(payload []byte, wait time.Duration) error {
 // wait is a blocking msgsnd, which the kernel wakes the moment a receiver
 // makes room (no polling, no sleep past it); it parks one OS thread while
 // the queue is full, and is interrupted at the deadline (see
-// msgsndUntil).
-func (q *Queue) sendWait(buf []byte, wait time.Duration) error {
+// msgsndUntil). waited says it found the queue full first.
+func (q *Queue) sendWait(buf []byte, wait time.Duration) (waited bool, err error) {
 	deadline := time.Now().Add(wait)
-	recreated, checked := false, false
+	recreated := false
 	for {
 		err := msgsnd(q.qid(), buf, unix.IPC_NOWAIT)
 		if errors.Is(err, unix.EAGAIN) {
-			if !checked {
-				checked = true
+			if !waited {
+				waited = true
 				if err := q.fits(len(buf) - typeSize); err != nil {
-					return err // no wait would make room
+					return waited, err // no wait would make room
 				}
 			}
 			err = msgsndUntil(q.qid(), buf, deadline)
 		}
 		switch {
 		case err == nil:
-			return nil
+			return waited, nil
 		case errors.Is(err, unix.EAGAIN):
 			st, _ := q.Stats()
-			return fmt.Errorf("%w: %s (%d of %d bytes in %d messages) after waiting %v",
+			return waited, fmt.Errorf("%w: %s (%d of %d bytes in %d messages) after waiting %v",
 				ErrQueueFull, q.name, st.Bytes, st.Capacity, st.Messages, wait)
 		case isGone(err) && !recreated:
 			// The kernel queue was removed under us: reopen it by its
 			// name, once (not if the name itself was removed).
 			recreated = true
 			if rerr := q.reopen(); rerr != nil {
-				return rerr
+				return waited, rerr
 			}
 		default:
-			return fmt.Errorf("transit: send to %s: %w", q.name, err)
+			return waited, fmt.Errorf("transit: send to %s: %w", q.name, err)
 		}
 	}
 }

@@ -788,8 +788,9 @@ func (t *Transit) ClearDoorbell(name string) error {
 
 // ring tells the doorbell of queue name, if any, that it has a message. It
 // never blocks and never fails the send: a receiver sweeps its queues
-// periodically, so a lost ring only delays.
-func (t *Transit) ring(sent *Queue) {
+// periodically, so a lost ring only delays. waited says the send found the
+// queue full first.
+func (t *Transit) ring(sent *Queue, waited bool) {
 	name := sent.name
 	now := time.Now()
 	t.mu.Lock()
@@ -813,13 +814,19 @@ func (t *Transit) ring(sent *Queue) {
 	if e.q == nil {
 		return
 	}
-	// A receiver sleeps only once it found the queue empty, and peeks and
-	// drains until it does: while the queue holds more than the message
-	// just sent, its receiver either was rung for an earlier one or holds
-	// one it has yet to settle (which wakes it), and will come to this one
-	// too. Only the message that makes the queue non-empty rings.
-	if ds, err := msgstat(sent.qid()); err == nil && ds.Qnum > 1 {
-		return
+	// A receiver sleeps only once it found nothing more to take, and peeks
+	// and drains until it does: while the queue holds more than the
+	// message just sent, its receiver either was rung for an earlier one
+	// or holds one it has yet to settle (which wakes it), and will come to
+	// this one too. So only the message that makes the queue non-empty
+	// rings, and one that had to wait for room: the receiver made that room
+	// by taking off what it had handled and may have looked for more before
+	// this one was in; unrung, it would find it only when it settles the
+	// next, and its task would sit idle in between.
+	if !waited {
+		if ds, err := msgstat(sent.qid()); err == nil && ds.Qnum > 1 {
+			return
+		}
 	}
 	buf := make([]byte, typeSize+1+len(name))
 	binary.NativeEndian.PutUint64(buf, mtypeData)

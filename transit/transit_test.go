@@ -347,6 +347,52 @@ func TestDoorbellAndWake(t *testing.T) {
 	rx.ClearDoorbell("work")
 }
 
+// Only the send that makes a queue non-empty rings its doorbell, and one
+// that had to wait for room: its receiver made the room and may have
+// looked for more before the message was in.
+func TestASendThatWaitedForRoomRings(t *testing.T) {
+	t.Parallel()
+	dir := testenv.TransitDir(t)
+	rx := open(t, dir)
+	if err := rx.SetDoorbell("work", "bell"); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.ClearDoorbell("work")
+	bell, _ := rx.Queue("bell")
+	work, _ := rx.Queue("work")
+	q, _ := open(t, dir, func(o *transit.Options) { o.SendTimeout = 10 * time.Second }).Queue("work")
+	filler := map[string]any{"pad": strings.Repeat("x", 1000)}
+	for {
+		st, _ := q.Stats()
+		if st.Capacity-st.Bytes < 1100 {
+			break
+		}
+		if err := q.Send(filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := bell.Receive(false); err != nil || d.Ring != "work" {
+		t.Fatalf("first send: doorbell got %+v (%v), want a ring", d, err)
+	}
+	if d, err := bell.Receive(false); !errors.Is(err, transit.ErrEmpty) {
+		t.Fatalf("sends into a non-empty queue rang: %+v (%v)", d, err)
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- q.Send(filler) }()
+	testenv.WaitFor(t, 10*time.Second, "the sender waiting inside msgsnd", func() bool {
+		return inMsgsnd(t, transit.KernelIDForTest(q))
+	})
+	if _, err := work.Receive(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if d, err := bell.Receive(false); err != nil || d.Ring != "work" {
+		t.Fatalf("a send that waited for room: doorbell got %+v (%v), want a ring", d, err)
+	}
+}
+
 func TestWakeJumpsTheQueue(t *testing.T) {
 	t.Parallel()
 	tr := open(t, testenv.TransitDir(t))
