@@ -188,7 +188,33 @@ func appendString(buf []byte, s string) []byte {
 // DecodeJSON parses one JSON object, as encoding/json would into a
 // map[string]any.
 func DecodeJSON(data []byte) (map[string]any, error) {
-	d := decoder{data: data}
+	return decodeJSON(data, nil)
+}
+
+// keyCache hands out one string per distinct object key: the messages of
+// a batch mostly share their keys, which are then made once for the batch
+// instead of once a message (a third of a small message's allocations).
+type keyCache map[string]string
+
+// maxCachedKeys bounds a keyCache, and maxCachedKey the keys it keeps:
+// keys are mostly few and short, and a hostile batch must not make it a
+// copy of itself.
+const maxCachedKeys, maxCachedKey = 64, 64
+
+func (c keyCache) key(b []byte) string {
+	if s, ok := c[string(b)]; ok { // the lookup does not copy b
+		return s
+	}
+	s := string(b)
+	if len(c) < maxCachedKeys && len(b) <= maxCachedKey {
+		c[s] = s
+	}
+	return s
+}
+
+// decodeJSON is DecodeJSON taking keys from keys, when not nil.
+func decodeJSON(data []byte, keys keyCache) (map[string]any, error) {
+	d := decoder{data: data, keys: keys}
 	d.skipSpace()
 	if d.i >= len(d.data) || d.data[d.i] != '{' {
 		return nil, d.errorf("a message must be a JSON object")
@@ -207,6 +233,7 @@ func DecodeJSON(data []byte) (map[string]any, error) {
 type decoder struct {
 	data []byte
 	i    int
+	keys keyCache
 }
 
 func (d *decoder) errorf(format string, args ...any) error {
@@ -248,7 +275,7 @@ func (d *decoder) value(depth int) (any, error) {
 			if d.i >= len(d.data) || d.data[d.i] != '"' {
 				return nil, d.errorf("expected a string key")
 			}
-			k, err := d.str()
+			k, err := d.key()
 			if err != nil {
 				return nil, err
 			}
@@ -395,25 +422,44 @@ func (d *decoder) number() (any, error) {
 	return f, nil
 }
 
-// str parses a quoted string starting at d.i.
-func (d *decoder) str() (string, error) {
-	d.i++ // opening quote
-	start := d.i
-	// Fast path: no escapes, valid ASCII or UTF-8.
-	for i := start; i < len(d.data); i++ {
-		c := d.data[i]
-		if c == '"' {
-			s := d.data[start:i]
-			if utf8.Valid(s) {
-				d.i = i + 1
-				return string(s), nil
-			}
-			break
-		}
-		if c == '\\' || c < 0x20 {
-			break
+// key parses an object's key: str, through the key cache when there is
+// one.
+func (d *decoder) key() (string, error) {
+	if d.keys != nil {
+		if b, ok := d.plain(); ok {
+			return d.keys.key(b), nil
 		}
 	}
+	return d.str()
+}
+
+// plain takes the quoted string starting at d.i when it has no escapes
+// and is valid UTF-8: its text is then the data between the quotes.
+func (d *decoder) plain() ([]byte, bool) {
+	for i := d.i + 1; i < len(d.data); i++ {
+		c := d.data[i]
+		if c == '"' {
+			b := d.data[d.i+1 : i]
+			if !utf8.Valid(b) {
+				return nil, false
+			}
+			d.i = i + 1
+			return b, true
+		}
+		if c == '\\' || c < 0x20 {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// str parses a quoted string starting at d.i.
+func (d *decoder) str() (string, error) {
+	if b, ok := d.plain(); ok {
+		return string(b), nil
+	}
+	d.i++ // opening quote
+	start := d.i
 	var out []byte
 	i := start
 	for {

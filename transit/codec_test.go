@@ -3,6 +3,7 @@ package transit
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -27,6 +28,15 @@ func sameAsStdlib(t *testing.T, in []byte) {
 	got, gerr := DecodeJSON(in)
 	if (werr == nil) != (gerr == nil) {
 		t.Fatalf("input %.200q: encoding/json err %v, ours %v", in, werr, gerr)
+	}
+	// A batch's decoder takes keys from a cache: the same result, with
+	// the cache empty and then filled by the same keys.
+	keys := keyCache{}
+	for range 2 {
+		cached, cerr := decodeJSON(in, keys)
+		if (cerr == nil) != (gerr == nil) || !reflect.DeepEqual(cached, got) {
+			t.Fatalf("input %.200q: with a key cache %v (%v), without %v (%v)", in, cached, cerr, got, gerr)
+		}
 	}
 	if gerr != nil {
 		if !errors.Is(gerr, ErrDecode) {
@@ -180,4 +190,27 @@ func BenchmarkCodec(b *testing.B) {
 			DecodeJSON(buf)
 		}
 	})
+}
+
+// A batch of messages with ever new keys, or long ones, does not grow the
+// key cache past its bound.
+func TestKeyCacheIsBounded(t *testing.T) {
+	t.Parallel()
+	keys := keyCache{}
+	var b strings.Builder
+	b.WriteString(`{"` + strings.Repeat("k", maxCachedKey+1) + `":0`)
+	for i := range 1000 {
+		fmt.Fprintf(&b, `,"k%d":%d`, i, i)
+	}
+	b.WriteString("}")
+	m, err := decodeJSON([]byte(b.String()), keys)
+	if err != nil || len(m) != 1001 {
+		t.Fatalf("decoded %d keys, %v", len(m), err)
+	}
+	if len(keys) != maxCachedKeys {
+		t.Fatalf("cache holds %d keys, want %d", len(keys), maxCachedKeys)
+	}
+	if _, ok := keys[strings.Repeat("k", maxCachedKey+1)]; ok {
+		t.Fatal("a key longer than maxCachedKey was cached")
+	}
 }

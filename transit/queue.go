@@ -558,6 +558,7 @@ func (q *Queue) decodeAs(mtype uint64, text []byte, peeked bool) (Delivery, erro
 
 func (q *Queue) decodeBatch(d Delivery, p []byte) (Delivery, error) {
 	var errs []error
+	keys := keyCache{}
 	for len(p) > 0 {
 		n, k := binary.Uvarint(p)
 		if k <= 0 || n > uint64(len(p)-k) {
@@ -567,7 +568,7 @@ func (q *Queue) decodeBatch(d Delivery, p []byte) (Delivery, error) {
 		}
 		part := p[k : k+int(n)]
 		p = p[k+int(n):]
-		m, err := DecodeJSON(part)
+		m, err := decodeJSON(part, keys)
 		if err != nil {
 			d.Dead++
 			errs = append(errs, q.t.deadLetter(q.name, err.Error(), part))
