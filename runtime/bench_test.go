@@ -113,7 +113,7 @@ func BenchmarkInProcessDelivery(b *testing.B) {
 	sink.got, sink.done = 0, make(chan struct{})
 	lin := newLineage(nil)
 	t0 = time.Now()
-	if err := h.deliver("Sender", Message{"n": n}, lin); err != nil {
+	if err := h.deliverAll("Sender", []Message{{"n": n}}, lin); err != nil {
 		b.Fatal(err)
 	}
 	<-sink.done

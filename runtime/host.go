@@ -513,14 +513,33 @@ func (h *Host) finishCatchUp(name string, settle, drain func()) bool {
 	return true
 }
 
-// deliver hands msg, taken from a queue, to a local task as a member of
-// lin (its hops, from before, are in its metadata).
-func (h *Host) deliver(name string, msg Message, lin *lineage) error {
+// deliverAll hands msgs, one delivery taken from a queue, to a local task
+// as members of lin (their hops, from before, are in their metadata), in
+// one push: the task wakes once for them. An error means not all of them
+// reached the task.
+func (h *Host) deliverAll(name string, msgs []Message, lin *lineage) error {
 	r := (*h.tasks.Load())[name]
 	if r == nil {
 		return fmt.Errorf("%w: %q", ErrNoSuchQueue, name)
 	}
-	return h.push(r, msg, lin, false)
+	items := make([]item, 0, len(msgs))
+	var refused error
+	for _, m := range msgs {
+		if lin != nil {
+			if err := lin.add(false); err != nil {
+				refused = h.refuse(name, m, lin, err)
+				continue
+			}
+		}
+		items = append(items, item{msg: m, lin: lin})
+	}
+	if err := r.mbox.pushAll(items); err != nil {
+		if lin != nil {
+			lin.release(int64(len(items))) // never queued
+		}
+		return err
+	}
+	return refused
 }
 
 // Depth is a local task's mailbox depth (ok false if it is not here).

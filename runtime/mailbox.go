@@ -72,30 +72,39 @@ func newMailbox() *mailbox {
 }
 
 func (m *mailbox) push(it item) error {
+	return m.pushAll([]item{it})
+}
+
+// pushAll queues items in order, all or (closed) none, waking the consumer
+// once for them: a delivery of many messages costs its task one wake-up,
+// and the task takes them together.
+func (m *mailbox) pushAll(items []item) error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return ErrMailboxClosed
 	}
-	t := m.tail
-	if t == nil || t.n == segSize {
-		s := m.free
-		if s != nil {
-			m.free, s.next = s.next, nil
-			m.nfree--
-		} else {
-			s = &segment{}
+	for _, it := range items {
+		t := m.tail
+		if t == nil || t.n == segSize {
+			s := m.free
+			if s != nil {
+				m.free, s.next = s.next, nil
+				m.nfree--
+			} else {
+				s = &segment{}
+			}
+			if t == nil {
+				m.head = s
+			} else {
+				t.next = s
+			}
+			m.tail, t = s, s
 		}
-		if t == nil {
-			m.head = s
-		} else {
-			t.next = s
-		}
-		m.tail, t = s, s
+		t.items[t.n] = it
+		t.n++
 	}
-	t.items[t.n] = it
-	t.n++
-	m.pushed.Add(1)
+	m.pushed.Add(uint64(len(items)))
 	m.mu.Unlock()
 	if m.sleeping.Load() && m.sleeping.CompareAndSwap(true, false) {
 		m.signal()

@@ -116,15 +116,19 @@ func (r *Receiver) take() (transit.Delivery, error) {
 	if peeked {
 		lin = newLineage(r.o.OnSettled)
 	}
+	msgs := d.Msgs
+	if r.o.Intercept != nil {
+		msgs = make([]Message, 0, len(d.Msgs))
+		for _, m := range d.Msgs {
+			if !r.o.Intercept(m) {
+				msgs = append(msgs, m)
+			}
+		}
+	}
 	delivered := true
-	for _, m := range d.Msgs {
-		if r.o.Intercept != nil && r.o.Intercept(m) {
-			continue
-		}
-		if derr := r.h.deliver(r.task, m, lin); derr != nil {
-			delivered = false
-			r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), derr))
-		}
+	if derr := r.h.deliverAll(r.task, msgs, lin); derr != nil {
+		delivered = false
+		r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), derr))
 	}
 	if peeked { // whatever it held (a wake, a dead letter) is dropped with it
 		if delivered {
