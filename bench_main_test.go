@@ -75,13 +75,17 @@ func sysMsgrcv(id int, buf []byte) (int, error) {
 	}
 }
 
-// bareSink receives n JSON messages with msgrcv and encoding/json, then
-// answers on the ack queue.
+// bareSink says it is ready on the ack queue, receives n JSON messages
+// with msgrcv and encoding/json, then answers on the ack queue again.
 func bareSink(a []string) error {
 	in, _ := strconv.Atoi(a[0])
 	ack, _ := strconv.Atoi(a[1])
 	n, _ := strconv.Atoi(a[2])
 	buf := make([]byte, 8+8192)
+	binary.NativeEndian.PutUint64(buf, 1)
+	if err := sysMsgsnd(ack, append(buf[:8], "{}"...)); err != nil {
+		return err
+	}
 	for range n {
 		k, err := sysMsgrcv(in, buf)
 		if err != nil {
@@ -96,11 +100,13 @@ func bareSink(a []string) error {
 	return sysMsgsnd(ack, append(buf[:8], "{}"...))
 }
 
-type blaster struct{ n int }
+// blaster sends n messages to the Absorber, which reports when it has
+// counted upto.
+type blaster struct{ n, upto int }
 
 func (s blaster) Message(ctx Context, _ Message) error {
 	for i := range s.n {
-		if err := ctx.Send("Absorber", Message{"ct": float64(i), "outstr": "howdy", "n": float64(s.n)}); err != nil {
+		if err := ctx.Send("Absorber", Message{"ct": float64(i), "outstr": "howdy", "n": float64(s.upto)}); err != nil {
 			return err
 		}
 	}
@@ -110,9 +116,12 @@ func (s blaster) Message(ctx Context, _ Message) error {
 // BenchmarkSendToExternalTask: a task in this process sends small messages
 // to an external task's process (Send -> transit -> its queue -> its
 // task), against a bare msgsnd/msgrcv loop with encoding/json between two
-// processes, in the same run.
+// processes, in the same run. Both receivers are running before the clock
+// starts: this is the rate of sending, not of starting a process (the
+// external's start is BenchmarkExternalSpawnToFirstMessage). At least
+// 100,000 messages, so that a run lasts about half a second a side.
 func BenchmarkSendToExternalTask(b *testing.B) {
-	n := max(b.N, 20000)
+	n := max(b.N, 100000)
 	// Bare.
 	var q [2]int
 	for i := range q {
@@ -130,6 +139,9 @@ func BenchmarkSendToExternalTask(b *testing.B) {
 		b.Fatal(err)
 	}
 	buf := make([]byte, 8+8192)
+	if _, err := sysMsgrcv(q[1], buf); err != nil { // the peer is ready
+		b.Fatal(err)
+	}
 	t0 := time.Now()
 	for i := range n {
 		enc, _ := json.Marshal(map[string]any{"ct": float64(i), "outstr": "howdy", "n": float64(n)})
@@ -163,9 +175,14 @@ func BenchmarkSendToExternalTask(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer host.Shutdown(b.Context())
-	if err := host.Start(runtime.TaskSpec{Name: "Blaster", New: func() Task { return blaster{n} }}); err != nil {
+	if err := host.Start(runtime.TaskSpec{Name: "Blaster", New: func() Task { return blaster{n, n + 1} }}); err != nil {
 		b.Fatal(err)
 	}
+	// The Absorber is running once it has counted a first message.
+	if err := tr.Send("Absorber", Message{"n": float64(1)}); err != nil {
+		b.Fatal(err)
+	}
+	waitReport(b, &reports{q: done})
 	t0 = time.Now()
 	host.Send("Blaster", Message{})
 	waitReport(b, &reports{q: done})
