@@ -19,8 +19,8 @@ import (
 // the JSON way, which also words any error as before. walked is false
 // then. TestDecodeWalkMatchesJSON holds the two ways to identical specs
 // and hashes.
-func decodeSpec(v cue.Value) (spec TaskSpec, walked bool, err error) {
-	if spec, ok := walkSpec(v); ok {
+func decodeSpec(v, empty cue.Value) (spec TaskSpec, walked bool, err error) {
+	if spec, ok := walkSpec(v, empty); ok {
 		return spec, true, nil
 	}
 	spec, err = decodeSpecJSON(v)
@@ -55,7 +55,7 @@ func field(v cue.Value, name string) (cue.Value, bool) {
 // fields by name: #Task is a closed definition, so a validated task has no
 // other regular fields (encoding/json would also take "Kind" for kind:
 // that cannot pass the schema).
-func walkSpec(v cue.Value) (spec TaskSpec, ok bool) {
+func walkSpec(v, empty cue.Value) (spec TaskSpec, ok bool) {
 	if v.Kind() != cue.StructKind {
 		return spec, false
 	}
@@ -75,7 +75,7 @@ func walkSpec(v cue.Value) (spec TaskSpec, ok bool) {
 		}
 	}
 	if f, found := field(v, "config"); found {
-		x, err := goValue(f)
+		x, err := goValue(f, empty)
 		if err != nil {
 			return spec, false
 		}
@@ -85,12 +85,12 @@ func walkSpec(v cue.Value) (spec TaskSpec, ok bool) {
 		}
 	}
 	if f, found := field(v, "intervals"); found {
-		if spec.Intervals, ok = floats(f); !ok {
+		if spec.Intervals, ok = floats(f, empty); !ok {
 			return spec, false
 		}
 	}
 	if f, found := field(v, "limits"); found {
-		if spec.Limits, ok = limits(f); !ok {
+		if spec.Limits, ok = limits(f, empty); !ok {
 			return spec, false
 		}
 	}
@@ -145,10 +145,18 @@ func number(v cue.Value) (float64, bool) {
 
 var errNotPlain = errors.New("not a plain JSON value")
 
+// isEmpty reports whether struct v has no regular fields, which listing
+// them would also say, but after sorting them (a tenth of loading 1,000
+// tasks went to sorting their empty limits). empty is an empty struct of
+// v's context; Equals compares the fields themselves, regular and required
+// ones (a hidden field or a definition makes it false: the caller then
+// lists them, leaving those out).
+func isEmpty(v, empty cue.Value) bool { return v.Equals(empty) }
+
 // goValue is what encoding/json makes of v's JSON export into an any:
 // map[string]any, []any, float64, string, bool or nil, every default
 // taken; errNotPlain for what the walk leaves to the JSON way.
-func goValue(v cue.Value) (any, error) {
+func goValue(v, empty cue.Value) (any, error) {
 	if d, ok := v.Default(); ok {
 		v = d
 	}
@@ -170,7 +178,7 @@ func goValue(v cue.Value) (any, error) {
 		}
 		out := []any{}
 		for it.Next() {
-			x, err := goValue(it.Value())
+			x, err := goValue(it.Value(), empty)
 			if err != nil {
 				return nil, err
 			}
@@ -178,13 +186,16 @@ func goValue(v cue.Value) (any, error) {
 		}
 		return out, nil
 	case cue.StructKind:
+		out := map[string]any{}
+		if isEmpty(v, empty) {
+			return out, nil
+		}
 		it, err := v.Fields()
 		if err != nil {
 			return nil, err
 		}
-		out := map[string]any{}
 		for it.Next() {
-			x, err := goValue(it.Value())
+			x, err := goValue(it.Value(), empty)
 			if err != nil {
 				return nil, err
 			}
@@ -196,15 +207,18 @@ func goValue(v cue.Value) (any, error) {
 }
 
 // floats is a map[string]float64 as encoding/json fills it.
-func floats(v cue.Value) (map[string]float64, bool) {
+func floats(v, empty cue.Value) (map[string]float64, bool) {
 	if v.Kind() != cue.StructKind {
 		return nil, false
+	}
+	out := map[string]float64{}
+	if isEmpty(v, empty) {
+		return out, true
 	}
 	it, err := v.Fields()
 	if err != nil {
 		return nil, false
 	}
-	out := map[string]float64{}
 	for it.Next() {
 		f := it.Value()
 		if d, ok := f.Default(); ok {
@@ -225,15 +239,18 @@ var levels = []string{"warn", "severe", "failsafe"}
 // limits is a map[string]Levels as encoding/json fills it. Its fields
 // are listed (they are few, and #Limits closes them); a level's, looked
 // up: #LevelsOf closes them to these names.
-func limits(v cue.Value) (map[string]Levels, bool) {
+func limits(v, empty cue.Value) (map[string]Levels, bool) {
 	if v.Kind() != cue.StructKind {
 		return nil, false
+	}
+	out := map[string]Levels{}
+	if isEmpty(v, empty) {
+		return out, true
 	}
 	it, err := v.Fields()
 	if err != nil {
 		return nil, false
 	}
-	out := map[string]Levels{}
 	for it.Next() {
 		lv := it.Value()
 		if d, ok := lv.Default(); ok {

@@ -48,6 +48,13 @@ tasks: B: {kind: "Counter", intervals: {tick: 0.5, save_state: 2}}
 	limits: {memory: {warn: 1, severe: "1.5GB", failsafe: "4096B"}, fds: {warn: 100, severe: 200, failsafe: 300}, restarts: failsafe: 3, messages_in: warn: 1e3}
 }`,
 	"bytes": "tasks: B: config: {b: 'a\\x00b', s: \"x\"}\ntasks: C: {}\n",
+	// Structs with no regular fields, found without listing them, and
+	// ones with only hidden fields, definitions or optional fields.
+	"emptyish": `tasks: {
+	E: {config: {}, intervals: {}, limits: {}}
+	H: {config: {_h: 1, #D: 2, o?: 3, n: {_x: 1}}, intervals: {_t: 1}, limits: {cpu?: warn: 1}}
+	O: {config: {o?: 1, l: [{}, {o?: 2}]}, limits: {fds: {warn: 1, severe?: 2}}}
+}`,
 	"kinds": `tasks: {
 	R: {kind: "builtin.Router", config: routes: [{match: {a: {$re: "^x"}, n: {$gt: 1, $lt: 9.5}}, forwards: [{qname: "X"}], short_circuit: true}]}
 	S: {kind: "Scheduler", config: schedules: [{name: "a", every: 1}, {name: "b", cron: "@hourly", message: {x: 1}, to: "R"}]}

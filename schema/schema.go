@@ -69,6 +69,8 @@ type Schema struct {
 	src      string
 	v        cue.Value
 	builtins []Builtin
+	// empty is {} in ctx, for the decoding walk's isEmpty.
+	empty cue.Value
 
 	// For tests: decode every task the JSON way; count the tasks the walk
 	// left to the JSON way.
@@ -109,7 +111,7 @@ func New(builtins ...Builtin) (*Schema, error) {
 	if err := v.Err(); err != nil {
 		return nil, fmt.Errorf("schema: %v", cueerrors.Details(err, nil))
 	}
-	return &Schema{ctx: ctx, src: b.String(), v: v, builtins: builtins}, nil
+	return &Schema{ctx: ctx, src: b.String(), v: v, builtins: builtins, empty: ctx.CompileString("{}")}, nil
 }
 
 // Source is the complete schema as CUE (package-less, like config files).
@@ -401,7 +403,7 @@ func (s *Schema) decode(v, user cue.Value, cfg *Config, lerr *LoadError) error {
 			spec, err = decodeSpecJSON(tv)
 		} else {
 			var walked bool
-			spec, walked, err = decodeSpec(tv)
+			spec, walked, err = decodeSpec(tv, s.empty)
 			if !walked {
 				s.fellBack.Add(1)
 			}
