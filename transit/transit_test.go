@@ -361,16 +361,7 @@ func TestASendThatWaitedForRoomRings(t *testing.T) {
 	bell, _ := rx.Queue("bell")
 	work, _ := rx.Queue("work")
 	q, _ := open(t, dir, func(o *transit.Options) { o.SendTimeout = 10 * time.Second }).Queue("work")
-	filler := map[string]any{"pad": strings.Repeat("x", 1000)}
-	for {
-		st, _ := q.Stats()
-		if st.Capacity-st.Bytes < 1100 {
-			break
-		}
-		if err := q.Send(filler); err != nil {
-			t.Fatal(err)
-		}
-	}
+	filler := fillUp(t, q)
 	if d, err := bell.Receive(false); err != nil || d.Ring != "work" {
 		t.Fatalf("first send: doorbell got %+v (%v), want a ring", d, err)
 	}
@@ -497,6 +488,22 @@ func TestPeekLeavesMessagesUntilDropped(t *testing.T) {
 	}
 }
 
+// fillUp sends q messages of about 1 KB until the next would not fit,
+// and returns that message.
+func fillUp(t *testing.T, q *transit.Queue) map[string]any {
+	t.Helper()
+	filler := map[string]any{"pad": strings.Repeat("x", 1000)}
+	for {
+		st, _ := q.Stats()
+		if st.Capacity-st.Bytes < 1100 {
+			return filler
+		}
+		if err := q.Send(filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // A sender waiting for room is woken by the kernel when room is made, not
 // at its next poll, and a Batch packs many messages into one queue
 // message.
@@ -504,16 +511,7 @@ func TestFullQueueWakesItsSender(t *testing.T) {
 	t.Parallel()
 	tr := open(t, testenv.TransitDir(t), func(o *transit.Options) { o.SendTimeout = 10 * time.Second })
 	q, _ := tr.Queue("wake")
-	filler := map[string]any{"pad": strings.Repeat("x", 1000)}
-	for {
-		st, _ := q.Stats()
-		if st.Capacity-st.Bytes < 1100 {
-			break
-		}
-		if err := q.Send(filler); err != nil {
-			t.Fatal(err)
-		}
-	}
+	filler := fillUp(t, q)
 	sent := make(chan time.Time, 1)
 	go func() {
 		if err := q.Send(filler); err != nil {
