@@ -297,14 +297,7 @@ func (h *Host) send(qname string, msg Message, sender *runner) error {
 	r := (*h.tasks.Load())[qname]
 	if r == nil {
 		if qs, ok := h.opts.Remote.(queueSender); ok && out != nil {
-			if msg, err := h.handOn(qname, msg, from, handsOn); err != nil {
-				c.Add(-1)
-				return err
-			} else if err := h.gather(qs, qname, msg, out, c); err != nil {
-				h.notSent(qname, msg, lin, err)
-				return err
-			}
-			return nil
+			return h.gatherSend(qs, qname, msg, out, handsOn, c)
 		}
 		err := h.toQueue(qname, msg, from, handsOn)
 		c.Add(-1)
@@ -326,6 +319,15 @@ func (h *Host) send(qname string, msg Message, sender *runner) error {
 		r.catch.mu.RLock()
 		defer r.catch.mu.RUnlock()
 		if r.catch.on.Load() {
+			if qs, ok := h.opts.Remote.(queueSender); ok && out != nil && out.forwards {
+				// A Forwarder gathers, as for a queue of another process:
+				// a target whose queue stays full then costs it one bounded
+				// wait, not one per message (outbox.full), while the count
+				// of sends on their way holds the catch-up open until they
+				// are on the queue.
+				c.Add(1)
+				return h.gatherSend(qs, qname, msg, out, handsOn, c)
+			}
 			return h.toQueue(qname, msg, from, handsOn)
 		}
 	}
@@ -354,6 +356,22 @@ func (h *Host) push(r *runner, msg Message, lin *lineage, copied bool) error {
 		if lin != nil {
 			lin.done() // never queued
 		}
+		return err
+	}
+	return nil
+}
+
+// gatherSend hands msg on and gathers it in the sender's outbox for the
+// queue qname. c, qname's count of sends on their way, is taken by the
+// caller and stays taken while msg is gathered.
+func (h *Host) gatherSend(qs queueSender, qname string, msg Message, out *outbound, handsOn bool, c *atomic.Int64) error {
+	msg, err := h.handOn(qname, msg, &out.from, handsOn)
+	if err != nil {
+		c.Add(-1)
+		return err
+	}
+	if err := h.gather(qs, qname, msg, out, c); err != nil {
+		h.notSent(qname, msg, out.from.lin, err)
 		return err
 	}
 	return nil

@@ -306,3 +306,66 @@ func TestACatchUpHeldOpenStallsNoOtherQueue(t *testing.T) {
 		t.Fatalf("dead letters: %q", got)
 	}
 }
+
+// A Forwarder's sends to a task of this process that is catching up go to
+// the task's queue. When that queue stays full, the Forwarder waits for
+// room once, not once a message: its other targets keep getting theirs,
+// and what the full queue cannot take is dead-lettered at once until it
+// takes messages again.
+func TestAForwarderWaitsOnceForACatchingUpTaskWhoseQueueIsFull(t *testing.T) {
+	t.Parallel()
+	const wait = 2 * time.Second
+	env := newInboundEnv(t, func(o *transit.Options) { o.SendTimeout = wait })
+	// Nothing serves Stuck's queue, so its catch-up, on from its start,
+	// never ends: what is sent to it goes to its queue, filled here.
+	if err := env.Start(TaskSpec{Name: "Stuck", Kind: "test.Stuck", New: func() Task { return &recorder{} }, CatchUp: true}); err != nil {
+		t.Fatal(err)
+	}
+	other := &recorder{}
+	env.start(t, "Other", other, nil, nil)
+	env.start(t, "Fwd", forwarder{to: []string{"Other", "Stuck"}}, nil, nil)
+	sq, err := env.outside.Queue("Stuck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pad := range []string{strings.Repeat("x", 200), ""} { // no forward fits
+		for {
+			err := sq.SendWithin(Message{"p": pad}, 0)
+			if errors.Is(err, transit.ErrQueueFull) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const rounds = 6
+	start := time.Now()
+	for i := range rounds {
+		if err := env.Send("Fwd", Message{"i": float64(i)}); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 30*time.Second, "Other got the round's message", func() bool { return other.count() == i+1 })
+	}
+	// Before, each round waited out the bound.
+	if took := time.Since(start); took > 3*wait {
+		t.Errorf("%d rounds took %v: the full queue made the Forwarder wait again and again (the bound is %v)", rounds, took, wait)
+	}
+	dlq, err := env.outside.Queue(transit.DeadLetterQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := 0
+	testenv.WaitFor(t, 10*time.Second, "every message for Stuck dead-lettered", func() bool {
+		for {
+			d, err := dlq.Receive(false)
+			if err != nil || len(d.Msgs) == 0 {
+				return dead >= rounds
+			}
+			dead += len(d.Msgs)
+		}
+	})
+	if dead != rounds {
+		t.Errorf("%d dead letters, want %d", dead, rounds)
+	}
+}
