@@ -304,11 +304,6 @@ func (h *Host) send(qname string, msg Message, sender *runner) error {
 		return err
 	}
 	c.Add(-1)
-	if out != nil && out.box.pending[qname] != nil {
-		// The task is here now: what this sender gathered for its queue
-		// goes there first, to be caught up with before what follows.
-		sender.flushTo(qname)
-	}
 	if r.catch.bounded && !r.catch.on.Load() && r.mbox.depth() >= MailboxBound {
 		// Past the bound the task's queue takes what is sent to it, and
 		// pushes back on its senders when full; the inbound moves it on
@@ -324,12 +319,19 @@ func (h *Host) send(qname string, msg Message, sender *runner) error {
 				// a target whose queue stays full then costs it one bounded
 				// wait, not one per message (outbox.full), while the count
 				// of sends on their way holds the catch-up open until they
-				// are on the queue.
+				// are on the queue. What it gathered for the queue before
+				// is in the same batch, ahead of this.
 				c.Add(1)
 				return h.gatherSend(qs, qname, msg, out, handsOn, c)
 			}
+			if out != nil {
+				sender.flushTo(qname)
+			}
 			return h.toQueue(qname, msg, from, handsOn)
 		}
+	}
+	if out != nil {
+		sender.reached(qname)
 	}
 	err := h.push(r, msg, lin, handsOn)
 	if errors.Is(err, ErrMailboxClosed) {

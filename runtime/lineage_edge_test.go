@@ -309,21 +309,23 @@ func TestACatchUpHeldOpenStallsNoOtherQueue(t *testing.T) {
 
 // A Forwarder's sends to a task of this process that is catching up go to
 // the task's queue. When that queue stays full, the Forwarder waits for
-// room once, not once a message: its other targets keep getting theirs,
-// and what the full queue cannot take is dead-lettered at once until it
-// takes messages again.
+// room once, not once a batch: its other targets keep getting theirs, and
+// what the full queue cannot take is dead-lettered at once until the task
+// takes messages again (here: catches up, and gets them directly).
 func TestAForwarderWaitsOnceForACatchingUpTaskWhoseQueueIsFull(t *testing.T) {
 	t.Parallel()
 	const wait = 2 * time.Second
 	env := newInboundEnv(t, func(o *transit.Options) { o.SendTimeout = wait })
-	// Nothing serves Stuck's queue, so its catch-up, on from its start,
-	// never ends: what is sent to it goes to its queue, filled here.
-	if err := env.Start(TaskSpec{Name: "Stuck", Kind: "test.Stuck", New: func() Task { return &recorder{} }, CatchUp: true}); err != nil {
+	// Nothing serves Stuck's queue yet, so its catch-up, on from its
+	// start, goes on: what is sent to it goes to its queue, filled here.
+	stuck := &recorder{}
+	if err := env.Start(TaskSpec{Name: "Stuck", Kind: "test.Stuck", New: func() Task { return stuck }, CatchUp: true}); err != nil {
 		t.Fatal(err)
 	}
 	other := &recorder{}
 	env.start(t, "Other", other, nil, nil)
-	env.start(t, "Fwd", forwarder{to: []string{"Other", "Stuck"}}, nil, nil)
+	// Two copies to Stuck a message: a batch sends it more than once.
+	env.start(t, "Fwd", forwarder{to: []string{"Other", "Stuck", "Stuck"}}, nil, nil)
 	sq, err := env.outside.Queue("Stuck")
 	if err != nil {
 		t.Fatal(err)
@@ -339,6 +341,7 @@ func TestAForwarderWaitsOnceForACatchingUpTaskWhoseQueueIsFull(t *testing.T) {
 			}
 		}
 	}
+	filled, _ := sq.Stats()
 	const rounds = 6
 	start := time.Now()
 	for i := range rounds {
@@ -360,12 +363,29 @@ func TestAForwarderWaitsOnceForACatchingUpTaskWhoseQueueIsFull(t *testing.T) {
 		for {
 			d, err := dlq.Receive(false)
 			if err != nil || len(d.Msgs) == 0 {
-				return dead >= rounds
+				return dead >= 2*rounds
 			}
 			dead += len(d.Msgs)
 		}
 	})
-	if dead != rounds {
-		t.Errorf("%d dead letters, want %d", dead, rounds)
+	if dead != 2*rounds {
+		t.Errorf("%d dead letters, want %d", dead, 2*rounds)
 	}
+	if strings.Count(env.err.String()+env.out.String(), "queue takes messages again") != 0 {
+		t.Errorf("the queue was said to take messages again while full:\n%s", env.err.String())
+	}
+	// Served, Stuck catches up with its queue and then gets what is sent
+	// to it directly: the Forwarder forgets it found the queue full.
+	if err := env.in.ServeTask("Stuck"); err != nil {
+		t.Fatal(err)
+	}
+	env.in.Start()
+	testenv.WaitFor(t, 20*time.Second, "Stuck caught up", func() bool { return !env.catchingUp("Stuck") })
+	if err := env.Send("Fwd", Message{"i": float64(rounds)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "Stuck got the last round directly, and the full mark forgotten", func() bool {
+		return stuck.count() == int(filled.Messages)+2 &&
+			strings.Contains(env.err.String()+env.out.String(), "queue takes messages again")
+	})
 }

@@ -125,12 +125,30 @@ func (h *Host) gather(qs queueSender, qname string, msg Message, out *outbound, 
 	return nil
 }
 
-// flushTo queues what the task gathered for qname (before a send that
-// finds the task qname here: what went to its queue goes first).
+// flushTo queues what the task gathered for qname, before a send to qname
+// that does not gather: what went to the queue first goes first.
 func (r *runner) flushTo(qname string) {
 	if g := r.out.box.pending[qname]; g != nil {
 		r.flushOne(qname, g)
 		delete(r.out.box.pending, qname)
+	}
+}
+
+// reached is called before a send that finds the task qname here and
+// hands it over directly: what went to its queue goes first (the task
+// catches up with it before what follows), and a queue found full no
+// longer stands between the task and its sender.
+func (r *runner) reached(qname string) {
+	r.flushTo(qname)
+	r.takesAgain(qname)
+}
+
+// takesAgain forgets that qname was found full, if it was.
+func (r *runner) takesAgain(qname string) {
+	if ft := r.out.box.full[qname]; ft != nil {
+		delete(r.out.box.full, qname)
+		r.h.ch.Log.Info("queue takes messages again", "task", r.name, "queue", qname,
+			"full_for", time.Since(ft.since).Round(time.Millisecond).String(), "dead_lettered", ft.deadLets)
 	}
 }
 
@@ -146,6 +164,7 @@ func (r *runner) flush() {
 	for _, qname := range r.out.box.order {
 		if g := r.out.box.pending[qname]; g != nil {
 			r.flushOne(qname, g)
+			delete(r.out.box.pending, qname) // a name flushed early and gathered again is in order twice
 		}
 	}
 	clear(r.out.box.pending)
@@ -154,20 +173,18 @@ func (r *runner) flush() {
 
 func (r *runner) flushOne(qname string, g *gathered) {
 	n := g.b.Len()
+	if n == 0 {
+		g.release()
+		return // nothing was tried: nothing learnt of the queue
+	}
 	err := g.b.Flush()
 	g.release()
 	if err == nil {
-		if ft := r.out.box.full[qname]; ft != nil {
-			delete(r.out.box.full, qname)
-			r.h.ch.Log.Info("queue takes messages again", "task", r.name, "queue", qname,
-				"full_for", time.Since(ft.since).Round(time.Millisecond).String(), "dead_lettered", ft.deadLets)
-		}
+		r.takesAgain(qname)
 		return
 	}
-	if n > 0 {
-		r.stats.sendFailures.Add(uint64(n))
-		r.stats.msgsOut.Add(^uint64(n - 1)) // counted as sent when gathered
-	}
+	r.stats.sendFailures.Add(uint64(n))
+	r.stats.msgsOut.Add(^uint64(n - 1)) // counted as sent when gathered
 	if errors.Is(err, transit.ErrQueueFull) {
 		if r.out.forwards {
 			if ft := r.out.box.full[qname]; ft != nil {
