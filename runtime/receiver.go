@@ -15,16 +15,30 @@ var ErrHighWater = errors.New("task at its high-water mark")
 
 // ReceiverOptions adapt a Receiver to where it runs.
 type ReceiverOptions struct {
-	// Intercept, if set, sees each message before the task: true means it
-	// took the message (an external process's config messages), which then
-	// counts as handled with the delivery it came in.
-	Intercept func(Message) bool
+	// Takes, if set, picks the messages that are not for the task but for
+	// Take (an external process's config messages). Take gets them in
+	// order with the task's: after the messages before them were handed
+	// to the task. A taken message counts as handled with the delivery it
+	// came in.
+	Takes func(Message) bool
+	Take  func(Message)
 	// OnError gets what has no caller: a message not delivered, a handled
 	// one not taken off the queue, a kernel that cannot peek.
 	OnError func(error)
 	// OnSettled, if set, is called (from any goroutine) when a delivery's
 	// lineage settles: it can leave the queue, so Settle soon.
 	OnSettled func()
+	// Yield makes the receiver yield its thread after each delivery, so
+	// that the task's goroutine runs next: for a receiver that serves its
+	// task alone (an external process's). Left to wait for a thread of its
+	// own, the task waited up to hundreds of microseconds on a busy machine
+	// (execution trace of an external task) while the receiver decoded the
+	// next delivery, and the queue, holding what the task had not yet
+	// handled, stayed full: with the yield an external task took half as
+	// many messages a second again. Not for the daemon's Inbound, which
+	// serves every task from one goroutine: yielding for each delivery
+	// would send it to the back of the run queue behind every busy task.
+	Yield bool
 }
 
 // Receiver moves one queue's messages to one task of a Host, at least
@@ -117,26 +131,30 @@ func (r *Receiver) take() (transit.Delivery, error) {
 	if peeked {
 		lin = newLineage(r.o.OnSettled)
 	}
-	msgs := d.Msgs
-	if r.o.Intercept != nil {
-		msgs = make([]Message, 0, len(d.Msgs))
-		for _, m := range d.Msgs {
-			if !r.o.Intercept(m) {
-				msgs = append(msgs, m)
+	delivered, handed := true, false
+	hand := func(msgs []Message) {
+		if len(msgs) == 0 {
+			return // a delivery with nothing for the task is settled as it is
+		}
+		if derr := r.h.deliverAll(r.task, msgs, lin); derr != nil {
+			delivered = false
+			r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), derr))
+			return
+		}
+		handed = true
+	}
+	from := 0 // the first message not yet handed over
+	if r.o.Takes != nil {
+		for i, m := range d.Msgs {
+			if r.o.Takes(m) {
+				hand(d.Msgs[from:i])
+				r.o.Take(m)
+				from = i + 1
 			}
 		}
 	}
-	delivered := true
-	if derr := r.h.deliverAll(r.task, msgs, lin); derr != nil {
-		delivered = false
-		r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), derr))
-	} else if len(msgs) > 0 {
-		// The task's goroutine, woken by the delivery, runs next on this
-		// thread. Left to wait for another, it waited up to hundreds of
-		// microseconds on a busy machine (execution trace of an external
-		// task) while this one decoded the next delivery, and the queue,
-		// holding what the task had not yet handled, stayed full: with the
-		// yield an external task took half as many messages a second again.
+	hand(d.Msgs[from:])
+	if handed && r.o.Yield {
 		goruntime.Gosched()
 	}
 	if peeked { // whatever it held (a wake, a dead letter) is dropped with it

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,7 +10,7 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-func TestReceiverHoldsUntilHandledAndInterceptsInOrder(t *testing.T) {
+func TestReceiverHoldsUntilHandledAndTakesInOrder(t *testing.T) {
 	t.Parallel()
 	env := newInboundEnv(t) // its Inbound is never started: the Receiver alone serves the queue
 	g := gate{open: make(chan struct{}), rec: &recorder{}}
@@ -18,44 +19,47 @@ func TestReceiverHoldsUntilHandledAndInterceptsInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var intercepted []any
-	rx := NewReceiver(env.Host, q, "Slow", ReceiverOptions{
-		Intercept: func(m Message) bool {
-			if v, ok := m["ctl"]; ok {
-				intercepted = append(intercepted, v)
-				return true
-			}
-			return false
-		},
-		OnError: env.errs.add,
-	})
+	// Take sees each taken message with the task's mailbox holding what
+	// came before it, and not what comes after.
+	var taken []string
+	takes := func(m Message) bool { _, ok := m["ctl"]; return ok }
+	take := func(m Message) {
+		d, _ := env.Depth("Slow")
+		taken = append(taken, fmt.Sprintf("%v@%d", m["ctl"], d))
+	}
+	rx := NewReceiver(env.Host, q, "Slow", ReceiverOptions{Takes: takes, Take: take, OnError: env.errs.add})
 	out, _ := env.outside.Queue("Slow")
 	for _, m := range []Message{{"i": 0.0}, {"ctl": "x"}, {"i": 1.0}} {
 		if err := out.Send(m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for range 3 {
+	// One queue message holding both kinds.
+	if err := out.SendBatch([]map[string]any{{"i": 2.0}, {"ctl": "y"}, {"i": 3.0}, {"ctl": "z"}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
 		if _, err := rx.Next(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := rx.Next(); !errors.Is(err, transit.ErrEmpty) {
-		t.Fatalf("a fourth Next: %v, want ErrEmpty", err)
+		t.Fatalf("a fifth Next: %v, want ErrEmpty", err)
 	}
-	if len(intercepted) != 1 || intercepted[0] != "x" || rx.Pending() != 3 {
-		t.Fatalf("intercepted %v, pending %d", intercepted, rx.Pending())
+	// Slow's gate holds its first message in its handler: depth counts it.
+	if fmt.Sprint(taken) != "[x@1 y@3 z@4]" || rx.Pending() != 4 {
+		t.Fatalf("taken %v, pending %d; want [x@1 y@3 z@4], 4", taken, rx.Pending())
 	}
-	// Handed over, not handled: all three stay in the kernel queue.
+	// Handed over, not handled: all four stay in the kernel queue.
 	rx.Settle()
-	if st, err := q.Stats(); err != nil || st.Messages != 3 {
+	if st, err := q.Stats(); err != nil || st.Messages != 4 {
 		t.Fatalf("kernel queue while the task holds them: %+v, %v", st, err)
 	}
 	close(g.open)
-	testenv.WaitFor(t, 10*time.Second, "both handled and the queue settled", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "all handled and the queue settled", func() bool {
 		rx.Settle()
 		st, _ := q.Stats()
-		return g.rec.count() == 2 && st.Messages == 0 && rx.Pending() == 0
+		return g.rec.count() == 4 && st.Messages == 0 && rx.Pending() == 0
 	})
 	// What a receiver lets go of unhandled stays queued for the next one.
 	if err := out.Send(Message{"i": 2.0}); err != nil {
@@ -72,6 +76,22 @@ func TestReceiverHoldsUntilHandledAndInterceptsInOrder(t *testing.T) {
 	}
 	if _, err := NewReceiver(env.Host, q, "Nobody", ReceiverOptions{}).Next(); !errors.Is(err, ErrNoSuchQueue) {
 		t.Fatalf("Next for a task not on the host: %v", err)
+	}
+	// A delivery with nothing for the task (all taken, or a wake) is
+	// settled as it is, whether or not the task is here (the catch-up's
+	// drain takes without asking).
+	gone, _ := env.tr.Queue("Gone")
+	goneOut, _ := env.outside.Queue("Gone")
+	if err := goneOut.Send(Message{"ctl": "w"}); err != nil {
+		t.Fatal(err)
+	}
+	rxGone := NewReceiver(env.Host, gone, "Gone", ReceiverOptions{Takes: takes, Take: func(Message) {}, OnError: env.errs.add})
+	if _, err := rxGone.take(); err != nil {
+		t.Fatal(err)
+	}
+	rxGone.Settle()
+	if st, err := gone.Stats(); err != nil || st.Messages != 0 {
+		t.Fatalf("a delivery with nothing for the task stayed queued: %+v, %v", st, err)
 	}
 	if len(env.errs.errs) > 0 {
 		t.Fatalf("errors: %v", env.errs.errs)

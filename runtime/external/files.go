@@ -123,19 +123,21 @@ func ConfigMessage(spec Spec) (runtime.Message, error) {
 	return runtime.Message{runtime.ControlKey: map[string]any{configKey: m}}, nil
 }
 
-// configOf returns the spec a message carries, if it is a config message.
-func configOf(m runtime.Message) (spec Spec, ok bool, err error) {
-	ctl, isCtl := m[runtime.ControlKey].(map[string]any)
-	if !isCtl {
-		return spec, false, nil
-	}
-	v, isCfg := ctl[configKey]
-	if !isCfg {
-		return spec, false, nil
-	}
-	b, err := json.Marshal(v)
+// configOf is the spec a config message (isConfig) carries.
+func configOf(m runtime.Message) (spec Spec, err error) {
+	b, err := json.Marshal(m[runtime.ControlKey].(map[string]any)[configKey])
 	if err == nil {
 		err = json.Unmarshal(b, &spec)
 	}
-	return spec, true, err
+	return spec, err
+}
+
+// isConfig reports whether m is a config message from the daemon.
+func isConfig(m runtime.Message) bool {
+	ctl, ok := m[runtime.ControlKey].(map[string]any)
+	if !ok {
+		return false
+	}
+	_, ok = ctl[configKey]
+	return ok
 }

@@ -134,14 +134,10 @@ func RunProcess(o ProcessOptions, sig <-chan os.Signal, stdout, stderr io.Writer
 	}
 	rx := runtime.NewReceiver(host, q, o.Task, runtime.ReceiverOptions{
 		OnSettled: ring,
-		Intercept: func(m runtime.Message) bool {
-			spec, ok, err := configOf(m)
-			if ok {
-				x.configure(spec, err)
-			}
-			return ok
-		},
-		OnError: func(err error) { x.ch.Error.Error("receiving", "task", o.Task, "error", err) },
+		Yield:     true,
+		Takes:     isConfig,
+		Take:      func(m runtime.Message) { x.configure(configOf(m)) },
+		OnError:   func(err error) { x.ch.Error.Error("receiving", "task", o.Task, "error", err) },
 	})
 	var stopping atomic.Bool
 	done := make(chan struct{})
