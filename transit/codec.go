@@ -425,12 +425,13 @@ func (d *decoder) number() (any, error) {
 // key parses an object's key: str, through the key cache when there is
 // one.
 func (d *decoder) key() (string, error) {
-	if d.keys != nil {
-		if b, ok := d.plain(); ok {
-			return d.keys.key(b), nil
-		}
+	if d.keys == nil {
+		return d.str()
 	}
-	return d.str()
+	if b, ok := d.plain(); ok {
+		return d.keys.key(b), nil
+	}
+	return d.escaped()
 }
 
 // plain takes the quoted string starting at d.i when it has no escapes
@@ -458,6 +459,12 @@ func (d *decoder) str() (string, error) {
 	if b, ok := d.plain(); ok {
 		return string(b), nil
 	}
+	return d.escaped()
+}
+
+// escaped parses a quoted string starting at d.i that plain did not take:
+// one with escapes or bytes that are not UTF-8.
+func (d *decoder) escaped() (string, error) {
 	d.i++ // opening quote
 	start := d.i
 	var out []byte
