@@ -297,7 +297,7 @@ func (h *Host) send(qname string, msg Message, sender *runner) error {
 	r := (*h.tasks.Load())[qname]
 	if r == nil {
 		if qs, ok := h.opts.Remote.(queueSender); ok && out != nil {
-			return h.gatherSend(qs, qname, msg, out, handsOn, c)
+			return h.gatherSend(qs, qname, msg, sender, handsOn, c)
 		}
 		err := h.toQueue(qname, msg, from, handsOn)
 		c.Add(-1)
@@ -322,7 +322,7 @@ func (h *Host) send(qname string, msg Message, sender *runner) error {
 				// are on the queue. What it gathered for the queue before
 				// is in the same batch, ahead of this.
 				c.Add(1)
-				return h.gatherSend(qs, qname, msg, out, handsOn, c)
+				return h.gatherSend(qs, qname, msg, sender, handsOn, c)
 			}
 			if out != nil {
 				sender.flushTo(qname)
@@ -363,17 +363,17 @@ func (h *Host) push(r *runner, msg Message, lin *lineage, copied bool) error {
 	return nil
 }
 
-// gatherSend hands msg on and gathers it in the sender's outbox for the
+// gatherSend hands msg on and gathers it in sender's outbox for the
 // queue qname. c, qname's count of sends on their way, is taken by the
 // caller and stays taken while msg is gathered.
-func (h *Host) gatherSend(qs queueSender, qname string, msg Message, out *outbound, handsOn bool, c *atomic.Int64) error {
-	msg, err := h.handOn(qname, msg, &out.from, handsOn)
+func (h *Host) gatherSend(qs queueSender, qname string, msg Message, sender *runner, handsOn bool, c *atomic.Int64) error {
+	msg, err := h.handOn(qname, msg, &sender.out.from, handsOn)
 	if err != nil {
 		c.Add(-1)
 		return err
 	}
-	if err := h.gather(qs, qname, msg, out, c); err != nil {
-		h.notSent(qname, msg, out.from.lin, err)
+	if err := sender.gather(qs, qname, msg, c); err != nil {
+		h.notSent(qname, msg, sender.out.from.lin, err)
 		return err
 	}
 	return nil

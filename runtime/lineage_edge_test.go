@@ -326,21 +326,7 @@ func TestAForwarderWaitsOnceForACatchingUpTaskWhoseQueueIsFull(t *testing.T) {
 	env.start(t, "Other", other, nil, nil)
 	// Two copies to Stuck a message: a batch sends it more than once.
 	env.start(t, "Fwd", forwarder{to: []string{"Other", "Stuck", "Stuck"}}, nil, nil)
-	sq, err := env.outside.Queue("Stuck")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, pad := range []string{strings.Repeat("x", 200), ""} { // no forward fits
-		for {
-			err := sq.SendWithin(Message{"p": pad}, 0)
-			if errors.Is(err, transit.ErrQueueFull) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	sq := fillQueue(t, env.outside, "Stuck")
 	filled, _ := sq.Stats()
 	const rounds = 6
 	start := time.Now()
@@ -388,4 +374,69 @@ func TestAForwarderWaitsOnceForACatchingUpTaskWhoseQueueIsFull(t *testing.T) {
 		return stuck.count() == int(filled.Messages)+2 &&
 			strings.Contains(env.err.String()+env.out.String(), "queue takes messages again")
 	})
+}
+
+// fillQueue fills the queue name to the brim, so that no forward fits.
+func fillQueue(t *testing.T, tr *transit.Transit, name string) *transit.Queue {
+	t.Helper()
+	q, err := tr.Queue(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pad := range []string{strings.Repeat("x", 200), ""} {
+		for {
+			err := q.SendWithin(Message{"p": pad}, 0)
+			if errors.Is(err, transit.ErrQueueFull) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return q
+}
+
+// A Forwarder that sends a full queue more than a kernel message holds in
+// one batch waits for room once: the first kernel message that cannot be
+// queued marks the queue full for the rest of the batch, not only its end.
+func TestAForwarderWaitsOnceWithinABatch(t *testing.T) {
+	t.Parallel()
+	const wait = 2 * time.Second
+	env := newInboundEnv(t, func(o *transit.Options) { o.SendTimeout = wait })
+	if err := env.Start(TaskSpec{Name: "Stuck", Kind: "test.Stuck", New: func() Task { return &recorder{} }, CatchUp: true}); err != nil {
+		t.Fatal(err)
+	}
+	other := &recorder{}
+	env.start(t, "Other", other, nil, nil)
+	// 300 copies of a small message are about three kernel messages; the
+	// Forwarder goes on after a failed send, as the Router does.
+	to := []string{"Other"}
+	for range 300 {
+		to = append(to, "Stuck")
+	}
+	env.start(t, "Fwd", forwarder{to: to, each: true}, nil, nil)
+	fillQueue(t, env.outside, "Stuck")
+	start := time.Now()
+	if err := env.Send("Fwd", Message{"i": 1.0}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "Fwd's batch done", func() bool {
+		for _, ts := range env.Status() {
+			if ts.Name == "Fwd" && ts.MessagesIn == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	// Before, each kernel message's worth waited out the bound.
+	if took := time.Since(start); took > 2*wait {
+		t.Errorf("the batch took %v: it waited for the full queue more than once (the bound is %v)", took, wait)
+	}
+	if n := strings.Count(env.err.String()+env.out.String(), "queue full"); n != 1 {
+		t.Errorf("%d queue-full alerts, want 1:\n%s", n, env.err.String())
+	}
+	if other.count() != 1 {
+		t.Errorf("Other got %d messages, want 1", other.count())
+	}
 }

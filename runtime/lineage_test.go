@@ -12,12 +12,17 @@ import (
 )
 
 // forwarder sends a copy of every message it gets to each of its
-// targets, as the Router does (a Forwarder: its copies count).
-type forwarder struct{ to []string }
+// targets, as the Router does (a Forwarder: its copies count). It stops at
+// the first send that fails unless each is set (as the Router does not).
+type forwarder struct {
+	to   []string
+	each bool
+}
 
 func (forwarder) ForwardsMessages() {}
 
 func (f forwarder) Message(ctx Context, m Message) error {
+	var errs []error
 	for _, t := range f.to {
 		c := make(Message, len(m))
 		for k, v := range m {
@@ -31,10 +36,13 @@ func (f forwarder) Message(ctx Context, m Message) error {
 			c[k] = v
 		}
 		if err := ctx.Send(t, c); err != nil {
-			return err
+			if !f.each {
+				return err
+			}
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // passer hands on the very message it handles to its target, and a copy

@@ -48,8 +48,9 @@ type fullTarget struct {
 // they keep until they are on it.
 type gathered struct {
 	b *transit.Batch
-	// flushed is b.Flushed() when the holds below began.
-	flushed uint64
+	// flushed is b.Flushed() when the holds below began; failed is
+	// b.Failed() when its failures were last counted.
+	flushed, failed uint64
 	// held counts this task's messages in b for sending (Host.sendingTo).
 	sending *atomic.Int64
 	held    int64
@@ -88,12 +89,13 @@ func (g *gathered) hold(lin *lineage) {
 	g.lins = append(g.lins, linHold{lin, 1})
 }
 
-// gather adds msg, bound for the queue qname outside this process, to the
-// task's outbox. c is qname's count of sends on their way (taken by the
-// caller): it stays taken while msg is gathered. An error means msg was
-// not gathered (nor sent): a queue that cannot be had, or a full kernel
-// message that could not be queued before it.
-func (h *Host) gather(qs queueSender, qname string, msg Message, out *outbound, c *atomic.Int64) error {
+// gather adds msg, bound for the queue qname, to the task's outbox. c is
+// qname's count of sends on their way (taken by the caller): it stays
+// taken while msg is gathered. An error means msg was not gathered (nor
+// sent): a queue that cannot be had, or a full kernel message that could
+// not be queued before it (which counts as flushOne's failures do).
+func (r *runner) gather(qs queueSender, qname string, msg Message, c *atomic.Int64) error {
+	out := &r.out
 	g := out.box.pending[qname]
 	if g == nil {
 		q, err := qs.SendQueue(qname)
@@ -116,6 +118,14 @@ func (h *Host) gather(qs queueSender, qname string, msg Message, out *outbound, 
 		// What it held went out first (Add found no room for msg).
 		g.flushed = g.b.Flushed()
 		g.release()
+	}
+	if n := int(g.b.Failed() - g.failed); n > 0 {
+		// ... and could not be queued: as at the end of a batch.
+		g.failed = g.b.Failed()
+		r.notQueued(qname, n, err)
+		if out.box.full[qname] != nil {
+			g.b.SetWait(0) // for the rest of this batch too
+		}
 	}
 	if err != nil || g.b.Len() == 0 { // not gathered, or sent alone (spilled)
 		c.Add(-1)
@@ -183,6 +193,13 @@ func (r *runner) flushOne(qname string, g *gathered) {
 		r.takesAgain(qname)
 		return
 	}
+	r.notQueued(qname, n, err)
+}
+
+// notQueued counts, alerts and (for a Forwarder that found the queue
+// full) marks the n gathered messages for qname that a flush could not
+// queue and kept as dead letters instead.
+func (r *runner) notQueued(qname string, n int, err error) {
 	r.stats.sendFailures.Add(uint64(n))
 	r.stats.msgsOut.Add(^uint64(n - 1)) // counted as sent when gathered
 	if errors.Is(err, transit.ErrQueueFull) {

@@ -21,8 +21,8 @@ type Batch struct {
 	n     int    // messages in frame
 	enc   []byte
 	// flushed counts the messages that left the batch (queued, or kept as
-	// dead letters when that failed).
-	flushed uint64
+	// dead letters when that failed); failed, those kept as dead letters.
+	flushed, failed uint64
 	// wait bounds Flush's wait for room when waitSet (else SendTimeout).
 	wait    time.Duration
 	waitSet bool
@@ -45,6 +45,10 @@ func (b *Batch) Queue() *Queue { return b.q }
 // kept as dead letters: a holder learns from it that an Add sent what the
 // batch held before.
 func (b *Batch) Flushed() uint64 { return b.flushed }
+
+// Failed counts the messages that left the batch as dead letters, their
+// flush having failed.
+func (b *Batch) Failed() uint64 { return b.failed }
 
 // Len is how many messages wait in the batch for Flush.
 func (b *Batch) Len() int { return b.n }
@@ -98,13 +102,14 @@ func (b *Batch) Flush() error {
 	if b.n == 0 {
 		return nil
 	}
-	frame := b.frame
-	b.flushed += uint64(b.n)
+	frame, n := b.frame, b.n
+	b.flushed += uint64(n)
 	b.frame, b.n = b.frame[:0], 0
 	err := b.q.sendTextWithin(frame, b.flushWait())
 	if err == nil {
 		return nil
 	}
+	b.failed += uint64(n)
 	dead := b.q.t.deadLetterFrame(b.q.name, "not sent: "+err.Error(), frame[typeSize+1:])
 	return errors.Join(err, dead)
 }
