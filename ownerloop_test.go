@@ -223,6 +223,13 @@ func TestAnExternalThatWillNotStopEndsHeld(t *testing.T) {
 		if flip > 3 {
 			t.Fatalf("not held after %d flips: %+v", flip, e.task("Deaf"))
 		}
+		// Running as the daemon sees it is spawned: the process ignores
+		// SIGTERM only once its task has started (and with it the child).
+		// A stop before that is no failed stop.
+		testenv.WaitFor(t, 15*time.Second, "Deaf's process ignoring SIGTERM, its child started", func() bool {
+			p := e.externalPids()
+			return len(p) > 0 && anyChildOf(p)
+		})
 		pids = append(pids, e.externalPids()...)
 		write(false)
 		testenv.WaitFor(t, 15*time.Second, "Deaf internal or held", func() bool {
