@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -438,5 +439,92 @@ func TestAForwarderWaitsOnceWithinABatch(t *testing.T) {
 	}
 	if other.count() != 1 {
 		t.Errorf("Other got %d messages, want 1", other.count())
+	}
+}
+
+// handledBy waits until task name has handled n messages.
+func handledBy(t *testing.T, env *inboundEnv, name string, n uint64) {
+	t.Helper()
+	testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%s handled %d", name, n), func() bool {
+		for _, ts := range env.Status() {
+			if ts.Name == name && ts.MessagesIn == n {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// Messages too large for a kernel message go alone (spilled), outside the
+// batch: a Forwarder finds a full queue with them too, once, and a spilled
+// message the queue takes clears the mark.
+func TestAForwardersSpilledMessagesFollowTheFullQueueRule(t *testing.T) {
+	t.Parallel()
+	const wait = time.Second
+	env := newInboundEnv(t, func(o *transit.Options) { o.SendTimeout = wait })
+	env.start(t, "Fwd", forwarder{to: []string{"Far", "Far", "Far"}, each: true}, nil, nil)
+	far := fillQueue(t, env.outside, "Far")
+	large := Message{"p": strings.Repeat("x", 20000)}
+	start := time.Now()
+	if err := env.Send("Fwd", large); err != nil {
+		t.Fatal(err)
+	}
+	handledBy(t, env, "Fwd", 1)
+	if took, n := time.Since(start), strings.Count(env.err.String(), "queue full"); took > 2*wait || n != 1 {
+		t.Errorf("3 spilled copies to a full queue: %v, %d alerts; want one wait (%v) and one alert", took, n, wait)
+	}
+	for { // its reader catches up
+		if d, err := far.Receive(false); err != nil || len(d.Msgs) == 0 {
+			break
+		}
+	}
+	if err := env.Send("Fwd", large); err != nil {
+		t.Fatal(err)
+	}
+	handledBy(t, env, "Fwd", 2)
+	if st, _ := far.Stats(); st.Messages != 3 {
+		t.Errorf("Far holds %d messages, want the 3 spilled", st.Messages)
+	}
+	if !strings.Contains(env.err.String()+env.out.String(), "queue takes messages again") {
+		t.Errorf("Far took the spilled messages but is still marked full")
+	}
+}
+
+// many sends n small messages to Far, going on after failures; no
+// Forwarder.
+type many struct{ n int }
+
+func (m many) Message(ctx Context, _ Message) error {
+	for i := range m.n {
+		_ = ctx.Send("Far", Message{"i": float64(i)})
+	}
+	return nil
+}
+
+// One kernel message's worth that a task's batch could not queue is one
+// alert, not two (one for what the batch held, one for the message that
+// made it flush); every message is counted as a failure, none as sent.
+func TestAFailedFlushInABatchAlertsOnce(t *testing.T) {
+	t.Parallel()
+	const wait = 200 * time.Millisecond
+	env := newInboundEnv(t, func(o *transit.Options) { o.SendTimeout = wait })
+	env.start(t, "Many", many{n: 300}, nil, nil)
+	fillQueue(t, env.outside, "Far")
+	if err := env.Send("Many", Message{}); err != nil {
+		t.Fatal(err)
+	}
+	handledBy(t, env, "Many", 1)
+	var ts TaskStatus
+	for _, s := range env.Status() {
+		if s.Name == "Many" {
+			ts = s
+		}
+	}
+	flushes := strings.Count(env.err.String(), "queue full: messages not sent")
+	if single := strings.Count(env.err.String(), "queue full: message not sent"); single != 0 || flushes < 2 {
+		t.Errorf("%d alerts for failed flushes and %d for single messages; want one a flush (at least 2) and none", flushes, single)
+	}
+	if ts.SendFailures != 300 || ts.MessagesOut != 0 {
+		t.Errorf("send failures %d, sent %d; want 300 and 0", ts.SendFailures, ts.MessagesOut)
 	}
 }

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"errors"
-	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -119,21 +118,45 @@ func (r *runner) gather(qs queueSender, qname string, msg Message, c *atomic.Int
 		g.flushed = g.b.Flushed()
 		g.release()
 	}
+	alerted := false
 	if n := int(g.b.Failed() - g.failed); n > 0 {
 		// ... and could not be queued: as at the end of a batch.
 		g.failed = g.b.Failed()
 		r.notQueued(qname, n, err)
-		if out.box.full[qname] != nil {
-			g.b.SetWait(0) // for the rest of this batch too
-		}
+		alerted = true
 	}
 	if err != nil || g.b.Len() == 0 { // not gathered, or sent alone (spilled)
 		c.Add(-1)
+		switch {
+		case err == nil:
+			r.takesAgain(qname) // the spilled message is on the queue
+		case !alerted && r.out.forwards && errors.Is(err, transit.ErrQueueFull):
+			r.queueFailed(qname, 1, err) // msg alone (spilled) found it full
+			alerted = true
+		}
+	}
+	if out.box.full[qname] != nil {
+		g.b.SetWait(0) // for the rest of this batch too
+	} else {
+		g.b.SetWait(-1)
+	}
+	if err != nil {
+		if alerted {
+			return alertedError{err}
+		}
 		return err
 	}
-	g.hold(out.from.lin)
+	if g.b.Len() > 0 {
+		g.hold(out.from.lin)
+	}
 	return nil
 }
+
+// alertedError is a send error the outbox has alerted already: Send does
+// not alert it again.
+type alertedError struct{ error }
+
+func (e alertedError) Unwrap() error { return e.error }
 
 // flushTo queues what the task gathered for qname, before a send to qname
 // that does not gather: what went to the queue first goes first.
@@ -202,6 +225,13 @@ func (r *runner) flushOne(qname string, g *gathered) {
 func (r *runner) notQueued(qname string, n int, err error) {
 	r.stats.sendFailures.Add(uint64(n))
 	r.stats.msgsOut.Add(^uint64(n - 1)) // counted as sent when gathered
+	r.queueFailed(qname, n, err)
+}
+
+// queueFailed alerts that n messages for qname could not be queued and
+// (a Forwarder that found the queue full) marks it full, or counts them
+// with the mark it already has.
+func (r *runner) queueFailed(qname string, n int, err error) {
 	if errors.Is(err, transit.ErrQueueFull) {
 		if r.out.forwards {
 			if ft := r.out.box.full[qname]; ft != nil {
@@ -220,5 +250,5 @@ func (r *runner) notQueued(qname string, n int, err error) {
 		return
 	}
 	r.h.ch.Error.Error("messages not sent (kept as dead letters)", "task", r.name, "queue", qname,
-		"messages", n, "error", fmt.Errorf("at the end of the batch: %w", err))
+		"messages", n, "error", err)
 }

@@ -136,6 +136,9 @@ func (r *Receiver) take() (transit.Delivery, error) {
 		if len(msgs) == 0 {
 			return // a delivery with nothing for the task is settled as it is
 		}
+		if !delivered && peeked {
+			return // it stays queued and comes again whole: no more of it now
+		}
 		if derr := r.h.deliverAll(r.task, msgs, lin); derr != nil {
 			delivered = false
 			r.o.OnError(fmt.Errorf("queue %s: a message taken from the queue was not delivered: %w", r.q.Name(), derr))
@@ -148,6 +151,9 @@ func (r *Receiver) take() (transit.Delivery, error) {
 		for i, m := range d.Msgs {
 			if r.o.Takes(m) {
 				hand(d.Msgs[from:i])
+				if !delivered && peeked {
+					break // as in hand: it comes again, in order
+				}
 				r.o.Take(m)
 				from = i + 1
 			}

@@ -97,3 +97,44 @@ func TestReceiverHoldsUntilHandledAndTakesInOrder(t *testing.T) {
 		t.Fatalf("errors: %v", env.errs.errs)
 	}
 }
+
+// A delivery the task could not be handed in part stays queued and comes
+// again whole: nothing after the failure is handed over or taken, so the
+// next time it comes it is in order and taken once.
+func TestADeliveryThatFailsToHandOverStopsThere(t *testing.T) {
+	t.Parallel()
+	env := newInboundEnv(t)
+	q, _ := env.tr.Queue("Late")
+	out, _ := env.outside.Queue("Late")
+	if err := out.SendBatch([]map[string]any{{"i": 0.0}, {"ctl": "x"}, {"i": 1.0}}); err != nil {
+		t.Fatal(err)
+	}
+	takes := 0
+	var errs errList
+	opts := ReceiverOptions{Takes: func(m Message) bool { _, ok := m["ctl"]; return ok }, Take: func(Message) { takes++ }, OnError: errs.add}
+	// Late is not on the host yet: the first hand-over fails.
+	if _, err := NewReceiver(env.Host, q, "Late", opts).take(); err != nil {
+		t.Fatal(err)
+	}
+	if takes != 0 || len(errs.errs) != 1 {
+		t.Fatalf("after a failed hand-over: %d takes, errors %v; want none taken and one error", takes, errs.errs)
+	}
+	rec := &recorder{}
+	env.start(t, "Late", rec, nil, nil)
+	rx := NewReceiver(env.Host, q, "Late", opts)
+	if _, err := rx.take(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "both handled and settled", func() bool {
+		rx.Settle()
+		st, _ := q.Stats()
+		return rec.count() == 2 && st.Messages == 0
+	})
+	var got []any
+	for _, m := range rec.snapshot() {
+		got = append(got, m["i"])
+	}
+	if fmt.Sprint(got) != "[0 1]" || takes != 1 {
+		t.Fatalf("handled i %v, %d takes; want 0 then 1, one take", got, takes)
+	}
+}

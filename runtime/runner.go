@@ -706,8 +706,8 @@ func (r *runner) Emit(msg Message) {
 func (r *runner) Send(qname string, msg Message) error {
 	if err := r.h.send(qname, msg, r); err != nil {
 		r.stats.sendFailures.Add(1)
-		// A queue a Forwarder found full was alerted then (see outbox.full).
-		if errors.Is(err, transit.ErrQueueFull) && r.out.box.full[qname] == nil {
+		var alerted alertedError
+		if errors.Is(err, transit.ErrQueueFull) && !errors.As(err, &alerted) {
 			r.alert("queue full: message not sent", "queue", qname, "error", err)
 		}
 		return err

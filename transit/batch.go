@@ -32,8 +32,8 @@ type Batch struct {
 // room in a full queue, instead of the transit's SendTimeout: a sender
 // that already found the queue full and must not stall others (the
 // Router) tries without waiting and keeps what does not fit as dead
-// letters.
-func (b *Batch) SetWait(d time.Duration) { b.wait, b.waitSet = d, true }
+// letters. A negative d restores SendTimeout.
+func (b *Batch) SetWait(d time.Duration) { b.wait, b.waitSet = d, d >= 0 }
 
 // NewBatch returns an empty batch for q.
 func (q *Queue) NewBatch() *Batch { return &Batch{q: q} }
