@@ -13,6 +13,7 @@
 // so a flipped bit anywhere in a snapshot is caught. Load returns the newest
 // snapshot that verifies; the ones that do not are moved to a quarantine
 // bucket (kept for forensics, never loaded again) and reported to the caller.
+// Open and Load write nothing to a file whose newest snapshot verifies.
 //
 // A snapshot verifies when its header, length and CRC are right and, if the
 // store has a check (Options.Check: the caller's own decoder, with its
@@ -218,15 +219,28 @@ func Open(path string, opts Options) (s *Store, err error) {
 		return nil, fmt.Errorf("statestore: open %s: %w", path, err)
 	}
 	s = &Store{db: db, path: path, keep: opts.Keep, now: opts.Now, check: opts.Check, lock: opts.LockTimeout}
-	if err := s.update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(snapshotsBucket); err != nil {
-			return err
-		}
-		_, err := tx.CreateBucketIfNotExists(quarantineBucket)
-		return err
+	// The buckets are made once: a write transaction commits (and
+	// fsyncs) even when it changes nothing, which every start of a task
+	// paid.
+	made := false
+	if err := db.View(func(tx *bolt.Tx) error {
+		made = tx.Bucket(snapshotsBucket) != nil && tx.Bucket(quarantineBucket) != nil
+		return nil
 	}); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if !made {
+		if err := s.update(func(tx *bolt.Tx) error {
+			if _, err := tx.CreateBucketIfNotExists(snapshotsBucket); err != nil {
+				return err
+			}
+			_, err := tx.CreateBucketIfNotExists(quarantineBucket)
+			return err
+		}); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	// A file left oversized by an older version (or a failed compaction)
 	// is brought within the bound now; failing that, it is used as it is.
@@ -329,6 +343,23 @@ func (s *Store) Save(payload []byte) (gen uint64, err error) {
 // error is ErrNoSnapshot (bad may still list what was quarantined). A file
 // too damaged to read gives ErrCorruptFile: close it and MoveAside.
 func (s *Store) Load() (snap Snapshot, bad []Quarantined, err error) {
+	// Mostly the newest snapshot is good: it is read without a write
+	// transaction, whose commit fsyncs even when it changes nothing (every
+	// start of a task paid it). Only a bad one takes the write that
+	// quarantines it.
+	found := false
+	err = s.view(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(snapshotsBucket).Cursor().Last()
+		if k == nil {
+			return ErrNoSnapshot
+		}
+		got, derr := s.verify(k, v)
+		snap, found = got, derr == nil
+		return nil
+	})
+	if found || err != nil {
+		return snap, nil, err
+	}
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(snapshotsBucket)
 		q := tx.Bucket(quarantineBucket)
@@ -339,16 +370,7 @@ func (s *Store) Load() (snap Snapshot, bad []Quarantined, err error) {
 				// flipped bit but a damaged file. Change nothing in it.
 				return fmt.Errorf("%w: %s: more than %d snapshots fail verification", ErrCorruptFile, s.path, s.keep+maxBad)
 			}
-			got, derr := decode(v)
-			if derr == nil && got.Generation != binary.BigEndian.Uint64(k) {
-				derr = fmt.Errorf("%w: key says generation %d, snapshot says %d",
-					ErrBadHeader, binary.BigEndian.Uint64(k), got.Generation)
-			}
-			if derr == nil && s.check != nil {
-				if cerr := s.check(got.Payload); cerr != nil {
-					derr = fmt.Errorf("%w: %w", ErrUnloadable, cerr)
-				}
-			}
+			got, derr := s.verify(k, v)
 			if derr == nil {
 				snap = got
 				return nil
@@ -368,6 +390,22 @@ func (s *Store) Load() (snap Snapshot, bad []Quarantined, err error) {
 		return ErrNoSnapshot
 	})
 	return snap, bad, err
+}
+
+// verify decodes the snapshot v stored under k and checks it: its
+// checksums, its key, and (Options.Check) that its payload can be loaded.
+func (s *Store) verify(k, v []byte) (Snapshot, error) {
+	got, err := decode(v)
+	if err == nil && got.Generation != binary.BigEndian.Uint64(k) {
+		err = fmt.Errorf("%w: key says generation %d, snapshot says %d",
+			ErrBadHeader, binary.BigEndian.Uint64(k), got.Generation)
+	}
+	if err == nil && s.check != nil {
+		if cerr := s.check(got.Payload); cerr != nil {
+			err = fmt.Errorf("%w: %w", ErrUnloadable, cerr)
+		}
+	}
+	return got, err
 }
 
 // QuarantineCount reports how many bad snapshots the file holds aside.
@@ -396,9 +434,13 @@ func (s *Store) Check() error {
 	})
 }
 
-// update runs fn in a managed read-write transaction, turning a panic from
-// a damaged file into ErrCorruptFile.
-func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+// update runs fn in a managed read-write transaction, and view in a
+// read-only one, turning a panic from a damaged file into ErrCorruptFile.
+func (s *Store) update(fn func(*bolt.Tx) error) error { return s.txn(true, fn) }
+
+func (s *Store) view(fn func(*bolt.Tx) error) error { return s.txn(false, fn) }
+
+func (s *Store) txn(write bool, fn func(*bolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -407,7 +449,10 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 	}()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.db.Update(fn)
+	if write {
+		return s.db.Update(fn)
+	}
+	return s.db.View(fn)
 }
 
 // maybeCompact compacts the file if it is larger than the bound (see the

@@ -190,6 +190,32 @@ func TestSecondOpenIsLocked(t *testing.T) {
 	}
 }
 
+// Opening a store that exists writes nothing: a start of a stateful task
+// costs no commit (and no fsync).
+func TestOpeningAnExistingStoreWritesNothing(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Save([]byte(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path)
+	if snap, _, err := s.Load(); err != nil || string(snap.Payload) != `{"n":1}` {
+		t.Fatalf("Load after reopening: %q, %v", snap.Payload, err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("reopening the store changed its file")
+	}
+}
+
 func TestFilePermissions(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
