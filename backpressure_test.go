@@ -1,7 +1,6 @@
 package multimodule
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,29 +24,6 @@ tasks: Router: config: routes: [
 ]
 `
 
-// fillUnread fills the queue Unread, as an outside sender would, so that
-// the Router finds it full at once.
-func fillUnread(t *testing.T, tr *transit.Transit) *transit.Queue {
-	t.Helper()
-	q, err := tr.Queue("Unread")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Large messages first, then small ones to the brim: no forward fits.
-	for _, pad := range []string{strings.Repeat("x", 200), ""} {
-		for i := 0; ; i++ {
-			err := q.SendWithin(map[string]any{"f": float64(i), "p": pad}, 0)
-			if errors.Is(err, transit.ErrQueueFull) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return q
-}
-
 // TestFullTargetDoesNotStallAnotherRoute: one forward target nobody reads
 // costs the Router one bounded wait (5 s), not one per message; the other
 // route keeps flowing, and what Unread could not take is alerted and
@@ -57,7 +33,7 @@ func TestFullTargetDoesNotStallAnotherRoute(t *testing.T) {
 	e := newMonEnv(t, routerTwoRoutes)
 	e.oob("log:2")
 	e.args = append(e.args, "--metrics-addr", "127.0.0.1:0")
-	unread := fillUnread(t, e.tr)
+	unread := testenv.FillQueue(t, e.tr, "Unread")
 	before, _ := unread.Stats()
 	d := e.daemon()
 	e.runningPid("Counter")
@@ -145,7 +121,7 @@ func TestShutdownWithAnUnreadTargetIsBoundedAndClean(t *testing.T) {
 	t.Parallel()
 	e := newMonEnv(t, routerTwoRoutes)
 	e.oob("log:2")
-	unread := fillUnread(t, e.tr)
+	unread := testenv.FillQueue(t, e.tr, "Unread")
 	held, _ := unread.Stats()
 	d := e.daemon()
 	e.runningPid("Counter")

@@ -327,7 +327,7 @@ func TestAForwarderWaitsOnceForACatchingUpTaskWhoseQueueIsFull(t *testing.T) {
 	env.start(t, "Other", other, nil, nil)
 	// Two copies to Stuck a message: a batch sends it more than once.
 	env.start(t, "Fwd", forwarder{to: []string{"Other", "Stuck", "Stuck"}}, nil, nil)
-	sq := fillQueue(t, env.outside, "Stuck")
+	sq := testenv.FillQueue(t, env.outside, "Stuck")
 	filled, _ := sq.Stats()
 	const rounds = 6
 	start := time.Now()
@@ -377,27 +377,6 @@ func TestAForwarderWaitsOnceForACatchingUpTaskWhoseQueueIsFull(t *testing.T) {
 	})
 }
 
-// fillQueue fills the queue name to the brim, so that no forward fits.
-func fillQueue(t *testing.T, tr *transit.Transit, name string) *transit.Queue {
-	t.Helper()
-	q, err := tr.Queue(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, pad := range []string{strings.Repeat("x", 200), ""} {
-		for {
-			err := q.SendWithin(Message{"p": pad}, 0)
-			if errors.Is(err, transit.ErrQueueFull) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return q
-}
-
 // A Forwarder that sends a full queue more than a kernel message holds in
 // one batch waits for room once: the first kernel message that cannot be
 // queued marks the queue full for the rest of the batch, not only its end.
@@ -417,7 +396,7 @@ func TestAForwarderWaitsOnceWithinABatch(t *testing.T) {
 		to = append(to, "Stuck")
 	}
 	env.start(t, "Fwd", forwarder{to: to, each: true}, nil, nil)
-	fillQueue(t, env.outside, "Stuck")
+	testenv.FillQueue(t, env.outside, "Stuck")
 	start := time.Now()
 	if err := env.Send("Fwd", Message{"i": 1.0}); err != nil {
 		t.Fatal(err)
@@ -463,7 +442,7 @@ func TestAForwardersSpilledMessagesFollowTheFullQueueRule(t *testing.T) {
 	const wait = time.Second
 	env := newInboundEnv(t, func(o *transit.Options) { o.SendTimeout = wait })
 	env.start(t, "Fwd", forwarder{to: []string{"Far", "Far", "Far"}, each: true}, nil, nil)
-	far := fillQueue(t, env.outside, "Far")
+	far := testenv.FillQueue(t, env.outside, "Far")
 	large := Message{"p": strings.Repeat("x", 20000)}
 	start := time.Now()
 	if err := env.Send("Fwd", large); err != nil {
@@ -509,7 +488,7 @@ func TestAFailedFlushInABatchAlertsOnce(t *testing.T) {
 	const wait = 200 * time.Millisecond
 	env := newInboundEnv(t, func(o *transit.Options) { o.SendTimeout = wait })
 	env.start(t, "Many", many{n: 300}, nil, nil)
-	fillQueue(t, env.outside, "Far")
+	testenv.FillQueue(t, env.outside, "Far")
 	if err := env.Send("Many", Message{}); err != nil {
 		t.Fatal(err)
 	}

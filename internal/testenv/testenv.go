@@ -6,8 +6,10 @@ package testenv
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,6 +88,29 @@ func TransitDir(t testing.TB) string {
 		}
 	})
 	return dir
+}
+
+// FillQueue fills tr's queue name to the brim, as an outside sender
+// would: large messages first, then small ones, so that no message of a
+// few hundred bytes fits.
+func FillQueue(t testing.TB, tr *transit.Transit, name string) *transit.Queue {
+	t.Helper()
+	q, err := tr.Queue(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pad := range []string{strings.Repeat("x", 200), ""} {
+		for i := 0; ; i++ {
+			err := q.SendWithin(map[string]any{"f": float64(i), "p": pad}, 0)
+			if errors.Is(err, transit.ErrQueueFull) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return q
 }
 
 // SpillFiles lists the spill files left in a transit dir.
