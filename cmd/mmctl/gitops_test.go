@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	mm "github.com/multimodule/multimodule"
 	"github.com/multimodule/multimodule/internal/control"
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/reconcile"
@@ -127,6 +128,11 @@ func TestStockCueVetWithTheWrittenSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s, err := mm.NewSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// vet runs cue vet on the files; the daemon's loader must agree.
 	vet := func(files map[string]string) (string, error) {
 		dir := testenv.WriteFiles(t, files)
 		if code, _, errs := mmctl(t, testenv.TransitDir(t), "", "schema", "--write", dir); code != 0 {
@@ -135,14 +141,28 @@ func TestStockCueVetWithTheWrittenSchema(t *testing.T) {
 		names, _ := filepath.Glob(filepath.Join(dir, "*.cue"))
 		cmd := exec.Command(cue, append([]string{"vet", "-c"}, names...)...)
 		out, err := cmd.CombinedOutput()
+		if _, lerr := s.Load(dir); (lerr == nil) != (err == nil) {
+			t.Errorf("cue vet says %v, the daemon %v, on %v", err, lerr, files)
+		}
 		return string(out), err
 	}
 	if out, err := vet(map[string]string{"example.cue": string(seed)}); err != nil {
 		t.Fatalf("cue vet rejected the example: %v\n%s", err, out)
 	}
-	out, err := vet(map[string]string{"example.cue": string(seed), "bad.cue": "tasks: Example1: external: \"yes\"\n"})
-	if err == nil || !strings.Contains(out, "tasks.Example1.external") {
-		t.Fatalf("cue vet accepted external: \"yes\": %v\n%s", err, out)
+	// cue vet refuses what the daemon refuses, closedness too: the written
+	// schema is one more file of the package, so its top-level fields
+	// must close what the other files add.
+	for bad, want := range map[string]string{
+		"tasks: Example1: external: \"yes\"\n": "tasks.Example1.external",
+		"tasks: Example1: extrnal: true\n":     "tasks.Example1.extrnal: field not allowed",
+		"task: Example3: {}\n":                 "task: field not allowed",
+		"tasks: \"a/b\": {}\n":                 "field not allowed",
+		"daemon: sample_everyy: 1\n":           "daemon.sample_everyy: field not allowed",
+	} {
+		out, err := vet(map[string]string{"example.cue": string(seed), "bad.cue": bad})
+		if err == nil || !strings.Contains(out, want) {
+			t.Errorf("cue vet on %q: %v, want %q in\n%s", bad, err, want, out)
+		}
 	}
 	// The daemon ignores the written schema file.
 	if !schema.IsConfigFile("a.cue") || schema.IsConfigFile(schema.SchemaFile) {
