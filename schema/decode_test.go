@@ -95,7 +95,7 @@ func configSources(t *testing.T) map[string]string {
 		}
 	}
 	var sb strings.Builder
-	for n := range 40 {
+	for n := range 200 { // enough for Load to decode them on several cores
 		if n%2 == 0 {
 			fmt.Fprintf(&sb, "tasks: T%04d: {kind: \"Router\", config: routes: [{match: {source: \"T%04d\", ct: {$gt: %d}}, forwards: [{qname: \"T%04d\"}]}]}\n", n, n+1, n, n+1)
 		} else {
@@ -107,7 +107,7 @@ func configSources(t *testing.T) map[string]string {
 }
 
 // The walk decodes every config to the specs and hashes CUE's JSON export
-// gives, byte for byte; it leaves to the export only what it must.
+// of the whole task gives, byte for byte, without falling back to it.
 func TestDecodeWalkMatchesJSON(t *testing.T) {
 	walk, err := mm.NewSchema()
 	if err != nil {
@@ -141,8 +141,8 @@ func TestDecodeWalkMatchesJSON(t *testing.T) {
 			}
 		}
 		fell := walk.FellBack() - before
-		if wantFell := map[string]int64{"bytes": 1}[name]; fell != wantFell {
-			t.Errorf("%s: %d tasks decoded the JSON way, want %d", name, fell, wantFell)
+		if fell != 0 {
+			t.Errorf("%s: %d tasks decoded the JSON way, want none", name, fell)
 		}
 	}
 	if tasks < 60 {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -340,21 +341,19 @@ func (s *Schema) Load(path string) (*Config, error) {
 	}
 	var asts []*ast.File
 	var lerr LoadError
-	for _, f := range files {
-		src, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnreadable, err)
+	for _, f := range parseFiles(files) {
+		if f.readErr != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnreadable, f.readErr)
 		}
-		hashFile(h, f, src)
-		ast, err := parser.ParseFile(f, src, parser.ParseComments)
-		if err != nil {
-			lerr.add(err, files)
+		hashFile(h, f.name, f.src)
+		if f.parseErr != nil {
+			lerr.add(f.parseErr, files)
 			continue
 		}
-		if err := inst.AddSyntax(ast); err != nil {
+		if err := inst.AddSyntax(f.ast); err != nil {
 			lerr.add(err, files)
 		}
-		asts = append(asts, ast)
+		asts = append(asts, f.ast)
 	}
 	cfg.SourceHash = hex.EncodeToString(h.Sum(nil))
 	if len(lerr.Errors) > 0 {
@@ -369,6 +368,9 @@ func (s *Schema) Load(path string) (*Config, error) {
 		}
 		return s.ctx.BuildInstance(inst)
 	})
+	// Validating finalizes the whole value; only then may it be read
+	// concurrently, as decoding does (reading a value still being
+	// evaluated is not safe, whatever CUE's documentation says).
 	if err := v.Validate(cue.Concrete(true)); err != nil {
 		user := user()
 		lerr.add(err, files)
@@ -376,13 +378,58 @@ func (s *Schema) Load(path string) (*Config, error) {
 		s.explain(&lerr, v, user)
 		return nil, &lerr
 	}
-	if err := s.decode(v, user, cfg, &lerr); err != nil {
+	tasks, err := s.decode(v, cfg)
+	if err != nil {
 		return nil, err
+	}
+	for _, t := range tasks {
+		for _, err := range t.checks {
+			lerr.Errors = append(lerr.Errors, checkError(user(), t.name, err))
+		}
+		cfg.Tasks[t.name] = t.spec
 	}
 	if len(lerr.Errors) > 0 {
 		return nil, &lerr
 	}
 	return cfg, nil
+}
+
+// parsedFile is a config file read and parsed.
+type parsedFile struct {
+	name     string
+	src      []byte
+	ast      *ast.File
+	readErr  error
+	parseErr error
+}
+
+// parseFiles reads and parses files, in their order, spread over the
+// cores as decoding is.
+func parseFiles(files []string) []parsedFile {
+	out := make([]parsedFile, len(files))
+	eachOnCores(len(out), func(i int) {
+		f := &out[i]
+		f.name = files[i]
+		if f.src, f.readErr = os.ReadFile(f.name); f.readErr == nil {
+			f.ast, f.parseErr = parser.ParseFile(f.name, f.src, parser.ParseComments)
+		}
+	})
+	return out
+}
+
+// eachOnCores calls do for 0..n-1, spread over up to GOMAXPROCS
+// goroutines when there are enough of them to be worth it.
+func eachOnCores(n int, do func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/16+1)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				do(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func configFiles(path string) ([]string, error) {
@@ -411,57 +458,77 @@ func configFiles(path string) ([]string, error) {
 	return files, nil
 }
 
-// decode fills cfg from the validated value v; user (the files alone)
-// supplies positions for errors found after CUE.
-func (s *Schema) decode(v cue.Value, user func() cue.Value, cfg *Config, lerr *LoadError) error {
+// decode reads the daemon's settings from v into cfg, and decodes v's
+// tasks; their built-in kinds' checks are left to the caller to report.
+func (s *Schema) decode(v cue.Value, cfg *Config) ([]decoded, error) {
 	if d := v.LookupPath(cue.ParsePath("daemon")); d.Exists() {
 		if err := d.Decode(&cfg.Daemon); err != nil {
-			return fmt.Errorf("%w: daemon: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: daemon: %v", ErrInvalid, err)
 		}
 	}
 	it, err := v.LookupPath(cue.ParsePath("tasks")).Fields()
 	if err != nil {
-		return nil // no tasks
+		return nil, nil // no tasks
 	}
+	var tasks []decoded
 	for it.Next() {
-		name := it.Selector().Unquoted()
-		tv := it.Value()
-		// Config values look to a task exactly as a message or a restored
-		// state does (numbers are float64): as CUE's JSON export read by
-		// encoding/json, which decodeSpec walks to without the export.
-		var spec TaskSpec
-		var err error
-		if s.viaJSON {
-			spec, err = decodeSpecJSON(tv)
-		} else {
-			var walked bool
-			spec, walked, err = decodeSpec(tv, s.empty)
-			if !walked {
-				s.fellBack.Add(1)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("%w: tasks.%s: %v", ErrInvalid, name, err)
-		}
-		spec.Name = name
-		if spec.Config == nil {
-			spec.Config = map[string]any{}
-		}
-		for _, bi := range s.builtins {
-			_, short, _ := strings.Cut(bi.Kind, ".")
-			if bi.Check == nil || (spec.Kind != bi.Kind && spec.Kind != short) {
-				continue
-			}
-			if err := bi.Check(spec.Config); err != nil {
-				lerr.Errors = append(lerr.Errors, checkError(user(), name, err))
-			}
-		}
-		canon, _ := json.Marshal(spec) // maps marshal in key order
-		sum := sha256.Sum256(canon)
-		spec.Hash = hex.EncodeToString(sum[:8])
-		cfg.Tasks[name] = spec
+		tasks = append(tasks, decoded{name: it.Selector().Unquoted(), v: it.Value()})
 	}
-	return nil
+	// Decoding is two fifths of loading many tasks: it is spread over the
+	// cores.
+	eachOnCores(len(tasks), func(i int) { s.decodeTask(&tasks[i]) })
+	for _, t := range tasks {
+		if t.err != nil {
+			return nil, fmt.Errorf("%w: tasks.%s: %v", ErrInvalid, t.name, t.err)
+		}
+	}
+	return tasks, nil
+}
+
+// decoded is one task on its way from its value to its spec.
+type decoded struct {
+	name string
+	v    cue.Value
+
+	spec   TaskSpec
+	err    error   // the value cannot be decoded
+	checks []error // from its built-in kind's Check
+}
+
+// decodeTask fills in t's spec, or its errors.
+func (s *Schema) decodeTask(t *decoded) {
+	// Config values look to a task exactly as a message or a restored
+	// state does (numbers are float64): as CUE's JSON export read by
+	// encoding/json, which decodeSpec gets to mostly without the export.
+	if s.viaJSON {
+		t.spec, t.err = decodeSpecJSON(t.v)
+	} else {
+		var walked bool
+		t.spec, walked, t.err = decodeSpec(t.v, s.empty)
+		if !walked {
+			s.fellBack.Add(1)
+		}
+	}
+	if t.err != nil {
+		return
+	}
+	spec := &t.spec
+	spec.Name = t.name
+	if spec.Config == nil {
+		spec.Config = map[string]any{}
+	}
+	for _, bi := range s.builtins {
+		_, short, _ := strings.Cut(bi.Kind, ".")
+		if bi.Check == nil || (spec.Kind != bi.Kind && spec.Kind != short) {
+			continue
+		}
+		if err := bi.Check(spec.Config); err != nil {
+			t.checks = append(t.checks, err)
+		}
+	}
+	canon, _ := json.Marshal(spec) // maps marshal in key order
+	sum := sha256.Sum256(canon)
+	spec.Hash = hex.EncodeToString(sum[:8])
 }
 
 // checkError places a built-in's check error at the deepest part of the
