@@ -61,6 +61,13 @@ tasks: B: {kind: "Counter", intervals: {tick: 0.5, save_state: 2}}
 	X: {kind: "Exec", config: {command: "/bin/cat", args: ["-u"], env: {A: "1"}, backoff: initial: 0.5}}
 	"acme-1": {kind: "acme.Thing", config: {deep: [[[]]], x: *1 | 2}}
 }`,
+	// Tasks the files name only as plain labels are looked up by those
+	// names; the others (listed) are added by a comprehension or a
+	// reference, or are optional.
+	"names":                "tasks: A: {}\ntasks: {\"b-1\": {}, C: config: x: 1, _h: 1}\ntasks: A: config: y: 2\n",
+	"listed-comprehension": "tasks: A: {}\nfor n in [\"E\", \"F\"] {tasks: (n): {}}\n",
+	"listed-reference":     "_more: {X: {}}\ntasks: _more\ntasks: Y: {}\n",
+	"listed-optional":      "tasks: A: {}\ntasks: D?: {}\nfor n in [\"E\"] {tasks: (n): config: n: 1}\n",
 }
 
 // configSources are every CUE config of the repository: the examples',
@@ -118,7 +125,7 @@ func TestDecodeWalkMatchesJSON(t *testing.T) {
 	for name, src := range configSources(t) {
 		dir := testenv.WriteFiles(t, map[string]string{"c.cue": src})
 		want, werr := viaJSON.Load(dir)
-		before := walk.FellBack()
+		before, listedBefore := walk.FellBack(), walk.Listed()
 		got, gerr := walk.Load(dir)
 		if fmt.Sprint(werr) != fmt.Sprint(gerr) {
 			t.Errorf("%s: error %v, want %v", name, gerr, werr)
@@ -138,6 +145,12 @@ func TestDecodeWalkMatchesJSON(t *testing.T) {
 			wj, _ := json.Marshal(w)
 			if g.Hash != w.Hash || !bytes.Equal(gj, wj) || !reflect.DeepEqual(g, w) {
 				t.Errorf("%s: task %s:\nwalk %s %s\njson %s %s", name, n, g.Hash, gj, w.Hash, wj)
+			}
+		}
+		// The repository's own configs may be written either way.
+		if _, own := decodeCases[name]; own {
+			if listed, want := walk.Listed()-listedBefore, map[bool]int64{true: 1}[strings.HasPrefix(name, "listed-")]; listed != want {
+				t.Errorf("%s: tasks listed in %d loads, want %d", name, listed, want)
 			}
 		}
 		fell := walk.FellBack() - before

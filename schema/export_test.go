@@ -1,7 +1,7 @@
 package schema
 
-// ViaJSON is s decoding every task the JSON way (CUE's export read by
-// encoding/json), as Load did before the walk. Not for concurrent use with s.
+// ViaJSON is s listing the tasks and decoding every one the JSON way
+// (CUE's export read by encoding/json), as Load did before the walk. Not for concurrent use with s.
 func (s *Schema) ViaJSON() *Schema {
 	return &Schema{ctx: s.ctx, src: s.src, builtins: s.builtins, empty: s.empty, viaJSON: true}
 }
@@ -9,3 +9,7 @@ func (s *Schema) ViaJSON() *Schema {
 // FellBack counts the tasks s's loads decoded the JSON way because the
 // walk left them to it.
 func (s *Schema) FellBack() int64 { return s.fellBack.Load() }
+
+// Listed counts s's loads that listed the tasks rather than looking up
+// the names the files give them.
+func (s *Schema) Listed() int64 { return s.listed.Load() }
