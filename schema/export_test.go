@@ -3,7 +3,7 @@ package schema
 // ViaJSON is s listing the tasks and decoding every one the JSON way
 // (CUE's export read by encoding/json), as Load did before the walk. Not for concurrent use with s.
 func (s *Schema) ViaJSON() *Schema {
-	return &Schema{ctx: s.ctx, src: s.src, builtins: s.builtins, empty: s.empty, viaJSON: true}
+	return &Schema{src: s.src, builtins: s.builtins, viaJSON: true}
 }
 
 // FellBack counts the tasks s's loads decoded the JSON way because the

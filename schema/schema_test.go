@@ -2,8 +2,10 @@ package schema_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -350,4 +352,37 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %v, %v", c.in, got, err)
 		}
 	}
+}
+
+// Loading leaves nothing behind: a CUE context keeps every value built in
+// it, and the one the schema kept for every load held each load's whole
+// config for as long as the schema lived (the daemon's whole life). Not
+// parallel: it measures the heap.
+func TestLoadsLeaveNothingBehind(t *testing.T) {
+	s := newSchema(t)
+	files := map[string]string{}
+	for n := range 200 {
+		files[fmt.Sprintf("f%d.cue", n/10)] += fmt.Sprintf("tasks: T%d: {kind: \"Router\", config: routes: [{match: n: %d, forwards: [{qname: \"X\"}]}]}\n", n, n)
+	}
+	dir := testenv.WriteFiles(t, files)
+	heap := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	var before int64
+	for i := range 11 {
+		if _, err := s.Load(dir); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			before = heap()
+		}
+	}
+	// Each load kept about 2 MiB of this config.
+	if grew := heap() - before; grew > 8<<20 {
+		t.Fatalf("10 loads left %d MiB more on the heap", grew>>20)
+	}
+	runtime.KeepAlive(s) // the daemon keeps its schema
 }
