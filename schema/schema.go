@@ -688,7 +688,21 @@ func (l *LoadError) place(user cue.Value) {
 			}
 		}
 	}
-	sort.SliceStable(l.Errors, func(i, j int) bool { return l.Errors[i].File != "" && l.Errors[j].File == "" })
+	// In the order of the files (Load reads them sorted by name) and of
+	// the lines; an error still without a position last.
+	sort.SliceStable(l.Errors, func(i, j int) bool {
+		a, b := l.Errors[i], l.Errors[j]
+		if (a.File == "") != (b.File == "") {
+			return b.File == ""
+		}
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Col < b.Col
+	})
 }
 
 func located(pos token.Pos, path, msg string) Error {

@@ -171,6 +171,28 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 	}
 }
 
+// Several errors come one a line, in the order of the files and their
+// lines, whichever CUE found first.
+func TestLoadErrorsComeInFileOrder(t *testing.T) {
+	t.Parallel()
+	s := newSchema(t)
+	dir := testenv.WriteFiles(t, map[string]string{
+		"a.cue": "task: E: {}\ntasks: A: {extrnal: true}\n",
+		"b.cue": "daemon: sample_everyy: 1\ntasks: B: intervals: tick: -1\n",
+	})
+	_, err := s.Load(dir)
+	if !errors.Is(err, schema.ErrInvalid) {
+		t.Fatalf("got %v, want ErrInvalid", err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(schema.Format(err)), "\n") {
+		got = append(got, strings.SplitN(strings.TrimPrefix(line, dir+"/"), ": ", 2)[0])
+	}
+	if want := []string{"a.cue:1:1", "a.cue:2:12", "b.cue:1:9", "b.cue:2:28"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("errors at %v, want %v:\n%s", got, want, schema.Format(err))
+	}
+}
+
 // An error CUE words as a disjunction (one line per branch) or as a bare
 // "field not allowed" reads as one line saying what is allowed, still at
 // file:line:col and the path.
