@@ -72,6 +72,15 @@ func (s *Schema) explain(l *LoadError, v, user cue.Value) {
 	done := map[string]int{} // path -> index in out
 	for _, e := range l.Errors {
 		if len(e.path) == 0 {
+			// A file that is a value, not fields: CUE prints the whole
+			// schema it conflicts with.
+			if m := mismatched.FindStringSubmatch(e.Msg); m != nil && (m[3] == "struct") != (m[4] == "struct") {
+				got := m[4]
+				if got == "struct" {
+					got = m[3]
+				}
+				e.Msg = "want fields (tasks: and daemon:), got " + typeWords(got)
+			}
 			out = append(out, e)
 			continue
 		}
@@ -176,9 +185,14 @@ func refused(x cue.Value, depth int) bool {
 	return false
 }
 
+// cuePath is the path of an error's path elements, which quote a field
+// name that is not an identifier ("my-task").
 func cuePath(path []string) cue.Path {
 	sels := make([]cue.Selector, len(path))
 	for i, p := range path {
+		if u, err := strconv.Unquote(p); err == nil && strings.HasPrefix(p, `"`) {
+			p = u
+		}
 		sels[i] = cue.Str(p)
 		if n, ok := index(p); ok {
 			sels[i] = cue.Index(n)

@@ -58,7 +58,8 @@ type Builtin struct {
 	Stateless bool
 	// Check optionally validates what CUE cannot (a regexp compiles, ...).
 	// An error with a ConfigPath() []string method is reported at that
-	// path inside the task's config.
+	// path inside the task's config. Load calls it from several goroutines
+	// at once, each with a config of its own.
 	Check func(config map[string]any) error
 	// Explain optionally says, in one line, what is allowed at a path
 	// inside the config where CUE refused a field (a pattern's keys, say),
@@ -82,7 +83,6 @@ type Schema struct {
 // New compiles the schema with the given built-in config definitions.
 func New(builtins ...Builtin) (*Schema, error) {
 	var b strings.Builder
-	b.WriteString("import \"struct\"\n\n")
 	b.WriteString(baseSchema)
 	// A task's built-in kind is looked up in _builtinKinds, once: a
 	// conditional per built-in kind cost a third of the evaluation.
@@ -118,11 +118,43 @@ _builtinKinds: {
 	b.WriteString("}\n")
 	b.WriteString(defs.String())
 
-	v := cuecontext.New().CompileString(b.String(), cue.Filename(SchemaFile))
+	src := schemaTop + indent(b.String()) + "}\n"
+	v := cuecontext.New().CompileString(src, cue.Filename(SchemaFile))
 	if err := v.Err(); err != nil {
 		return nil, fmt.Errorf("schema: %v", cueerrors.Details(err, nil))
 	}
-	return &Schema{src: b.String(), builtins: builtins}, nil
+	return &Schema{src: src, builtins: builtins}, nil
+}
+
+// schemaTop opens the complete schema: what the package may hold, and the
+// let that holds the definitions, which New closes.
+const schemaTop = `// The MultiModule config schema. The daemon loads it as one more file of
+// the config directory's package, as cue vet -c sees it beside the config.
+import "struct"
+
+// A config holds tasks and daemon settings, of #Config's shapes. Each is
+// given here, rather than #Config embedded: fields declared beside an
+// embedding are allowed, so that would not close the package. Any other
+// regular field is refused in the words CUE uses for a closed struct.
+[!="tasks" & !="daemon"]: error("field not allowed")
+tasks:  schema.#Config.tasks
+daemon: schema.#Config.daemon
+
+// The definitions are a let's: a let belongs to its file, so a config file
+// can neither add fields to them (a definition of the same name at a
+// config file's top level would) nor refer to them.
+let schema = {
+`
+
+// indent puts a tab before each non-empty line of s.
+func indent(s string) string {
+	lines := strings.SplitAfter(s, "\n")
+	for i, l := range lines {
+		if strings.TrimSpace(l) != "" {
+			lines[i] = "\t" + l
+		}
+	}
+	return strings.Join(lines, "")
 }
 
 // Source is the complete schema as CUE (package-less, like config files).
@@ -391,6 +423,7 @@ func (s *Schema) Load(path string) (*Config, error) {
 		cfg.Tasks[t.name] = t.spec
 	}
 	if len(lerr.Errors) > 0 {
+		lerr.sort()
 		return nil, &lerr
 	}
 	return cfg, nil
@@ -675,21 +708,17 @@ func (l *LoadError) place(user cue.Value) {
 	for i := range l.Errors {
 		e := &l.Errors[i]
 		for n := len(e.path); e.File == "" && n > 0; n-- {
-			sels := make([]cue.Selector, n)
-			for j, p := range e.path[:n] {
-				if idx, err := strconv.Atoi(p); err == nil {
-					sels[j] = cue.Index(idx)
-				} else {
-					sels[j] = cue.Str(p)
-				}
-			}
-			if pos := user.LookupPath(cue.MakePath(sels...)).Pos(); pos.IsValid() {
+			if pos := user.LookupPath(cuePath(e.path[:n])).Pos(); pos.IsValid() {
 				e.File, e.Line, e.Col = pos.Filename(), pos.Line(), pos.Column()
 			}
 		}
 	}
-	// In the order of the files (Load reads them sorted by name) and of
-	// the lines; an error still without a position last.
+	l.sort()
+}
+
+// sort puts the errors in the order of the files (Load reads them sorted
+// by name) and of their lines; an error without a position last.
+func (l *LoadError) sort() {
 	sort.SliceStable(l.Errors, func(i, j int) bool {
 		a, b := l.Errors[i], l.Errors[j]
 		if (a.File == "") != (b.File == "") {

@@ -153,6 +153,18 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			[]string{"bad.cue:1:23", "daemon.sample_every"}},
 		{"no queues at all", "daemon: max_queues: 0\n",
 			[]string{"bad.cue:1:", "daemon.max_queues"}},
+		// The schema's definitions are out of a config's reach: one of the
+		// same name is another definition, and widens nothing.
+		{"a definition named as the schema's", "#Task: extrnal: bool\ntasks: E: {extrnal: true}\n",
+			[]string{"bad.cue:2:12", "tasks.E.extrnal", "not allowed"}},
+		{"a hidden field named as the schema's", "_builtinKinds: Counter: {}\ntasks: E: {kind: \"Counter\", config: 5}\n",
+			[]string{"bad.cue:2:37", "tasks.E.config"}},
+		{"unknown quoted top-level field", "\"my field\": 1\n",
+			[]string{"bad.cue:1:1", `"my field"`, "not allowed"}},
+		{"required field under a quoted name", "tasks: \"a-b\": {kind: \"Router\", config: routes: [{}]}\n",
+			[]string{"bad.cue:1:49", `tasks."a-b".config.routes.0.match`, "required"}},
+		{"a file that is a value", "[1, 2]\n",
+			[]string{"bad.cue:1:1", "want fields (tasks: and daemon:), got a list"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,24 +184,35 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 }
 
 // Several errors come one a line, in the order of the files and their
-// lines, whichever CUE found first.
+// lines, whichever CUE or a built-in kind's check found first.
 func TestLoadErrorsComeInFileOrder(t *testing.T) {
 	t.Parallel()
 	s := newSchema(t)
-	dir := testenv.WriteFiles(t, map[string]string{
-		"a.cue": "task: E: {}\ntasks: A: {extrnal: true}\n",
-		"b.cue": "daemon: sample_everyy: 1\ntasks: B: intervals: tick: -1\n",
-	})
-	_, err := s.Load(dir)
-	if !errors.Is(err, schema.ErrInvalid) {
-		t.Fatalf("got %v, want ErrInvalid", err)
-	}
-	var got []string
-	for _, line := range strings.Split(strings.TrimSpace(schema.Format(err)), "\n") {
-		got = append(got, strings.SplitN(strings.TrimPrefix(line, dir+"/"), ": ", 2)[0])
-	}
-	if want := []string{"a.cue:1:1", "a.cue:2:12", "b.cue:1:9", "b.cue:2:28"}; strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Fatalf("errors at %v, want %v:\n%s", got, want, schema.Format(err))
+	for _, tt := range []struct {
+		files map[string]string
+		want  []string
+	}{
+		{map[string]string{
+			"a.cue": "task: E: {}\ntasks: A: {extrnal: true}\n",
+			"b.cue": "daemon: sample_everyy: 1\ntasks: B: intervals: tick: -1\n",
+		}, []string{"a.cue:1:1", "a.cue:2:12", "b.cue:1:9", "b.cue:2:28"}},
+		{map[string]string{
+			"a.cue": "tasks: B: kind: \"Router\"\ntasks: A: {kind: \"Router\", config: routes: [{match: {x: {$bogus: 1}}}]}\n",
+			"b.cue": "tasks: B: config: routes: [{match: {x: {$bogus: 1}}}]\n",
+		}, []string{"a.cue:2:54", "b.cue:1:37"}},
+	} {
+		dir := testenv.WriteFiles(t, tt.files)
+		_, err := s.Load(dir)
+		if !errors.Is(err, schema.ErrInvalid) {
+			t.Fatalf("got %v, want ErrInvalid", err)
+		}
+		var got []string
+		for _, line := range strings.Split(strings.TrimSpace(schema.Format(err)), "\n") {
+			got = append(got, strings.SplitN(strings.TrimPrefix(line, dir+"/"), ": ", 2)[0])
+		}
+		if strings.Join(got, " ") != strings.Join(tt.want, " ") {
+			t.Errorf("errors at %v, want %v:\n%s", got, tt.want, schema.Format(err))
+		}
 	}
 }
 

@@ -158,6 +158,9 @@ func TestStockCueVetWithTheWrittenSchema(t *testing.T) {
 		"task: Example3: {}\n":                 "task: field not allowed",
 		"tasks: \"a/b\": {}\n":                 "field not allowed",
 		"daemon: sample_everyy: 1\n":           "daemon.sample_everyy: field not allowed",
+		// The schema's definitions are a let's: a config's own #Task is
+		// another definition, not more fields for the schema's.
+		"#Task: extrnal: bool\ntasks: Example1: extrnal: true\n": "tasks.Example1.extrnal: field not allowed",
 	} {
 		out, err := vet(map[string]string{"example.cue": string(seed), "bad.cue": bad})
 		if err == nil || !strings.Contains(out, want) {
