@@ -417,6 +417,12 @@ func (s *Schema) Load(path string) (*Config, error) {
 		return nil, err
 	}
 	for _, t := range tasks {
+		if t.err != nil {
+			// CUE took it, but it cannot be given to a task (a number
+			// beyond float64's range, say).
+			lerr.Errors = append(lerr.Errors, at(user(), []string{"tasks", t.name}, "cannot be given to the task as JSON: "+t.err.Error()))
+			continue
+		}
 		for _, err := range t.checks {
 			lerr.Errors = append(lerr.Errors, checkError(user(), t.name, err))
 		}
@@ -494,7 +500,8 @@ func configFiles(path string) ([]string, error) {
 }
 
 // decode reads the daemon's settings from v into cfg, and decodes v's
-// tasks; their built-in kinds' checks are left to the caller to report.
+// tasks; their errors and their built-in kinds' checks are left to the
+// caller to report.
 func (s *loading) decode(v cue.Value, files []*ast.File, cfg *Config) ([]decoded, error) {
 	if d := v.LookupPath(cue.ParsePath("daemon")); d.Exists() {
 		if err := d.Decode(&cfg.Daemon); err != nil {
@@ -505,11 +512,6 @@ func (s *loading) decode(v cue.Value, files []*ast.File, cfg *Config) ([]decoded
 	// Decoding is a third of loading many tasks: it is spread over the
 	// cores.
 	eachOnCores(len(tasks), func(i int) { s.decodeTask(&tasks[i]) })
-	for _, t := range tasks {
-		if t.err != nil {
-			return nil, fmt.Errorf("%w: tasks.%s: %v", ErrInvalid, t.name, t.err)
-		}
-	}
 	return tasks, nil
 }
 
@@ -651,14 +653,18 @@ func checkError(user cue.Value, task string, err error) Error {
 		path = append(path, located.ConfigPath()...)
 		// The check's message repeats the path ("router config:
 		// routes.0.match: ..."); the line already starts with it.
-		if at := strings.Join(located.ConfigPath(), ".") + ": "; len(located.ConfigPath()) > 0 {
-			if i := strings.Index(msg, at); i >= 0 {
-				msg = msg[i+len(at):]
+		if prefix := strings.Join(located.ConfigPath(), ".") + ": "; len(located.ConfigPath()) > 0 {
+			if i := strings.Index(msg, prefix); i >= 0 {
+				msg = msg[i+len(prefix):]
 			}
 		}
 	}
-	e := Error{Path: strings.Join(path, "."), Msg: msg, path: path}
-	l := LoadError{Errors: []Error{e}}
+	return at(user, path, msg)
+}
+
+// at is an error at path, placed at the deepest part of it the user wrote.
+func at(user cue.Value, path []string, msg string) Error {
+	l := LoadError{Errors: []Error{{Path: strings.Join(path, "."), Msg: msg, path: path}}}
 	l.place(user)
 	return l.Errors[0]
 }
