@@ -34,6 +34,28 @@ func TestVetPointsAtTheLine(t *testing.T) {
 	}
 }
 
+// A written schema that is not this mmctl's (written by an older one) is
+// what the stock cue vet checks against: vet says so, and still checks.
+func TestVetWarnsOfAStaleWrittenSchema(t *testing.T) {
+	t.Parallel()
+	dir := testenv.WriteFiles(t, map[string]string{"a.cue": routers})
+	transit := testenv.TransitDir(t)
+	if code, _, errs := mmctl(t, transit, "", "schema", "--write", dir); code != 0 {
+		t.Fatal(errs)
+	}
+	if code, _, errs := mmctl(t, transit, "", "vet", "-c", dir); code != 0 || errs != "" {
+		t.Fatalf("vet beside a fresh schema: exit %d, stderr %q", code, errs)
+	}
+	path := filepath.Join(dir, schema.SchemaFile)
+	if err := os.WriteFile(path, []byte("// an older schema\n#Config: {...}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := mmctl(t, transit, "", "vet", "-c", dir)
+	if code != 0 || !strings.Contains(out, "ok: 2 tasks") || !strings.Contains(errs, path+" is not this mmctl's schema") || !strings.Contains(errs, "mmctl schema --write "+dir) {
+		t.Fatalf("vet beside a stale schema: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
+
 func buildDaemon(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -27,7 +29,16 @@ func newVetCmd(g *globalOptions) *cobra.Command {
 }
 
 func (o *vetOptions) run() error {
-	cfg, err := loadConfig(o.configDir)
+	s, err := mm.NewSchema()
+	if err != nil {
+		return err
+	}
+	// The stock cue vet checks against the written schema, not this one.
+	path := filepath.Join(o.configDir, schema.SchemaFile)
+	if b, err := os.ReadFile(path); err == nil && string(b) != written(s) {
+		fmt.Fprintf(o.stderr, "warning: %s is not this mmctl's schema, so cue vet checks the dir against another; run mmctl schema --write %s\n", path, o.configDir)
+	}
+	cfg, err := s.Load(o.configDir)
 	if err != nil {
 		fmt.Fprint(o.stderr, schema.Format(err))
 		return exitError{code: 1}
