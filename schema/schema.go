@@ -662,9 +662,19 @@ func checkError(user cue.Value, task string, err error) Error {
 	return at(user, path, msg)
 }
 
-// at is an error at path, placed at the deepest part of it the user wrote.
+// at is an error at path (field names as written, list indexes), placed
+// at the deepest part of it the user wrote.
 func at(user cue.Value, path []string, msg string) Error {
-	l := LoadError{Errors: []Error{{Path: strings.Join(path, "."), Msg: msg, path: path}}}
+	// Written as CUE writes an error's path: a name that is not an
+	// identifier, or would be a hidden field's or a definition's, quoted.
+	quoted := make([]string, len(path))
+	for i, p := range path {
+		quoted[i] = p
+		if _, isIndex := index(p); !isIndex && (!ast.IsValidIdent(p) || strings.HasPrefix(p, "_") || strings.HasPrefix(p, "#")) {
+			quoted[i] = strconv.Quote(p)
+		}
+	}
+	l := LoadError{Errors: []Error{{Path: strings.Join(quoted, "."), Msg: msg, path: quoted}}}
 	l.place(user)
 	return l.Errors[0]
 }

@@ -163,6 +163,8 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			[]string{"bad.cue:1:1", `"my field"`, "not allowed"}},
 		{"required field under a quoted name", "tasks: \"a-b\": {kind: \"Router\", config: routes: [{}]}\n",
 			[]string{"bad.cue:1:49", `tasks."a-b".config.routes.0.match`, "required"}},
+		{"a check's error under a quoted name", "tasks: \"a-b\": {kind: \"Router\", config: routes: [{match: {x: {$bogus: 1}}}]}\n",
+			[]string{"bad.cue:1:", `tasks."a-b".config.routes.0.match.x: unknown operator $bogus`}},
 		{"a number beyond float64", "tasks: E: config: x: 1e400\n",
 			[]string{"bad.cue:1:8", "tasks.E: cannot be given to the task as JSON"}},
 		{"a file that is a value", "[1, 2]\n",
