@@ -191,11 +191,11 @@ func cuePath(path []string) cue.Path {
 	sels := make([]cue.Selector, len(path))
 	for i, p := range path {
 		if u, err := strconv.Unquote(p); err == nil && strings.HasPrefix(p, `"`) {
-			p = u
-		}
-		sels[i] = cue.Str(p)
-		if n, ok := index(p); ok {
+			sels[i] = cue.Str(u) // "0" is a field's name, not an index
+		} else if n, ok := index(p); ok {
 			sels[i] = cue.Index(n)
+		} else {
+			sels[i] = cue.Str(p)
 		}
 	}
 	return cue.MakePath(sels...)

@@ -13,3 +13,6 @@ func (s *Schema) FellBack() int64 { return s.fellBack.Load() }
 // Listed counts s's loads that listed the tasks rather than looking up
 // the names the files give them.
 func (s *Schema) Listed() int64 { return s.listed.Load() }
+
+// CuePath is cuePath, the path of an error's path elements.
+var CuePath = cuePath

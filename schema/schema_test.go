@@ -187,6 +187,24 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 	}
 }
 
+// An error's path elements quote a name that is not an identifier; a
+// quoted "0" is a field's name, a bare 0 an index.
+func TestErrorPathsAreLookedUpAsWritten(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		path []string
+		want string
+	}{
+		{[]string{"tasks", `"a-b"`, "config"}, `tasks."a-b".config`},
+		{[]string{"tasks", "A", "config", `"0"`, "0"}, `tasks.A.config."0"[0]`},
+		{[]string{"tasks", "A", "config", `"my key"`}, `tasks.A.config."my key"`},
+	} {
+		if got := schema.CuePath(tt.path).String(); got != tt.want {
+			t.Errorf("%q: %s, want %s", tt.path, got, tt.want)
+		}
+	}
+}
+
 // Several errors come one a line, in the order of the files and their
 // lines, whichever CUE or a built-in kind's check found first.
 func TestLoadErrorsComeInFileOrder(t *testing.T) {
