@@ -401,14 +401,7 @@ func TestAForwarderWaitsOnceWithinABatch(t *testing.T) {
 	if err := env.Send("Fwd", Message{"i": 1.0}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 30*time.Second, "Fwd's batch done", func() bool {
-		for _, ts := range env.Status() {
-			if ts.Name == "Fwd" && ts.MessagesIn == 1 {
-				return true
-			}
-		}
-		return false
-	})
+	handledBy(t, env, "Fwd", 1)
 	// Before, each kernel message's worth waited out the bound.
 	if took := time.Since(start); took > 2*wait {
 		t.Errorf("the batch took %v: it waited for the full queue more than once (the bound is %v)", took, wait)

@@ -223,7 +223,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	// fsyncs) even when it changes nothing, which every start of a task
 	// paid.
 	made := false
-	if err := db.View(func(tx *bolt.Tx) error {
+	if err := s.view(func(tx *bolt.Tx) error {
 		made = tx.Bucket(snapshotsBucket) != nil && tx.Bucket(quarantineBucket) != nil
 		return nil
 	}); err != nil {
