@@ -5,6 +5,7 @@ package schema
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
@@ -72,12 +73,15 @@ type Schema struct {
 	src      string
 	builtins []Builtin
 
-	// For tests: list the tasks and decode every one the JSON way; count
-	// the tasks the walk left to the JSON way, and the loads whose tasks
-	// were listed.
-	viaJSON  bool
-	fellBack atomic.Int64
-	listed   atomic.Int64
+	// For tests: list the tasks and decode every one the JSON way, in one
+	// evaluation; the groups to evaluate apart in (0: GOMAXPROCS); count
+	// the tasks the walk left to the JSON way, the loads whose tasks were
+	// listed, and the loads evaluated apart.
+	viaJSON    bool
+	groups     int
+	fellBack   atomic.Int64
+	listed     atomic.Int64
+	apartLoads atomic.Int64
 }
 
 // New compiles the schema with the given built-in config definitions.
@@ -358,18 +362,11 @@ func (s *Schema) Load(path string) (*Config, error) {
 	}
 	cfg := &Config{Files: files, Tasks: map[string]TaskSpec{}}
 	h := sha256.New()
-	// The schema is one more file of the same instance, as `cue vet` sees
-	// it beside the config: one evaluation of both. Unifying the schema
-	// with the files built alone evaluated the files twice.
-	schemaAST, err := parser.ParseFile(SchemaFile, s.src)
-	if err != nil {
-		return nil, fmt.Errorf("schema: %v", err)
-	}
-	inst := build.NewContext().NewInstance(filepath.Dir(path), nil)
-	if err := inst.AddSyntax(schemaAST); err != nil {
-		return nil, fmt.Errorf("schema: %v", err)
-	}
+	dir := filepath.Dir(path)
+	// pkg only checks that the files make one package.
+	pkg := build.NewContext().NewInstance(dir, nil)
 	var asts []*ast.File
+	var sizes []int
 	var lerr LoadError
 	for _, f := range parseFiles(files) {
 		if f.readErr != nil {
@@ -380,23 +377,31 @@ func (s *Schema) Load(path string) (*Config, error) {
 			lerr.add(f.parseErr, files)
 			continue
 		}
-		if err := inst.AddSyntax(f.ast); err != nil {
+		if err := pkg.AddSyntax(f.ast); err != nil {
 			lerr.add(err, files)
 		}
 		asts = append(asts, f.ast)
+		sizes = append(sizes, len(f.src))
 	}
 	cfg.SourceHash = hex.EncodeToString(h.Sum(nil))
 	if len(lerr.Errors) > 0 {
 		return nil, &lerr
 	}
-	// A CUE context keeps every value built in it: one shared by every
-	// load kept each load's whole config (6-17 MiB for 1,000 tasks).
-	l := &loading{Schema: s, ctx: cuecontext.New()}
-	l.empty = l.ctx.CompileString("{}")
-	v := l.ctx.BuildInstance(inst)
+	// Files that stand alone are evaluated in groups, on several cores
+	// (apart.go); the whole evaluation below reports any error.
+	if n := cmp.Or(s.groups, runtime.GOMAXPROCS(0)); !s.viaJSON {
+		if groups := apart(asts, sizes, n); len(groups) > 1 && s.loadApart(dir, groups, cfg) {
+			s.apartLoads.Add(1)
+			return cfg, nil
+		}
+	}
+	l, v, err := s.evaluate(dir, asts)
+	if err != nil {
+		return nil, fmt.Errorf("schema: %v", err)
+	}
 	// user, the files alone, only locates errors; built when there are.
 	user := sync.OnceValue(func() cue.Value {
-		inst := build.NewContext().NewInstance(filepath.Dir(path), nil)
+		inst := build.NewContext().NewInstance(dir, nil)
 		for _, f := range asts {
 			_ = inst.AddSyntax(f) // added once already without error
 		}
@@ -595,6 +600,28 @@ type loading struct {
 	*Schema
 	ctx   *cue.Context
 	empty cue.Value
+}
+
+// evaluate builds the schema and files as one package, as `cue vet` sees
+// the schema beside the config: one evaluation of both (unifying the
+// schema with the files built alone evaluated the files twice). Each
+// evaluation has a CUE context of its own: a context keeps every value
+// built in it, and one shared by every load kept each load's whole config
+// (6-17 MiB for 1,000 tasks).
+func (s *Schema) evaluate(dir string, files []*ast.File) (*loading, cue.Value, error) {
+	schemaAST, err := parser.ParseFile(SchemaFile, s.src)
+	if err != nil {
+		return nil, cue.Value{}, err
+	}
+	inst := build.NewContext().NewInstance(dir, nil)
+	for _, f := range append([]*ast.File{schemaAST}, files...) {
+		if err := inst.AddSyntax(f); err != nil {
+			return nil, cue.Value{}, err
+		}
+	}
+	l := &loading{Schema: s, ctx: cuecontext.New()}
+	l.empty = l.ctx.CompileString("{}")
+	return l, l.ctx.BuildInstance(inst), nil
 }
 
 // decoded is one task on its way from its value to its spec.

@@ -1,0 +1,248 @@
+package schema
+
+import (
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/token"
+)
+
+// Evaluating the schema with a config is one goroutine's work in CUE, and
+// was over half of loading 1,000 tasks. A dir of many tasks is often many
+// files of plain tasks, each file standing alone: it declares tasks and
+// daemon settings and refers to nothing. Such files fall into groups that
+// share no task, and each group is evaluated with the schema on a core of
+// its own, in a CUE context of its own.
+//
+// That gives every task the value the whole evaluation gives it. A field
+// of a CUE package is the unification of its conjuncts, and a task's come
+// from the files that declare it, which are in one group, and from the
+// schema, which is in every group and relates a task only to itself. A
+// file that refers to anything (a field, a let, an alias, an import)
+// could bring conjuncts from elsewhere, so when any file does, the dir is
+// evaluated whole. The whole is valid when every group is, as each
+// group's top level holds only tasks and daemon, and the files that set
+// daemon are in one group. When a group is not valid, the whole
+// evaluation runs and reports the errors as it always has.
+
+// apart splits files, whose sizes are given, into up to n groups that
+// declare no task in common, of about equal size; nil when they are not
+// worth splitting or when a file does not stand alone (see ownKeys).
+func apart(files []*ast.File, sizes []int, n int) [][]*ast.File {
+	if n < 2 || len(files) < 2 {
+		return nil
+	}
+	// Files that declare the same task or daemon settings are joined.
+	root := make([]int, len(files))
+	find := func(i int) int {
+		for root[i] != i {
+			root[i] = root[root[i]]
+			i = root[i]
+		}
+		return i
+	}
+	declaredIn := map[string]int{}
+	for i, f := range files {
+		root[i] = i
+		keys, ok := ownKeys(f)
+		if !ok {
+			return nil
+		}
+		for _, k := range keys {
+			if j, seen := declaredIn[k]; seen {
+				root[find(i)] = find(j)
+			} else {
+				declaredIn[k] = i
+			}
+		}
+	}
+	type component struct {
+		files []*ast.File
+		size  int
+	}
+	byRoot := map[int]*component{}
+	var comps []*component
+	for i, f := range files {
+		r := find(i)
+		c := byRoot[r]
+		if c == nil {
+			c = &component{}
+			byRoot[r] = c
+			comps = append(comps, c)
+		}
+		c.files = append(c.files, f)
+		c.size += sizes[i]
+	}
+	if len(comps) < 2 {
+		return nil
+	}
+	// The largest first, each onto the lightest group. Stable, so a
+	// dir's groups are the same on every load.
+	sort.SliceStable(comps, func(i, j int) bool { return comps[i].size > comps[j].size })
+	groups := make([]component, min(n, len(comps)))
+	for _, c := range comps {
+		lightest := 0
+		for g := range groups {
+			if groups[g].size < groups[lightest].size {
+				lightest = g
+			}
+		}
+		groups[lightest].files = append(groups[lightest].files, c.files...)
+		groups[lightest].size += c.size
+	}
+	out := make([][]*ast.File, len(groups))
+	for g := range groups {
+		out[g] = groups[g].files
+	}
+	return out
+}
+
+// predeclared are the names a file that stands alone may use: CUE's
+// types and top, which no config file can shadow at its top level (a file
+// that stands alone declares only tasks and daemon there).
+var predeclared = map[string]bool{
+	"_": true, "bool": true, "bytes": true, "float": true, "int": true, "number": true, "string": true,
+}
+
+// ownKeys names what f declares at the top level ("daemon", and each task
+// as "tasks" NUL name); ok is false when f does not stand alone: when it
+// declares anything else there (a hidden field, a pattern, an embedding,
+// a comprehension, a let, a task of a computed name), or refers to
+// anything but a predeclared type.
+func ownKeys(f *ast.File) (keys []string, ok bool) {
+	var pkgName *ast.Ident // among the unresolved, though it refers to nothing
+	for _, d := range f.Decls {
+		if p, ok := d.(*ast.Package); ok {
+			pkgName = p.Name
+		}
+	}
+	for _, id := range f.Unresolved {
+		if id != pkgName && !predeclared[id.Name] {
+			return nil, false
+		}
+	}
+	refers := false
+	ast.Walk(f, func(n ast.Node) bool {
+		if id, isIdent := n.(*ast.Ident); isIdent && id.Node != nil {
+			refers = true
+		}
+		return !refers
+	}, nil)
+	if refers {
+		return nil, false
+	}
+	for _, d := range f.Decls {
+		switch d := d.(type) {
+		case *ast.Package, *ast.Attribute, *ast.CommentGroup:
+			continue
+		case *ast.Field:
+			switch name, ok := plainLabel(d); {
+			case !ok:
+				return nil, false
+			case name == "daemon":
+				keys = append(keys, name)
+			case name == "tasks":
+				st, isStruct := d.Value.(*ast.StructLit)
+				if !isStruct {
+					return nil, false
+				}
+				for _, e := range st.Elts {
+					if _, isComment := e.(*ast.CommentGroup); isComment {
+						continue
+					}
+					task, isField := e.(*ast.Field)
+					if !isField {
+						return nil, false
+					}
+					name, ok := plainLabel(task)
+					if !ok {
+						return nil, false
+					}
+					keys = append(keys, "tasks\x00"+name)
+				}
+			default:
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+	}
+	return keys, true
+}
+
+// plainLabel is the name of a regular field with a name written as an
+// identifier or a string, that is neither hidden nor a definition.
+func plainLabel(f *ast.Field) (string, bool) {
+	if f.Constraint != token.ILLEGAL || f.Alias != nil {
+		return "", false
+	}
+	name, isIdent, err := ast.LabelName(f.Label)
+	if err != nil || (isIdent && (strings.HasPrefix(name, "_") || strings.HasPrefix(name, "#"))) {
+		return "", false
+	}
+	return name, true
+}
+
+// loadApart evaluates and decodes each group on its own goroutine, and
+// fills in cfg's tasks and daemon settings; false when anything in any
+// group is wrong, for the whole evaluation to report.
+func (s *Schema) loadApart(dir string, groups [][]*ast.File, cfg *Config) bool {
+	type result struct {
+		tasks   []decoded
+		daemon  DaemonSpec
+		setsIt  bool // a file of the group sets daemon
+		invalid bool
+	}
+	results := make([]result, len(groups))
+	var wg sync.WaitGroup
+	for i, files := range groups {
+		wg.Go(func() {
+			r := &results[i]
+			l, v, err := s.evaluate(dir, files)
+			if err != nil || v.Validate(cue.Concrete(true)) != nil {
+				r.invalid = true
+				return
+			}
+			var c Config
+			if r.tasks, err = l.decode(v, files, &c); err != nil {
+				r.invalid = true
+				return
+			}
+			r.daemon = c.Daemon
+			r.setsIt = slices.ContainsFunc(files, setsDaemon)
+		})
+	}
+	wg.Wait()
+	for _, r := range results {
+		if r.invalid || slices.ContainsFunc(r.tasks, func(t decoded) bool { return t.err != nil || len(t.checks) > 0 }) {
+			return false
+		}
+	}
+	cfg.Daemon = results[0].daemon
+	for _, r := range results {
+		for _, t := range r.tasks {
+			cfg.Tasks[t.name] = t.spec
+		}
+		if r.setsIt {
+			cfg.Daemon = r.daemon
+		}
+	}
+	return true
+}
+
+// setsDaemon reports whether f, a file that stands alone, declares daemon
+// settings.
+func setsDaemon(f *ast.File) bool {
+	for _, d := range f.Decls {
+		if field, ok := d.(*ast.Field); ok {
+			if name, _ := plainLabel(field); name == "daemon" {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,185 @@
+package schema_test
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/format"
+	"cuelang.org/go/cue/parser"
+
+	mm "github.com/multimodule/multimodule"
+	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/schema"
+)
+
+// Files are grouped by the tasks they declare, and a file that does not
+// stand alone keeps the dir whole.
+func TestApartGroups(t *testing.T) {
+	cases := []struct {
+		name  string
+		files []string
+		n     int
+		want  [][]int // files by group; nil: evaluated whole
+	}{
+		{"one group each", []string{"tasks: A: {}", "tasks: B: {}", "tasks: C: {}"}, 3, [][]int{{0}, {1}, {2}}},
+		{"fewer cores", []string{"tasks: A: {}", "tasks: B: {}", "tasks: C: {}"}, 2, [][]int{{0, 2}, {1}}},
+		{"one core", []string{"tasks: A: {}", "tasks: B: {}"}, 1, nil},
+		{"a task in two files", []string{"tasks: A: {}", "tasks: B: {}", "tasks: A: config: x: 1"}, 3, [][]int{{0, 2}, {1}}},
+		{"daemon in two files", []string{"daemon: sample_every: 2\ntasks: A: {}", "tasks: B: {}", "daemon: max_queues: 5"}, 3, [][]int{{0, 2}, {1}}},
+		{"all joined", []string{"tasks: {A: {}, B: {}}", "tasks: B: {}", "tasks: A: {}"}, 3, nil},
+		{"predeclared types", []string{"package p\ntasks: A: config: {x: int | *1, y: [...string], z: _}", "package p\ntasks: \"b-1\": {}"}, 2, [][]int{{0}, {1}}},
+		{"a reference", []string{"tasks: A: {}", "tasks: B: config: tasks.A.config"}, 2, nil},
+		{"a reference inside the task", []string{"tasks: A: {}", "tasks: B: config: {x: 1, y: x}"}, 2, nil},
+		{"another file's field", []string{"tasks: A: {}", "tasks: B: config: x: other"}, 2, nil},
+		{"a hidden field", []string{"_x: 1\ntasks: A: {}", "tasks: B: {}"}, 2, nil},
+		{"a hidden task", []string{"tasks: _A: {}", "tasks: B: {}"}, 2, nil},
+		{"a pattern", []string{"tasks: [string]: disabled: true", "tasks: B: {}"}, 2, nil},
+		{"an optional task", []string{"tasks: A?: {}", "tasks: B: {}"}, 2, nil},
+		{"a computed name", []string{"tasks: (\"A\"): {}", "tasks: B: {}"}, 2, nil},
+		{"a comprehension", []string{"for n in [\"A\"] {tasks: (n): {}}", "tasks: B: {}"}, 2, nil},
+		{"an embedding", []string{"{tasks: A: {}}", "tasks: B: {}"}, 2, nil},
+		{"a let", []string{"let x = 1\ntasks: A: config: n: x", "tasks: B: {}"}, 2, nil},
+		{"an import", []string{"import \"strings\"\ntasks: A: config: s: strings.ToUpper(\"a\")", "tasks: B: {}"}, 2, nil},
+		{"another top-level field", []string{"task: A: {}", "tasks: B: {}"}, 2, nil},
+		{"tasks not a struct literal", []string{"tasks: {A: {}} & {B: {}}", "tasks: C: {}"}, 2, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var files []*ast.File
+			var sizes []int
+			for i, src := range c.files {
+				f, err := parser.ParseFile(fmt.Sprintf("f%d.cue", i), src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				files = append(files, f)
+				sizes = append(sizes, 1)
+			}
+			var got [][]int
+			for _, g := range schema.Apart(files, sizes, c.n) {
+				var idx []int
+				for _, f := range g {
+					idx = append(idx, slices.Index(files, f))
+				}
+				got = append(got, idx)
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("groups %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// split writes src as files of a few declarations each, with a top-level
+// tasks struct's tasks declared one by one: the same package, spread out.
+// A source with a file-level let, import or hidden field stays one
+// file.
+func split(t *testing.T, src string, n int) map[string]string {
+	t.Helper()
+	f, err := parser.ParseFile("c.cue", src, parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head, decls []ast.Decl
+	for _, d := range f.Decls {
+		switch d := d.(type) {
+		case *ast.Package:
+			head = append(head, d)
+		case *ast.ImportDecl, *ast.LetClause:
+			return map[string]string{"c.cue": src}
+		case *ast.Field:
+			st, ok := d.Value.(*ast.StructLit)
+			name, _, err := ast.LabelName(d.Label)
+			if strings.HasPrefix(name, "_") {
+				return map[string]string{"c.cue": src} // files of no package do not share hidden fields
+			}
+			if err != nil || name != "tasks" || !ok {
+				decls = append(decls, d)
+				continue
+			}
+			for _, e := range st.Elts {
+				decls = append(decls, &ast.Field{Label: ast.NewIdent("tasks"), Value: ast.NewStruct(e)})
+			}
+		default:
+			decls = append(decls, d)
+		}
+	}
+	files := map[string]string{}
+	for i := range n {
+		out := &ast.File{Decls: slices.Clone(head)}
+		for j := i; j < len(decls); j += n {
+			out.Decls = append(out.Decls, decls[j])
+		}
+		b, err := format.Node(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[fmt.Sprintf("f%d.cue", i)] = string(b)
+	}
+	return files
+}
+
+// Evaluated in groups, every config of the repository, spread over
+// files, gives the tasks and daemon settings the whole evaluation gives,
+// and a bad one the whole evaluation's errors.
+func TestApartMatchesWhole(t *testing.T) {
+	s, err := mm.NewSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	grouped, whole := s.InGroups(3), s.ViaJSON()
+	srcs := configSources(t)
+	// Each file of a bad config stands alone; the whole is wrong.
+	srcs["bad-field"] = "tasks: A: {}\ntasks: B: extrnal: true\ntasks: C: {}\n"
+	srcs["bad-route"] = "tasks: A: {}\ntasks: R: {kind: \"Router\", config: routes: [{match: {a: {$gtt: 1}}}]}\ntasks: C: {}\n"
+	srcs["bad-daemon"] = "tasks: A: {}\ndaemon: sample_every: 0\ntasks: C: {}\n"
+	srcs["bad-conflict"] = "tasks: A: config: x: 1\ntasks: B: {}\ntasks: A: config: x: 2\n"
+	srcs["bad-check"] = "tasks: A: {}\ntasks: R: {kind: \"Router\", config: routes: [{match: {a: {$re: \"(\"}}}]}\ntasks: C: {}\n"
+	// Evaluated apart, B would count only its own group's tasks.
+	srcs["counts"] = "tasks: A: {}\ntasks: B: config: n: len(tasks)\ntasks: C: {}\n"
+	// B refers to another file's daemon settings.
+	srcs["refers"] = "package p\ndaemon: limits: cpu: warn: 1\ntasks: B: config: n: daemon.limits\ntasks: C: {}\n"
+	apartWanted := map[string]bool{"bench": true, "kinds": true, "limits": true, "edge": true, "numbers": true, "emptyish": true, "seed": true}
+	for name, src := range srcs {
+		files := split(t, src, 3)
+		dir := testenv.WriteFiles(t, files)
+		want, werr := whole.Load(dir)
+		before := grouped.ApartLoads()
+		got, gerr := grouped.Load(dir)
+		if fmt.Sprint(werr) != fmt.Sprint(gerr) {
+			t.Errorf("%s: error %v, want %v", name, gerr, werr)
+			continue
+		}
+		if bad := strings.HasPrefix(name, "bad-"); bad != (werr != nil) {
+			t.Errorf("%s: error %v", name, werr)
+			continue
+		}
+		apart := grouped.ApartLoads() > before
+		if apartWanted[name] && !apart {
+			t.Errorf("%s: evaluated whole, want in groups (files %q)", name, files)
+		}
+		if werr != nil {
+			continue
+		}
+		if !reflect.DeepEqual(got.Daemon, want.Daemon) {
+			t.Errorf("%s: daemon %+v, want %+v", name, got.Daemon, want.Daemon)
+		}
+		if len(got.Tasks) != len(want.Tasks) {
+			t.Errorf("%s: %d tasks, want %d", name, len(got.Tasks), len(want.Tasks))
+		}
+		for n, w := range want.Tasks {
+			if g := got.Tasks[n]; g.Hash != w.Hash || !reflect.DeepEqual(g, w) {
+				t.Errorf("%s: task %s: %+v, want %+v", name, n, g, w)
+			}
+		}
+	}
+	for _, name := range []string{"counts", "refers", "across", "values", "listed-reference", "listed-comprehension"} {
+		if apartWanted[name] {
+			t.Fatalf("%s refers across files: it cannot be evaluated apart", name)
+		}
+	}
+}
