@@ -101,6 +101,16 @@ func apart(files []*ast.File, sizes []int, n int) [][]*ast.File {
 	return out
 }
 
+// standAlone reports whether every file stands alone (see ownKeys).
+func standAlone(files []*ast.File) bool {
+	for _, f := range files {
+		if _, ok := ownKeys(f); !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // predeclared are the names a file that stands alone may use: CUE's
 // types and top, which no config file can shadow at its top level (a file
 // that stands alone declares only tasks and daemon there).
@@ -207,6 +217,9 @@ func (s *Schema) loadApart(dir string, groups [][]*ast.File, cfg *Config) bool {
 				r.invalid = true
 				return
 			}
+			if !s.walkOnly {
+				l.literals = declaredOnce(files)
+			}
 			var c Config
 			if r.tasks, err = l.decode(v, files, &c); err != nil {
 				r.invalid = true
@@ -245,4 +258,37 @@ func setsDaemon(f *ast.File) bool {
 		}
 	}
 	return false
+}
+
+// declaredOnce are the tasks that files, which stand alone, declare once,
+// by their declarations.
+func declaredOnce(files []*ast.File) map[string]ast.Expr {
+	decls := map[string]ast.Expr{}
+	twice := map[string]bool{}
+	for _, f := range files {
+		for _, d := range f.Decls {
+			field, ok := d.(*ast.Field)
+			if !ok {
+				continue
+			}
+			if name, _ := plainLabel(field); name != "tasks" {
+				continue
+			}
+			for _, e := range field.Value.(*ast.StructLit).Elts {
+				task, ok := e.(*ast.Field)
+				if !ok {
+					continue
+				}
+				name, _ := plainLabel(task)
+				if _, seen := decls[name]; seen {
+					twice[name] = true
+				}
+				decls[name] = task.Value
+			}
+		}
+	}
+	for name := range twice {
+		delete(decls, name)
+	}
+	return decls
 }

@@ -8,12 +8,14 @@ import (
 	"testing"
 
 	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/format"
 	"cuelang.org/go/cue/parser"
 
 	mm "github.com/multimodule/multimodule"
 	"github.com/multimodule/multimodule/internal/testenv"
 	"github.com/multimodule/multimodule/schema"
+	"github.com/multimodule/multimodule/tasks/router"
 )
 
 // Files are grouped by the tasks they declare, and a file that does not
@@ -143,12 +145,32 @@ func TestApartMatchesWhole(t *testing.T) {
 	srcs["counts"] = "tasks: A: {}\ntasks: B: config: n: len(tasks)\ntasks: C: {}\n"
 	// B refers to another file's daemon settings.
 	srcs["refers"] = "package p\ndaemon: limits: cpu: warn: 1\ntasks: B: config: n: daemon.limits\ntasks: C: {}\n"
-	apartWanted := map[string]bool{"bench": true, "kinds": true, "limits": true, "edge": true, "numbers": true, "emptyish": true, "seed": true}
+	// Tasks written as plain literals, read from their files but S, whose
+	// kind's schema adds a default to its config.
+	srcs["plain"] = `package p
+tasks: A: {
+	config: {i: 1, f: 1.0, e: 1e3, E: 2.5E-3, big: 9007199254740993, huge: 123456789012345678901234567890,
+		tiny: 1e-300, neg: -2.5, z: 0, fz: 0.0, nz: -0, nfz: -0.0, third: 0.3333333333333333333333,
+		l: [1, [2, {a: "x"}]], s: "tab\tq\"u\u00e9", t: true, n: null, o: {}, el: [], "quoted key": 1, "$op": {"$gt": 3}}
+	intervals: {tick: 0.5, save_state: 2}
+	restart: initial: 0.5
+	limits: {memory: {warn: 0.5, failsafe: "200MiB"}, cpu: severe: 1.5}
+	external: true
+	disabled: false
+}
+tasks: R: {kind: "builtin.Router", config: routes: [{match: {a: {$re: "^x"}, n: {$gt: 1, $lt: 9.5}}, forwards: [{qname: "X"}], short_circuit: true}]}
+tasks: S: {kind: "Scheduler", config: schedules: [{name: "a", every: 1}]}
+tasks: H: {kind: "HTTPClient", config: allow: ["example.com"]}
+tasks: X: {kind: "Exec", config: {command: "/bin/cat", backoff: initial: 0.5}}
+tasks: D: {}
+`
+	fromFiles := map[string]int64{"plain": 5, "bench": 200, "seed": 3}
+	apartWanted := map[string]bool{"plain": true, "bench": true, "kinds": true, "limits": true, "edge": true, "numbers": true, "emptyish": true, "seed": true}
 	for name, src := range srcs {
 		files := split(t, src, 3)
 		dir := testenv.WriteFiles(t, files)
 		want, werr := whole.Load(dir)
-		before := grouped.ApartLoads()
+		before, literalBefore := grouped.ApartLoads(), grouped.FromFiles()
 		got, gerr := grouped.Load(dir)
 		if fmt.Sprint(werr) != fmt.Sprint(gerr) {
 			t.Errorf("%s: error %v, want %v", name, gerr, werr)
@@ -161,6 +183,9 @@ func TestApartMatchesWhole(t *testing.T) {
 		apart := grouped.ApartLoads() > before
 		if apartWanted[name] && !apart {
 			t.Errorf("%s: evaluated whole, want in groups (files %q)", name, files)
+		}
+		if n, ok := fromFiles[name]; ok && grouped.FromFiles()-literalBefore != n {
+			t.Errorf("%s: %d tasks read from their files, want %d", name, grouped.FromFiles()-literalBefore, n)
 		}
 		if werr != nil {
 			continue
@@ -180,6 +205,39 @@ func TestApartMatchesWhole(t *testing.T) {
 	for _, name := range []string{"counts", "refers", "across", "values", "listed-reference", "listed-comprehension"} {
 		if apartWanted[name] {
 			t.Fatalf("%s refers across files: it cannot be evaluated apart", name)
+		}
+	}
+}
+
+// A config schema adds to a config when CUE gives the config something
+// the config does not say: such a kind's tasks are not read from their
+// files.
+func TestConfigSchemaAddsTo(t *testing.T) {
+	cases := []struct {
+		schema string
+		adds   bool
+	}{
+		{`{}`, false},
+		{`{...}`, false},
+		{`{[string]: int}`, false},
+		{`{a?: int, b!: string, c: string & !=""}`, false},
+		{`{a?: *1 | int}`, false}, // optional: the config's or absent
+		{`{a: *1 | int}`, true},
+		{`{a: 1}`, true},
+		{`{a: {b?: int}}`, true}, // CUE makes a: {}
+		{`{a: [...int]}`, true},
+		{`{l?: [...{m: string, n?: [...{o?: bool}]}]}`, false},
+		{`{l?: [...{m: *"x" | string}]}`, true},
+		{`{r!: {x?: {y: *1 | int}}}`, true},
+		{router.ConfigSchema + "\n#Config", false},
+	}
+	for _, c := range cases {
+		v := cuecontext.New().CompileString(c.schema)
+		if err := v.Err(); err != nil {
+			t.Fatalf("%s: %v", c.schema, err)
+		}
+		if got := schema.AddsTo(v, 0); got != c.adds {
+			t.Errorf("%s: adds %v, want %v", c.schema, got, c.adds)
 		}
 	}
 }

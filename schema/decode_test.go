@@ -13,6 +13,7 @@ import (
 
 	mm "github.com/multimodule/multimodule"
 	"github.com/multimodule/multimodule/internal/testenv"
+	"github.com/multimodule/multimodule/schema"
 )
 
 // decodeCases are configs beyond the repository's own that the walk must
@@ -113,40 +114,44 @@ func configSources(t *testing.T) map[string]string {
 	return srcs
 }
 
-// The walk decodes every config to the specs and hashes CUE's JSON export
-// of the whole task gives, byte for byte, without falling back to it.
+// The walk, and the reading of tasks written as plain literals, decode
+// every config to the specs and hashes CUE's JSON export of the whole task
+// gives, byte for byte, the walk without falling back to it.
 func TestDecodeWalkMatchesJSON(t *testing.T) {
-	walk, err := mm.NewSchema()
+	s, err := mm.NewSchema()
 	if err != nil {
 		t.Fatal(err)
 	}
-	viaJSON := walk.ViaJSON()
-	tasks := 0
+	walk, viaJSON := s.WalkOnly(), s.ViaJSON()
+	tasks, literals := 0, int64(0)
 	for name, src := range configSources(t) {
 		dir := testenv.WriteFiles(t, map[string]string{"c.cue": src})
 		want, werr := viaJSON.Load(dir)
-		before, listedBefore := walk.FellBack(), walk.Listed()
-		got, gerr := walk.Load(dir)
-		if fmt.Sprint(werr) != fmt.Sprint(gerr) {
-			t.Errorf("%s: error %v, want %v", name, gerr, werr)
-			continue
-		}
 		if werr != nil {
 			t.Errorf("%s: %v", name, werr) // every case is a valid config
 			continue
 		}
-		if len(got.Tasks) != len(want.Tasks) {
-			t.Errorf("%s: %d tasks, want %d", name, len(got.Tasks), len(want.Tasks))
-		}
-		for n, w := range want.Tasks {
-			tasks++
-			g := got.Tasks[n]
-			gj, _ := json.Marshal(g)
-			wj, _ := json.Marshal(w)
-			if g.Hash != w.Hash || !bytes.Equal(gj, wj) || !reflect.DeepEqual(g, w) {
-				t.Errorf("%s: task %s:\nwalk %s %s\njson %s %s", name, n, g.Hash, gj, w.Hash, wj)
+		before, listedBefore, literalsBefore := walk.FellBack(), walk.Listed(), s.FromFiles()
+		for way, sc := range map[string]*schema.Schema{"walk": walk, "literal": s} {
+			got, err := sc.Load(dir)
+			if err != nil {
+				t.Errorf("%s: %s: %v", name, way, err)
+				continue
+			}
+			if len(got.Tasks) != len(want.Tasks) {
+				t.Errorf("%s: %s: %d tasks, want %d", name, way, len(got.Tasks), len(want.Tasks))
+			}
+			for n, w := range want.Tasks {
+				tasks++
+				g := got.Tasks[n]
+				gj, _ := json.Marshal(g)
+				wj, _ := json.Marshal(w)
+				if g.Hash != w.Hash || !bytes.Equal(gj, wj) || !reflect.DeepEqual(g, w) {
+					t.Errorf("%s: task %s:\n%s %s %s\njson %s %s", name, n, way, g.Hash, gj, w.Hash, wj)
+				}
 			}
 		}
+		literals += s.FromFiles() - literalsBefore
 		// The repository's own configs may be written either way.
 		if _, own := decodeCases[name]; own {
 			if listed, want := walk.Listed()-listedBefore, map[bool]int64{true: 1}[strings.HasPrefix(name, "listed-")]; listed != want {
@@ -158,7 +163,7 @@ func TestDecodeWalkMatchesJSON(t *testing.T) {
 			t.Errorf("%s: %d tasks decoded the JSON way, want none", name, fell)
 		}
 	}
-	if tasks < 60 {
-		t.Fatalf("compared %d tasks: the configs were not found", tasks)
+	if tasks < 120 || literals < 200 {
+		t.Fatalf("compared %d tasks, %d read from their files: the configs were not found", tasks, literals)
 	}
 }

@@ -3,14 +3,23 @@ package schema
 // ViaJSON is s listing the tasks and decoding every one the JSON way
 // (CUE's export read by encoding/json), as Load did before the walk. Not for concurrent use with s.
 func (s *Schema) ViaJSON() *Schema {
-	return &Schema{src: s.src, builtins: s.builtins, viaJSON: true}
+	return &Schema{src: s.src, builtins: s.builtins, defaults: s.defaults, viaJSON: true}
 }
 
 // InGroups is s evaluating files that stand alone in up to n groups,
 // whatever GOMAXPROCS is.
 func (s *Schema) InGroups(n int) *Schema {
-	return &Schema{src: s.src, builtins: s.builtins, groups: n}
+	return &Schema{src: s.src, builtins: s.builtins, defaults: s.defaults, groups: n}
 }
+
+// WalkOnly is s decoding every task by walking its value, none read from
+// its file.
+func (s *Schema) WalkOnly() *Schema {
+	return &Schema{src: s.src, builtins: s.builtins, defaults: s.defaults, walkOnly: true}
+}
+
+// FromFiles counts the tasks s's loads read from their files.
+func (s *Schema) FromFiles() int64 { return s.fromFiles.Load() }
 
 // ApartLoads counts s's loads that evaluated the files in groups.
 func (s *Schema) ApartLoads() int64 { return s.apartLoads.Load() }
@@ -28,3 +37,6 @@ func (s *Schema) Listed() int64 { return s.listed.Load() }
 
 // CuePath is cuePath, the path of an error's path elements.
 var CuePath = cuePath
+
+// AddsTo is addsTo.
+var AddsTo = addsTo

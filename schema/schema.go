@@ -72,16 +72,21 @@ type Builtin struct {
 type Schema struct {
 	src      string
 	builtins []Builtin
+	// defaults are taskDefaults, for literalSpec.
+	defaults map[string]map[string]any
 
 	// For tests: list the tasks and decode every one the JSON way, in one
-	// evaluation; the groups to evaluate apart in (0: GOMAXPROCS); count
-	// the tasks the walk left to the JSON way, the loads whose tasks were
-	// listed, and the loads evaluated apart.
+	// evaluation; decode none from its file; the groups to evaluate apart
+	// in (0: GOMAXPROCS); count the tasks the walk left to the JSON way,
+	// the loads whose tasks were listed, the loads evaluated apart and the
+	// tasks read from their files.
 	viaJSON    bool
+	walkOnly   bool
 	groups     int
 	fellBack   atomic.Int64
 	listed     atomic.Int64
 	apartLoads atomic.Int64
+	fromFiles  atomic.Int64
 }
 
 // New compiles the schema with the given built-in config definitions.
@@ -127,7 +132,12 @@ _builtinKinds: {
 	if err := v.Err(); err != nil {
 		return nil, fmt.Errorf("schema: %v", cueerrors.Details(err, nil))
 	}
-	return &Schema{src: src, builtins: builtins}, nil
+	s := &Schema{src: src, builtins: builtins}
+	var err error
+	if s.defaults, err = s.taskDefaults(); err != nil {
+		return nil, fmt.Errorf("schema: %v", err)
+	}
+	return s, nil
 }
 
 // schemaTop opens the complete schema: what the package may hold, and the
@@ -399,6 +409,9 @@ func (s *Schema) Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schema: %v", err)
 	}
+	if !s.viaJSON && !s.walkOnly && standAlone(asts) {
+		l.literals = declaredOnce(asts)
+	}
 	// user, the files alone, only locates errors; built when there are.
 	user := sync.OnceValue(func() cue.Value {
 		inst := build.NewContext().NewInstance(dir, nil)
@@ -600,6 +613,9 @@ type loading struct {
 	*Schema
 	ctx   *cue.Context
 	empty cue.Value
+	// literals are the tasks declared once, by their declarations, when
+	// the files stand alone (see literalSpec).
+	literals map[string]ast.Expr
 }
 
 // evaluate builds the schema and files as one package, as `cue vet` sees
@@ -639,9 +655,16 @@ func (s *loading) decodeTask(t *decoded) {
 	// Config values look to a task exactly as a message or a restored
 	// state does (numbers are float64): as CUE's JSON export read by
 	// encoding/json, which decodeSpec gets to mostly without the export.
-	if s.viaJSON {
+	var literal bool
+	if e := s.literals[t.name]; e != nil {
+		t.spec, literal = s.literalSpec(t.name, e)
+	}
+	switch {
+	case literal:
+		s.fromFiles.Add(1)
+	case s.viaJSON:
 		t.spec, t.err = decodeSpecJSON(t.v)
-	} else {
+	default:
 		var walked bool
 		t.spec, walked, t.err = decodeSpec(t.v, s.empty)
 		if !walked {

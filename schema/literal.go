@@ -1,0 +1,259 @@
+package schema
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/literal"
+	"cuelang.org/go/cue/parser"
+	"cuelang.org/go/cue/token"
+)
+
+// A task written as a plain literal is read from its file. Decoding a
+// validated value costs a call into CUE for each of a task's fields and
+// CUE's sorting of every struct it exports: it was a third of loading
+// 1,000 tasks evaluated apart. When the files stand alone (apart.go),
+// a task declared once, as JSON would write it (fields of plain names,
+// strings, decimal numbers, true, false, null, lists and structs of
+// those), has the value its literal gives, with the schema's defaults
+// where it says nothing: the schema's other conjuncts only check it
+// (CUE has validated it already), except a built-in kind's config schema
+// that adds to a config (a default), whose tasks go CUE's way. The spec
+// is decoded from the JSON of that value, as the JSON way decodes CUE's
+// export. TestDecodeWalkMatchesJSON and TestApartMatchesWhole hold the
+// two to identical specs and hashes.
+
+// taskFields are #Task's fields.
+var taskFields = map[string]bool{
+	"kind": true, "external": true, "disabled": true, "config": true,
+	"intervals": true, "limits": true, "restart": true,
+}
+
+// literalSpec is the spec of task name declared once as e; ok is false
+// when e is not a plain literal or its kind's config schema adds to it.
+func (l *loading) literalSpec(name string, e ast.Expr) (spec TaskSpec, ok bool) {
+	v, ok := plainValue(e)
+	if !ok {
+		return spec, false
+	}
+	task, ok := v.(map[string]any)
+	if !ok {
+		return spec, false
+	}
+	for k := range task {
+		if !taskFields[k] {
+			return spec, false
+		}
+	}
+	kind := name
+	if k, given := task["kind"]; given {
+		if kind, ok = k.(string); !ok {
+			return spec, false
+		}
+	}
+	defaults, ok := l.defaults[kind]
+	if !ok {
+		defaults, ok = l.defaults[""]
+	}
+	if !ok || defaults == nil {
+		return spec, false // a built-in kind whose schema adds to its config
+	}
+	// The schema's defaults where the task says nothing; CUE has checked
+	// that what it says fits them.
+	for k, d := range defaults {
+		given, ok := task[k]
+		if !ok {
+			task[k] = d
+			continue
+		}
+		if dm, isMap := d.(map[string]any); isMap {
+			gm, ok := given.(map[string]any)
+			if !ok {
+				return spec, false
+			}
+			for dk, dv := range dm {
+				if _, set := gm[dk]; !set {
+					gm[dk] = dv
+				}
+			}
+		}
+	}
+	task["kind"] = kind
+	raw, err := json.Marshal(task)
+	if err != nil || json.Unmarshal(raw, &spec) != nil {
+		return TaskSpec{}, false
+	}
+	return spec, true
+}
+
+// decimal is a number literal as JSON writes one (without its sign), which
+// strconv.ParseFloat reads as encoding/json reads CUE's export of it.
+var decimal = regexp.MustCompile(`^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$`)
+
+// plainValue is e's value as encoding/json decodes its JSON into an any,
+// when e is written as JSON would write it; ok is false otherwise (a
+// reference, an operator, a default, an optional or hidden field, a
+// number in another notation, bytes, ...).
+func plainValue(e ast.Expr) (any, bool) {
+	switch e := e.(type) {
+	case *ast.BasicLit:
+		switch e.Kind {
+		case token.STRING:
+			if !strings.HasPrefix(e.Value, `"`) {
+				return nil, false // bytes, or a raw string: rare
+			}
+			s, err := literal.Unquote(e.Value)
+			return s, err == nil
+		case token.INT, token.FLOAT:
+			return decimalNumber(e.Value, false)
+		case token.TRUE:
+			return true, true
+		case token.FALSE:
+			return false, true
+		case token.NULL:
+			return nil, true
+		}
+	case *ast.UnaryExpr:
+		if lit, ok := e.X.(*ast.BasicLit); ok && e.Op == token.SUB && (lit.Kind == token.INT || lit.Kind == token.FLOAT) {
+			return decimalNumber(lit.Value, true)
+		}
+	case *ast.ListLit:
+		out := make([]any, 0, len(e.Elts))
+		for _, x := range e.Elts {
+			v, ok := plainValue(x)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, v)
+		}
+		return out, true
+	case *ast.StructLit:
+		out := make(map[string]any, len(e.Elts))
+		for _, d := range e.Elts {
+			if _, isComment := d.(*ast.CommentGroup); isComment {
+				continue
+			}
+			f, ok := d.(*ast.Field)
+			if !ok {
+				return nil, false
+			}
+			name, ok := plainLabel(f)
+			if _, dup := out[name]; !ok || dup {
+				return nil, false
+			}
+			v, ok := plainValue(f.Value)
+			if !ok {
+				return nil, false
+			}
+			out[name] = v
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// decimalNumber reads a decimal literal; one float64 cannot hold goes
+// CUE's way, which says so.
+func decimalNumber(text string, negative bool) (any, bool) {
+	if !decimal.MatchString(text) {
+		return nil, false
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if negative && f != 0 { // CUE writes -0 as 0
+		f = -f
+	}
+	return f, err == nil
+}
+
+// taskDefaults are, for each built-in kind by its short and its full name
+// and for any other kind (""), the values the schema gives a task's fields
+// (but kind and config) that the task does not set: what a literal task
+// reads as where it says nothing. A built-in kind whose schema adds to a
+// config (a default, a field that is not optional) has nil: its tasks go
+// CUE's way.
+func (s *Schema) taskDefaults() (map[string]map[string]any, error) {
+	kinds := []string{""}
+	for _, bi := range s.builtins {
+		_, short, _ := strings.Cut(bi.Kind, ".")
+		kinds = append(kinds, short, bi.Kind)
+	}
+	var src strings.Builder
+	for i, k := range kinds {
+		if k == "" {
+			fmt.Fprintf(&src, "tasks: T%d: {}\n", i)
+		} else {
+			fmt.Fprintf(&src, "tasks: T%d: kind: %q\n", i, k)
+		}
+	}
+	f, err := parser.ParseFile("defaults.cue", src.String())
+	if err != nil {
+		return nil, err
+	}
+	_, v, err := s.evaluate("", []*ast.File{f})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]any{}
+	for i, k := range kinds {
+		task := v.LookupPath(cue.MakePath(cue.Str("tasks"), cue.Str(fmt.Sprintf("T%d", i))))
+		if addsTo(task.LookupPath(cue.MakePath(cue.Str("config"))), 0) {
+			out[k] = nil
+			continue
+		}
+		d := map[string]any{}
+		for name := range taskFields {
+			if name == "kind" || name == "config" {
+				continue
+			}
+			raw, err := task.LookupPath(cue.MakePath(cue.Str(name))).MarshalJSON()
+			if err != nil {
+				return nil, fmt.Errorf("the default of %s for kind %q: %v", name, k, err)
+			}
+			var x any
+			if err := json.Unmarshal(raw, &x); err != nil {
+				return nil, err
+			}
+			d[name] = x
+		}
+		out[k] = d
+	}
+	return out, nil
+}
+
+// addsTo reports whether the schema v of a config adds anything to a
+// config that satisfies it: a regular field (one CUE gives a value of its
+// own, or requires) that is not a plain type without a default, which the
+// config must set itself. Optional and required fields (a default there
+// adds nothing: the field is the config's or absent), and list elements,
+// are looked into; too deep a schema counts as adding.
+func addsTo(v cue.Value, depth int) bool {
+	if depth > 16 {
+		return true
+	}
+	switch v.IncompleteKind() {
+	case cue.StructKind:
+		it, err := v.Fields(cue.Optional(true))
+		if err != nil {
+			return true
+		}
+		for it.Next() {
+			f := it.Value()
+			if it.Selector().ConstraintType() == 0 {
+				if _, hasDefault := f.Default(); hasDefault || f.IsConcrete() || f.IncompleteKind()&(cue.StructKind|cue.ListKind) != 0 {
+					return true
+				}
+			}
+			if addsTo(f, depth+1) {
+				return true
+			}
+		}
+	case cue.ListKind:
+		return addsTo(v.LookupPath(cue.MakePath(cue.AnyIndex)), depth+1)
+	}
+	return false
+}
