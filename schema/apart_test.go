@@ -2,8 +2,10 @@ package schema_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -150,7 +152,7 @@ func TestApartMatchesWhole(t *testing.T) {
 	srcs["plain"] = `package p
 tasks: A: {
 	config: {i: 1, f: 1.0, e: 1e3, E: 2.5E-3, big: 9007199254740993, huge: 123456789012345678901234567890,
-		tiny: 1e-300, neg: -2.5, z: 0, fz: 0.0, nz: -0, nfz: -0.0, third: 0.3333333333333333333333,
+		tiny: 1e-300, neg: -2.5, z: 0, fz: 0.0, nz: -0, nfz: -0.0, nez: -0.000e5, under: -1e-400, third: 0.3333333333333333333333,
 		l: [1, [2, {a: "x"}]], s: "tab\tq\"u\u00e9", t: true, n: null, o: {}, el: [], "quoted key": 1, "$op": {"$gt": 3}}
 	intervals: {tick: 0.5, save_state: 2}
 	restart: initial: 0.5
@@ -239,5 +241,109 @@ func TestConfigSchemaAddsTo(t *testing.T) {
 		if got := schema.AddsTo(v, 0); got != c.adds {
 			t.Errorf("%s: adds %v, want %v", c.schema, got, c.adds)
 		}
+	}
+}
+
+// randomValue writes a random CUE value of depth at most d, mostly as
+// JSON would write it, sometimes not (a default, an operator, another
+// notation): either way it must load as the whole evaluation loads it.
+func randomValue(r *rand.Rand, d int) string {
+	switch n := r.IntN(15); {
+	case n == 14 && r.IntN(20) == 0:
+		return "1e400" // beyond float64: the load fails, both ways alike
+	case n == 0 && d > 0:
+		return randomObject(r, d-1)
+	case n == 1 && d > 0:
+		var parts []string
+		for range r.IntN(4) {
+			parts = append(parts, randomValue(r, d-1))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	case n == 2:
+		return []string{`"x"`, `"é\t\"q\""`, `""`, `"\u00e9"`, `'bytes'`, `"""` + "\n\tmulti\n\t" + `"""`}[r.IntN(6)]
+	case n == 3:
+		return []string{"true", "false", "null"}[r.IntN(3)]
+	case n == 4:
+		return []string{"*1 | int", "1 + 2", "0x10", "1_000", "2Ki", "-1e-400"}[r.IntN(6)]
+	case n == 5:
+		return []string{"0", "-0", "0.0", "-0.0", "1e3", "1E-3", "-2.5e+10", "9007199254740993", "0.1", "123456789012345678901234567890"}[r.IntN(10)]
+	default:
+		return strconv.Itoa(r.IntN(2000) - 1000)
+	}
+}
+
+// randomObject writes a struct of up to five random values.
+func randomObject(r *rand.Rand, d int) string {
+	var parts []string
+	for i := range r.IntN(6) {
+		parts = append(parts, fmt.Sprintf("%s: %s", []string{"a", "b", `"c d"`, `"$x"`, "e"}[i], randomValue(r, d)))
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// randomTask writes a random task: a kind, and some of #Task's fields.
+func randomTask(r *rand.Rand) string {
+	var fields []string
+	switch r.IntN(5) {
+	case 0:
+		fields = append(fields, `kind: "Router"`, `config: routes: [{match: {a: `+randomValue(r, 0)+`}, forwards: [{qname: "X"}]}]`)
+	case 1:
+		fields = append(fields, `kind: "builtin.Scheduler"`, `config: schedules: [{name: "s", every: 1}]`)
+	case 2:
+		fields = append(fields, `kind: "HTTPClient"`, `config: allow: ["example.com"]`)
+	default:
+		fields = append(fields, "config: "+randomObject(r, 3))
+	}
+	if r.IntN(3) == 0 {
+		fields = append(fields, fmt.Sprintf("intervals: {tick: %s}", []string{"0.5", "1", "2e1"}[r.IntN(3)]))
+	}
+	if r.IntN(3) == 0 {
+		fields = append(fields, []string{"restart: initial: 0.5", "restart: {max: 9, hold_after: 2}", "restart: {}"}[r.IntN(3)])
+	}
+	if r.IntN(3) == 0 {
+		fields = append(fields, []string{`limits: memory: failsafe: "200MiB"`, "limits: {cpu: warn: 0.5, fds: {severe: 10}}"}[r.IntN(2)])
+	}
+	if r.IntN(4) == 0 {
+		fields = append(fields, "disabled: true")
+	}
+	return "{" + strings.Join(fields, ", ") + "}"
+}
+
+// Random configs of plain and not so plain tasks over a few files load as
+// the whole evaluation decoded the JSON way loads them.
+func TestRandomConfigsLoadAsWhole(t *testing.T) {
+	t.Parallel()
+	s, err := mm.NewSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	grouped, whole := s.InGroups(2), s.ViaJSON()
+	r := rand.New(rand.NewPCG(1, 2))
+	loaded, literal := 0, grouped.FromFiles()
+	for i := range 200 {
+		files := map[string]string{}
+		for n := range 6 {
+			name := fmt.Sprintf("f%d.cue", r.IntN(3))
+			files[name] += fmt.Sprintf("tasks: T%d: %s\n", n, randomTask(r))
+		}
+		dir := testenv.WriteFiles(t, files)
+		want, werr := whole.Load(dir)
+		got, gerr := grouped.Load(dir)
+		if fmt.Sprint(werr) != fmt.Sprint(gerr) {
+			t.Fatalf("config %d %q: error %v, want %v", i, files, gerr, werr)
+		}
+		if werr != nil {
+			continue
+		}
+		loaded++
+		for n, w := range want.Tasks {
+			if g := got.Tasks[n]; g.Hash != w.Hash || !reflect.DeepEqual(g, w) {
+				t.Fatalf("config %d %q: task %s: %+v, want %+v", i, files, n, g, w)
+			}
+		}
+	}
+	t.Logf("%d of 200 configs loaded, %d tasks read from their files", loaded, grouped.FromFiles()-literal)
+	if loaded < 20 || grouped.FromFiles()-literal < 100 {
+		t.Fatalf("%d configs loaded, %d tasks read from their files: too few to say", loaded, grouped.FromFiles()-literal)
 	}
 }

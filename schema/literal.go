@@ -164,7 +164,10 @@ func decimalNumber(text string, negative bool) (any, bool) {
 		return nil, false
 	}
 	f, err := strconv.ParseFloat(text, 64)
-	if negative && f != 0 { // CUE writes -0 as 0
+	// CUE writes -0 as 0, but a negative number too small for a float64
+	// as itself, which encoding/json reads as -0.
+	mantissa, _, _ := strings.Cut(strings.ToLower(text), "e")
+	if negative && strings.Trim(mantissa, "0.") != "" {
 		f = -f
 	}
 	return f, err == nil

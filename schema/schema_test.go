@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -376,23 +377,34 @@ func TestSourceHash(t *testing.T) {
 	}
 }
 
+// Any file, beside one of a plain task, loads or fails with a classified
+// error, and loads as the whole evaluation decoded the JSON way loads it
+// (evaluated apart, tasks read from their files).
 func FuzzLoad(f *testing.F) {
 	f.Add(seed)
 	f.Add("tasks: E: external: \"yes\"")
 	f.Add("tasks: {")
+	f.Add("tasks: A: {config: {n: -0, f: 1.50, l: [1, {a: null}], s: \"\\u00e9\"}, restart: max: 9, limits: memory: warn: \"1MiB\"}")
 	s, err := schema.New(schema.Builtin{Kind: router.Kind, CUE: router.ConfigSchema, Check: router.CheckConfig})
 	if err != nil {
 		f.Fatal(err)
 	}
+	grouped, whole := s.InGroups(2), s.ViaJSON()
 	f.Fuzz(func(t *testing.T, src string) {
-		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, "f.cue"), []byte(src), 0o600)
-		cfg, err := s.Load(dir)
+		dir := testenv.WriteFiles(t, map[string]string{"f.cue": src, "g.cue": "tasks: Fixed: config: n: 1\n"})
+		cfg, err := grouped.Load(dir)
 		if err == nil && cfg == nil {
 			t.Fatal("nil config without an error")
 		}
 		if err != nil && !errors.Is(err, schema.ErrInvalid) && !errors.Is(err, schema.ErrUnreadable) {
 			t.Fatalf("unclassified error: %v", err)
+		}
+		want, werr := whole.Load(dir)
+		if fmt.Sprint(err) != fmt.Sprint(werr) {
+			t.Fatalf("error %v, want %v", err, werr)
+		}
+		if err == nil && !reflect.DeepEqual(cfg.Tasks, want.Tasks) {
+			t.Fatalf("tasks %+v, want %+v", cfg.Tasks, want.Tasks)
 		}
 	})
 }
