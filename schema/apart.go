@@ -29,11 +29,31 @@ import (
 // daemon are in one group. When a group is not valid, the whole
 // evaluation runs and reports the errors as it always has.
 
-// apart splits files, whose sizes are given, into up to n groups that
-// declare no task in common, of about equal size; nil when they are not
-// worth splitting or when a file does not stand alone (see ownKeys).
-func apart(files []*ast.File, sizes []int, n int) [][]*ast.File {
-	if n < 2 || len(files) < 2 {
+// standing are the keys each file declares (see ownKeys), or nil when a
+// file does not stand alone.
+func standing(files []*ast.File) [][]string {
+	keys := make([][]string, len(files))
+	for i, f := range files {
+		var ok bool
+		if keys[i], ok = ownKeys(f); !ok {
+			return nil
+		}
+	}
+	return keys
+}
+
+// group is files evaluated together, and their size.
+type group struct {
+	files      []*ast.File
+	size       int
+	setsDaemon bool
+}
+
+// apart splits files, with the keys (see standing) and sizes given, into
+// up to n groups that declare no task in common, of about equal size; nil
+// when a file does not stand alone or they are not worth splitting.
+func apart(files []*ast.File, keys [][]string, sizes []int, n int) []group {
+	if keys == nil || n < 2 || len(files) < 2 {
 		return nil
 	}
 	// Files that declare the same task or daemon settings are joined.
@@ -46,13 +66,9 @@ func apart(files []*ast.File, sizes []int, n int) [][]*ast.File {
 		return i
 	}
 	declaredIn := map[string]int{}
-	for i, f := range files {
+	for i := range files {
 		root[i] = i
-		keys, ok := ownKeys(f)
-		if !ok {
-			return nil
-		}
-		for _, k := range keys {
+		for _, k := range keys[i] {
 			if j, seen := declaredIn[k]; seen {
 				root[find(i)] = find(j)
 			} else {
@@ -60,22 +76,19 @@ func apart(files []*ast.File, sizes []int, n int) [][]*ast.File {
 			}
 		}
 	}
-	type component struct {
-		files []*ast.File
-		size  int
-	}
-	byRoot := map[int]*component{}
-	var comps []*component
+	byRoot := map[int]*group{}
+	var comps []*group
 	for i, f := range files {
 		r := find(i)
 		c := byRoot[r]
 		if c == nil {
-			c = &component{}
+			c = &group{}
 			byRoot[r] = c
 			comps = append(comps, c)
 		}
 		c.files = append(c.files, f)
 		c.size += sizes[i]
+		c.setsDaemon = c.setsDaemon || slices.Contains(keys[i], "daemon")
 	}
 	if len(comps) < 2 {
 		return nil
@@ -83,7 +96,7 @@ func apart(files []*ast.File, sizes []int, n int) [][]*ast.File {
 	// The largest first, each onto the lightest group. Stable, so a
 	// dir's groups are the same on every load.
 	sort.SliceStable(comps, func(i, j int) bool { return comps[i].size > comps[j].size })
-	groups := make([]component, min(n, len(comps)))
+	groups := make([]group, min(n, len(comps)))
 	for _, c := range comps {
 		lightest := 0
 		for g := range groups {
@@ -91,24 +104,12 @@ func apart(files []*ast.File, sizes []int, n int) [][]*ast.File {
 				lightest = g
 			}
 		}
-		groups[lightest].files = append(groups[lightest].files, c.files...)
-		groups[lightest].size += c.size
+		g := &groups[lightest]
+		g.files = append(g.files, c.files...)
+		g.size += c.size
+		g.setsDaemon = g.setsDaemon || c.setsDaemon
 	}
-	out := make([][]*ast.File, len(groups))
-	for g := range groups {
-		out[g] = groups[g].files
-	}
-	return out
-}
-
-// standAlone reports whether every file stands alone (see ownKeys).
-func standAlone(files []*ast.File) bool {
-	for _, f := range files {
-		if _, ok := ownKeys(f); !ok {
-			return false
-		}
-	}
-	return true
+	return groups
 }
 
 // predeclared are the names a file that stands alone may use: CUE's
@@ -200,18 +201,18 @@ func plainLabel(f *ast.Field) (string, bool) {
 // loadApart evaluates and decodes each group on its own goroutine, and
 // fills in cfg's tasks and daemon settings; false when anything in any
 // group is wrong, for the whole evaluation to report.
-func (s *Schema) loadApart(dir string, groups [][]*ast.File, cfg *Config) bool {
+func (s *Schema) loadApart(dir string, groups []group, cfg *Config) bool {
 	type result struct {
 		tasks   []decoded
 		daemon  DaemonSpec
-		setsIt  bool // a file of the group sets daemon
 		invalid bool
 	}
 	results := make([]result, len(groups))
 	var wg sync.WaitGroup
-	for i, files := range groups {
+	for i, g := range groups {
 		wg.Go(func() {
 			r := &results[i]
+			files := g.files
 			l, v, err := s.evaluate(dir, files)
 			if err != nil || v.Validate(cue.Concrete(true)) != nil {
 				r.invalid = true
@@ -226,7 +227,6 @@ func (s *Schema) loadApart(dir string, groups [][]*ast.File, cfg *Config) bool {
 				return
 			}
 			r.daemon = c.Daemon
-			r.setsIt = slices.ContainsFunc(files, setsDaemon)
 		})
 	}
 	wg.Wait()
@@ -236,28 +236,15 @@ func (s *Schema) loadApart(dir string, groups [][]*ast.File, cfg *Config) bool {
 		}
 	}
 	cfg.Daemon = results[0].daemon
-	for _, r := range results {
+	for i, r := range results {
 		for _, t := range r.tasks {
 			cfg.Tasks[t.name] = t.spec
 		}
-		if r.setsIt {
+		if groups[i].setsDaemon {
 			cfg.Daemon = r.daemon
 		}
 	}
 	return true
-}
-
-// setsDaemon reports whether f, a file that stands alone, declares daemon
-// settings.
-func setsDaemon(f *ast.File) bool {
-	for _, d := range f.Decls {
-		if field, ok := d.(*ast.Field); ok {
-			if name, _ := plainLabel(field); name == "daemon" {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // declaredOnce are the tasks that files, which stand alone, declare once,

@@ -1,5 +1,7 @@
 package schema
 
+import "cuelang.org/go/cue/ast"
+
 // ViaJSON is s listing the tasks and decoding every one the JSON way
 // (CUE's export read by encoding/json), as Load did before the walk. Not for concurrent use with s.
 func (s *Schema) ViaJSON() *Schema {
@@ -24,8 +26,14 @@ func (s *Schema) FromFiles() int64 { return s.fromFiles.Load() }
 // ApartLoads counts s's loads that evaluated the files in groups.
 func (s *Schema) ApartLoads() int64 { return s.apartLoads.Load() }
 
-// Apart is apart.
-var Apart = apart
+// Apart is apart of files by their standing, as files by group.
+func Apart(files []*ast.File, sizes []int, n int) [][]*ast.File {
+	var out [][]*ast.File
+	for _, g := range apart(files, standing(files), sizes, n) {
+		out = append(out, g.files)
+	}
+	return out
+}
 
 // FellBack counts the tasks s's loads decoded the JSON way because the
 // walk left them to it.

@@ -397,19 +397,22 @@ func (s *Schema) Load(path string) (*Config, error) {
 	if len(lerr.Errors) > 0 {
 		return nil, &lerr
 	}
-	// Files that stand alone are evaluated in groups, on several cores
-	// (apart.go); the whole evaluation below reports any error.
-	if n := cmp.Or(s.groups, runtime.GOMAXPROCS(0)); !s.viaJSON {
-		if groups := apart(asts, sizes, n); len(groups) > 1 && s.loadApart(dir, groups, cfg) {
-			s.apartLoads.Add(1)
-			return cfg, nil
-		}
+	// Files that stand alone are evaluated in groups, on several cores,
+	// and their plain tasks read from them (apart.go, literal.go); the
+	// whole evaluation below reports any error.
+	var keys [][]string
+	if !s.viaJSON {
+		keys = standing(asts)
+	}
+	if groups := apart(asts, keys, sizes, cmp.Or(s.groups, runtime.GOMAXPROCS(0))); keys != nil && len(groups) > 1 && s.loadApart(dir, groups, cfg) {
+		s.apartLoads.Add(1)
+		return cfg, nil
 	}
 	l, v, err := s.evaluate(dir, asts)
 	if err != nil {
 		return nil, fmt.Errorf("schema: %v", err)
 	}
-	if !s.viaJSON && !s.walkOnly && standAlone(asts) {
+	if keys != nil && !s.walkOnly {
 		l.literals = declaredOnce(asts)
 	}
 	// user, the files alone, only locates errors; built when there are.
@@ -655,12 +658,12 @@ func (s *loading) decodeTask(t *decoded) {
 	// Config values look to a task exactly as a message or a restored
 	// state does (numbers are float64): as CUE's JSON export read by
 	// encoding/json, which decodeSpec gets to mostly without the export.
-	var literal bool
+	var fromFile bool
 	if e := s.literals[t.name]; e != nil {
-		t.spec, literal = s.literalSpec(t.name, e)
+		t.spec, fromFile = s.literalSpec(t.name, e)
 	}
 	switch {
-	case literal:
+	case fromFile:
 		s.fromFiles.Add(1)
 	case s.viaJSON:
 		t.spec, t.err = decodeSpecJSON(t.v)
