@@ -221,6 +221,8 @@ func (s *Schema) loadApart(dir string, groups []group, cfg *Config) bool {
 			if !s.walkOnly {
 				l.literals = declaredOnce(files)
 			}
+			// decode spreads the group's tasks over the cores too: a
+			// group that ends early leaves its core to the others.
 			var c Config
 			if r.tasks, err = l.decode(v, files, &c); err != nil {
 				r.invalid = true
@@ -235,6 +237,7 @@ func (s *Schema) loadApart(dir string, groups []group, cfg *Config) bool {
 			return false
 		}
 	}
+	// A group none of whose files sets daemon has the schema's defaults.
 	cfg.Daemon = results[0].daemon
 	for i, r := range results {
 		for _, t := range r.tasks {
@@ -261,7 +264,11 @@ func declaredOnce(files []*ast.File) map[string]ast.Expr {
 			if name, _ := plainLabel(field); name != "tasks" {
 				continue
 			}
-			for _, e := range field.Value.(*ast.StructLit).Elts {
+			st, ok := field.Value.(*ast.StructLit)
+			if !ok {
+				continue // not a file that stands alone
+			}
+			for _, e := range st.Elts {
 				task, ok := e.(*ast.Field)
 				if !ok {
 					continue

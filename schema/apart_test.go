@@ -152,7 +152,7 @@ func TestApartMatchesWhole(t *testing.T) {
 	srcs["plain"] = `package p
 tasks: A: {
 	config: {i: 1, f: 1.0, e: 1e3, E: 2.5E-3, big: 9007199254740993, huge: 123456789012345678901234567890,
-		tiny: 1e-300, neg: -2.5, z: 0, fz: 0.0, nz: -0, nfz: -0.0, nez: -0.000e5, under: -1e-400, third: 0.3333333333333333333333,
+		tiny: 1e-300, neg: -2.5, z: 0, fz: 0.0, nz: -0, nfz: -0.0, nez: -0.000e5, den: -0.00000001e-300, under: -0.000000000000000000000000001e-300, third: 0.3333333333333333333333,
 		l: [1, [2, {a: "x"}]], s: "tab\tq\"u\u00e9", t: true, n: null, o: {}, el: [], "quoted key": 1, "$op": {"$gt": 3}}
 	intervals: {tick: 0.5, save_state: 2}
 	restart: initial: 0.5
@@ -167,6 +167,8 @@ tasks: X: {kind: "Exec", config: {command: "/bin/cat", backoff: initial: 0.5}}
 tasks: D: {}
 `
 	fromFiles := map[string]int64{"plain": 5, "bench": 200, "seed": 3}
+	// These refer to something (a field, a let, a name): evaluated whole.
+	refers := map[string]bool{"counts": true, "refers": true, "across": true, "values": true, "listed-reference": true, "listed-comprehension": true}
 	apartWanted := map[string]bool{"plain": true, "bench": true, "kinds": true, "limits": true, "edge": true, "numbers": true, "emptyish": true, "seed": true}
 	for name, src := range srcs {
 		files := split(t, src, 3)
@@ -186,6 +188,9 @@ tasks: D: {}
 		if apartWanted[name] && !apart {
 			t.Errorf("%s: evaluated whole, want in groups (files %q)", name, files)
 		}
+		if refers[name] && apart {
+			t.Errorf("%s refers to something, but was evaluated in groups", name)
+		}
 		if n, ok := fromFiles[name]; ok && grouped.FromFiles()-literalBefore != n {
 			t.Errorf("%s: %d tasks read from their files, want %d", name, grouped.FromFiles()-literalBefore, n)
 		}
@@ -202,11 +207,6 @@ tasks: D: {}
 			if g := got.Tasks[n]; g.Hash != w.Hash || !reflect.DeepEqual(g, w) {
 				t.Errorf("%s: task %s: %+v, want %+v", name, n, g, w)
 			}
-		}
-	}
-	for _, name := range []string{"counts", "refers", "across", "values", "listed-reference", "listed-comprehension"} {
-		if apartWanted[name] {
-			t.Fatalf("%s refers across files: it cannot be evaluated apart", name)
 		}
 	}
 }
@@ -231,6 +231,8 @@ func TestConfigSchemaAddsTo(t *testing.T) {
 		{`{l?: [...{m: string, n?: [...{o?: bool}]}]}`, false},
 		{`{l?: [...{m: *"x" | string}]}`, true},
 		{`{r!: {x?: {y: *1 | int}}}`, true},
+		{`{m?: [string]: {a: *1 | int}}`, true}, // a pattern's default
+		{`{m?: [string]: {a?: int}}`, false},
 		{router.ConfigSchema + "\n#Config", false},
 	}
 	for _, c := range cases {
@@ -238,7 +240,7 @@ func TestConfigSchemaAddsTo(t *testing.T) {
 		if err := v.Err(); err != nil {
 			t.Fatalf("%s: %v", c.schema, err)
 		}
-		if got := schema.AddsTo(v, 0); got != c.adds {
+		if got := schema.AddsTo(v, 0, false); got != c.adds {
 			t.Errorf("%s: adds %v, want %v", c.schema, got, c.adds)
 		}
 	}
@@ -345,5 +347,45 @@ func TestRandomConfigsLoadAsWhole(t *testing.T) {
 	t.Logf("%d of 200 configs loaded, %d tasks read from their files", loaded, grouped.FromFiles()-literal)
 	if loaded < 20 || grouped.FromFiles()-literal < 100 {
 		t.Fatalf("%d configs loaded, %d tasks read from their files: too few to say", loaded, grouped.FromFiles()-literal)
+	}
+}
+
+// Values the reading of plain tasks once took otherwise than CUE's export
+// gives them: each loads both ways alike.
+func TestLiteralsLoadAsCUEWritesThem(t *testing.T) {
+	s, err := mm.NewSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pattern, err := schema.New(schema.Builtin{Kind: "builtin.P", CUE: "#Config: {m?: [string]: {a: *1 | int}}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	comprehension, err := schema.New(schema.Builtin{Kind: "builtin.C", CUE: "#Config: {a?: int, if a != _|_ {b: *1 | int}}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		s   *schema.Schema
+		src string
+	}{
+		{s, "tasks: A: restart: hold_after: 9007199254740993\n"}, // exactly, into an int
+		{s, "tasks: A: config: x: 1e-100001\n"},                  // CUE writes 1
+		{s, "tasks: A: restart: initial: 5e-100001\n"},
+		{s, "tasks: A: config: x: 0e99999999999\n"}, // CUE writes NaN: not JSON
+		{s, "tasks: E: {kind: \"Exec\", config: {command: \"x\", ack_timeout: 1e-100001}}\n"},
+		{s, "tasks: A: config: {x: -0.0, y: -0.000000000000000000000000001e-300}\n"},
+		{pattern, "tasks: A: {kind: \"P\", config: m: k: {}}\n"},
+		{comprehension, "tasks: A: {kind: \"C\", config: a: 1}\n"},
+	}
+	for _, c := range cases {
+		dir := testenv.WriteFiles(t, map[string]string{"a.cue": c.src, "b.cue": "tasks: B: {}\n"})
+		want, werr := c.s.ViaJSON().Load(dir)
+		got, gerr := c.s.InGroups(2).Load(dir)
+		if fmt.Sprint(werr) != fmt.Sprint(gerr) {
+			t.Errorf("%s: error %v, want %v", c.src, gerr, werr)
+		} else if werr == nil && !reflect.DeepEqual(got.Tasks, want.Tasks) {
+			t.Errorf("%s: tasks %+v, want %+v", c.src, got.Tasks, want.Tasks)
+		}
 	}
 }

@@ -2,22 +2,24 @@ package schema
 
 import "cuelang.org/go/cue/ast"
 
-// ViaJSON is s listing the tasks and decoding every one the JSON way
-// (CUE's export read by encoding/json), as Load did before the walk. Not for concurrent use with s.
-func (s *Schema) ViaJSON() *Schema {
-	return &Schema{src: s.src, builtins: s.builtins, defaults: s.defaults, viaJSON: true}
-}
+// ViaJSON is s evaluating the files whole, listing the tasks and decoding
+// every one the JSON way (CUE's export read by encoding/json): the way the
+// others must agree with.
+func (s *Schema) ViaJSON() *Schema { return s.with(func(c *Schema) { c.viaJSON = true }) }
 
 // InGroups is s evaluating files that stand alone in up to n groups,
 // whatever GOMAXPROCS is.
-func (s *Schema) InGroups(n int) *Schema {
-	return &Schema{src: s.src, builtins: s.builtins, defaults: s.defaults, groups: n}
-}
+func (s *Schema) InGroups(n int) *Schema { return s.with(func(c *Schema) { c.groups = n }) }
 
 // WalkOnly is s decoding every task by walking its value, none read from
 // its file.
-func (s *Schema) WalkOnly() *Schema {
-	return &Schema{src: s.src, builtins: s.builtins, defaults: s.defaults, walkOnly: true}
+func (s *Schema) WalkOnly() *Schema { return s.with(func(c *Schema) { c.walkOnly = true }) }
+
+// with is a copy of s, counting afresh, as set sets it.
+func (s *Schema) with(set func(*Schema)) *Schema {
+	c := &Schema{src: s.src, builtins: s.builtins, defaults: s.defaults}
+	set(c)
+	return c
 }
 
 // FromFiles counts the tasks s's loads read from their files.

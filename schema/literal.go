@@ -3,6 +3,7 @@ package schema
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -28,11 +29,16 @@ import (
 // export. TestDecodeWalkMatchesJSON and TestApartMatchesWhole hold the
 // two to identical specs and hashes.
 
-// taskFields are #Task's fields.
-var taskFields = map[string]bool{
-	"kind": true, "external": true, "disabled": true, "config": true,
-	"intervals": true, "limits": true, "restart": true,
-}
+// taskFields are #Task's fields, as TaskSpec's JSON names them.
+var taskFields = func() map[string]bool {
+	fields := map[string]bool{}
+	for f := range reflect.TypeFor[TaskSpec]().Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "-" {
+			fields[name] = true
+		}
+	}
+	return fields
+}()
 
 // literalSpec is the spec of task name declared once as e; ok is false
 // when e is not a plain literal or its kind's config schema adds to it.
@@ -58,10 +64,10 @@ func (l *loading) literalSpec(name string, e ast.Expr) (spec TaskSpec, ok bool) 
 	}
 	defaults, ok := l.defaults[kind]
 	if !ok {
-		defaults, ok = l.defaults[""]
+		defaults = l.defaults[""]
 	}
-	if !ok || defaults == nil {
-		return spec, false // a built-in kind whose schema adds to its config
+	if defaults == nil {
+		return spec, false // a kind whose schema adds what defaults do not give
 	}
 	// The schema's defaults where the task says nothing; CUE has checked
 	// that what it says fits them.
@@ -91,14 +97,14 @@ func (l *loading) literalSpec(name string, e ast.Expr) (spec TaskSpec, ok bool) 
 	return spec, true
 }
 
-// decimal is a number literal as JSON writes one (without its sign), which
-// strconv.ParseFloat reads as encoding/json reads CUE's export of it.
+// decimal is a number literal as JSON writes one, without its sign.
 var decimal = regexp.MustCompile(`^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$`)
 
 // plainValue is e's value as encoding/json decodes its JSON into an any,
-// when e is written as JSON would write it; ok is false otherwise (a
-// reference, an operator, a default, an optional or hidden field, a
-// number in another notation, bytes, ...).
+// but numbers, which are their text, so that JSON reads them as it reads
+// CUE's export (exactly, into an int); ok is false when e is not written
+// as JSON would write it (a reference, an operator, a default, an
+// optional or hidden field, a number in another notation, bytes, ...).
 func plainValue(e ast.Expr) (any, bool) {
 	switch e := e.(type) {
 	case *ast.BasicLit:
@@ -157,33 +163,39 @@ func plainValue(e ast.Expr) (any, bool) {
 	return nil, false
 }
 
-// decimalNumber reads a decimal literal; one float64 cannot hold goes
-// CUE's way, which says so.
+// decimalNumber is the text of a decimal literal as CUE writes it (-0 as
+// 0), when it has at most 40 digits and an exponent of at most 300: CUE
+// writes such a number as it is, and encoding/json reads the two texts
+// alike. Far beyond float64's range, CUE writes another number or NaN.
 func decimalNumber(text string, negative bool) (any, bool) {
-	if !decimal.MatchString(text) {
+	mantissa, exp, hasExp := strings.Cut(strings.ToLower(text), "e")
+	if !decimal.MatchString(text) || len(mantissa) > 41 {
 		return nil, false
 	}
-	f, err := strconv.ParseFloat(text, 64)
-	// CUE writes -0 as 0, but a negative number too small for a float64
-	// as itself, which encoding/json reads as -0.
-	mantissa, _, _ := strings.Cut(strings.ToLower(text), "e")
-	if negative && strings.Trim(mantissa, "0.") != "" {
-		f = -f
+	if e, err := strconv.Atoi(exp); hasExp && (err != nil || e > 300 || e < -300) {
+		return nil, false
 	}
-	return f, err == nil
+	if negative && strings.Trim(mantissa, "0.") != "" {
+		text = "-" + text
+	}
+	return json.Number(text), true
 }
 
 // taskDefaults are, for each built-in kind by its short and its full name
 // and for any other kind (""), the values the schema gives a task's fields
 // (but kind and config) that the task does not set: what a literal task
-// reads as where it says nothing. A built-in kind whose schema adds to a
-// config (a default, a field that is not optional) has nil: its tasks go
-// CUE's way.
+// reads as where it says nothing, merged one level deep. A kind whose
+// schema adds to a value satisfying it anything those defaults do not give
+// (a default or a field of its config, one below a task's field, or a
+// comprehension's, which no field shows) has nil: its tasks go CUE's way.
 func (s *Schema) taskDefaults() (map[string]map[string]any, error) {
+	conditional := map[string]bool{"": hasComprehension(baseSchema)}
 	kinds := []string{""}
 	for _, bi := range s.builtins {
 		_, short, _ := strings.Cut(bi.Kind, ".")
 		kinds = append(kinds, short, bi.Kind)
+		conditional[short] = conditional[""] || hasComprehension(bi.CUE)
+		conditional[bi.Kind] = conditional[short]
 	}
 	var src strings.Builder
 	for i, k := range kinds {
@@ -202,9 +214,10 @@ func (s *Schema) taskDefaults() (map[string]map[string]any, error) {
 		return nil, err
 	}
 	out := map[string]map[string]any{}
+kinds:
 	for i, k := range kinds {
 		task := v.LookupPath(cue.MakePath(cue.Str("tasks"), cue.Str(fmt.Sprintf("T%d", i))))
-		if addsTo(task.LookupPath(cue.MakePath(cue.Str("config"))), 0) {
+		if conditional[k] || addsTo(task.LookupPath(cue.MakePath(cue.Str("config"))), 0, false) {
 			out[k] = nil
 			continue
 		}
@@ -213,7 +226,12 @@ func (s *Schema) taskDefaults() (map[string]map[string]any, error) {
 			if name == "kind" || name == "config" {
 				continue
 			}
-			raw, err := task.LookupPath(cue.MakePath(cue.Str(name))).MarshalJSON()
+			fv := task.LookupPath(cue.MakePath(cue.Str(name)))
+			if addsTo(fv, 0, true) {
+				out[k] = nil
+				continue kinds
+			}
+			raw, err := fv.MarshalJSON()
 			if err != nil {
 				return nil, fmt.Errorf("the default of %s for kind %q: %v", name, k, err)
 			}
@@ -228,35 +246,53 @@ func (s *Schema) taskDefaults() (map[string]map[string]any, error) {
 	return out, nil
 }
 
-// addsTo reports whether the schema v of a config adds anything to a
-// config that satisfies it: a regular field (one CUE gives a value of its
-// own, or requires) that is not a plain type without a default, which the
-// config must set itself. Optional and required fields (a default there
-// adds nothing: the field is the config's or absent), and list elements,
-// are looked into; too deep a schema counts as adding.
-func addsTo(v cue.Value, depth int) bool {
+// hasComprehension reports whether CUE source src has a comprehension.
+func hasComprehension(src string) bool {
+	f, err := parser.ParseFile("schema.cue", src)
+	if err != nil {
+		return true
+	}
+	found := false
+	ast.Walk(f, func(n ast.Node) bool {
+		if _, ok := n.(*ast.Comprehension); ok {
+			found = true
+		}
+		return !found
+	}, nil)
+	return found
+}
+
+// addsTo reports whether the schema v adds anything to a value that
+// satisfies it: a regular field (one CUE gives a value of its own, or
+// requires) that is not a plain type without a default, which the value
+// must set itself; when merged, v's own regular fields are given by the
+// defaults merged in, and only what is below them counts. Optional and
+// required fields and pattern constraints (a default there adds nothing:
+// the field is the value's or absent), and list elements, are looked
+// into; too deep a schema counts as adding.
+func addsTo(v cue.Value, depth int, merged bool) bool {
 	if depth > 16 {
 		return true
 	}
 	switch v.IncompleteKind() {
 	case cue.StructKind:
-		it, err := v.Fields(cue.Optional(true))
+		it, err := v.Fields(cue.Optional(true), cue.Patterns(true))
 		if err != nil {
 			return true
 		}
 		for it.Next() {
 			f := it.Value()
-			if it.Selector().ConstraintType() == 0 {
+			if it.Selector().ConstraintType() == 0 && !merged {
 				if _, hasDefault := f.Default(); hasDefault || f.IsConcrete() || f.IncompleteKind()&(cue.StructKind|cue.ListKind) != 0 {
 					return true
 				}
 			}
-			if addsTo(f, depth+1) {
+			if addsTo(f, depth+1, false) {
 				return true
 			}
 		}
 	case cue.ListKind:
-		return addsTo(v.LookupPath(cue.MakePath(cue.AnyIndex)), depth+1)
+		return addsTo(v.LookupPath(cue.MakePath(cue.AnyIndex)), depth+1, false)
 	}
 	return false
 }
