@@ -42,7 +42,8 @@ func standing(files []*ast.File) [][]string {
 	return keys
 }
 
-// group is files evaluated together, and their size.
+// group is files evaluated together, their size, and whether one of them
+// sets daemon.
 type group struct {
 	files      []*ast.File
 	size       int
