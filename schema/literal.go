@@ -231,13 +231,10 @@ kinds:
 				out[k] = nil
 				continue kinds
 			}
-			raw, err := fv.MarshalJSON()
-			if err != nil {
-				return nil, fmt.Errorf("the default of %s for kind %q: %v", name, k, err)
-			}
 			var x any
-			if err := json.Unmarshal(raw, &x); err != nil {
-				return nil, err
+			if raw, err := fv.MarshalJSON(); err != nil || json.Unmarshal(raw, &x) != nil {
+				out[k] = nil // no default of its own: the task must say
+				continue kinds
 			}
 			d[name] = x
 		}
