@@ -29,32 +29,40 @@ import (
 // daemon are in one group. When a group is not valid, the whole
 // evaluation runs and reports the errors as it always has.
 
-// standing are the keys each file declares (see ownKeys), or nil when a
-// file does not stand alone.
-func standing(files []*ast.File) [][]string {
-	keys := make([][]string, len(files))
+// declaration is what a file that stands alone declares at its top
+// level: daemon settings (key "daemon"), or a task (key "tasks" NUL its
+// name) with its value.
+type declaration struct {
+	key   string
+	value ast.Expr
+}
+
+// standing are the declarations of each file (see declarations), or nil
+// when a file does not stand alone.
+func standing(files []*ast.File) [][]declaration {
+	decls := make([][]declaration, len(files))
 	for i, f := range files {
 		var ok bool
-		if keys[i], ok = ownKeys(f); !ok {
+		if decls[i], ok = declarations(f); !ok {
 			return nil
 		}
 	}
-	return keys
+	return decls
 }
 
-// group is files evaluated together, their size, and whether one of them
-// sets daemon.
+// group is files evaluated together, their size and their declarations.
 type group struct {
-	files      []*ast.File
-	size       int
-	setsDaemon bool
+	files []*ast.File
+	size  int
+	decls []declaration
 }
 
-// apart splits files, with the keys (see standing) and sizes given, into
-// up to n groups that declare no task in common, of about equal size; nil
-// when a file does not stand alone or they are not worth splitting.
-func apart(files []*ast.File, keys [][]string, sizes []int, n int) []group {
-	if keys == nil || n < 2 || len(files) < 2 {
+// apart splits files, with the declarations (see standing) and sizes
+// given, into up to n groups that declare no task in common, of about
+// equal size; nil when a file does not stand alone or they are not worth
+// splitting.
+func apart(files []*ast.File, decls [][]declaration, sizes []int, n int) []group {
+	if decls == nil || n < 2 || len(files) < 2 {
 		return nil
 	}
 	// Files that declare the same task or daemon settings are joined.
@@ -69,11 +77,11 @@ func apart(files []*ast.File, keys [][]string, sizes []int, n int) []group {
 	declaredIn := map[string]int{}
 	for i := range files {
 		root[i] = i
-		for _, k := range keys[i] {
-			if j, seen := declaredIn[k]; seen {
+		for _, d := range decls[i] {
+			if j, seen := declaredIn[d.key]; seen {
 				root[find(i)] = find(j)
 			} else {
-				declaredIn[k] = i
+				declaredIn[d.key] = i
 			}
 		}
 	}
@@ -89,7 +97,7 @@ func apart(files []*ast.File, keys [][]string, sizes []int, n int) []group {
 		}
 		c.files = append(c.files, f)
 		c.size += sizes[i]
-		c.setsDaemon = c.setsDaemon || slices.Contains(keys[i], "daemon")
+		c.decls = append(c.decls, decls[i]...)
 	}
 	if len(comps) < 2 {
 		return nil
@@ -108,7 +116,7 @@ func apart(files []*ast.File, keys [][]string, sizes []int, n int) []group {
 		g := &groups[lightest]
 		g.files = append(g.files, c.files...)
 		g.size += c.size
-		g.setsDaemon = g.setsDaemon || c.setsDaemon
+		g.decls = append(g.decls, c.decls...)
 	}
 	return groups
 }
@@ -120,12 +128,11 @@ var predeclared = map[string]bool{
 	"_": true, "bool": true, "bytes": true, "float": true, "int": true, "number": true, "string": true,
 }
 
-// ownKeys names what f declares at the top level ("daemon", and each task
-// as "tasks" NUL name); ok is false when f does not stand alone: when it
-// declares anything else there (a hidden field, a pattern, an embedding,
-// a comprehension, a let, a task of a computed name), or refers to
-// anything but a predeclared type.
-func ownKeys(f *ast.File) (keys []string, ok bool) {
+// declarations are what f declares at its top level; ok is false when f
+// does not stand alone: when it declares anything else there (a hidden
+// field, a pattern, an embedding, a comprehension, a let, a task of a
+// computed name), or refers to anything but a predeclared type.
+func declarations(f *ast.File) (decls []declaration, ok bool) {
 	var pkgName *ast.Ident // among the unresolved, though it refers to nothing
 	for _, d := range f.Decls {
 		if p, ok := d.(*ast.Package); ok {
@@ -156,25 +163,15 @@ func ownKeys(f *ast.File) (keys []string, ok bool) {
 			case !ok:
 				return nil, false
 			case name == "daemon":
-				keys = append(keys, name)
+				decls = append(decls, declaration{key: name, value: d.Value})
 			case name == "tasks":
 				st, isStruct := d.Value.(*ast.StructLit)
-				if !isStruct {
+				tasks, plain := plainFields(st)
+				if !isStruct || !plain {
 					return nil, false
 				}
-				for _, e := range st.Elts {
-					if _, isComment := e.(*ast.CommentGroup); isComment {
-						continue
-					}
-					task, isField := e.(*ast.Field)
-					if !isField {
-						return nil, false
-					}
-					name, ok := plainLabel(task)
-					if !ok {
-						return nil, false
-					}
-					keys = append(keys, "tasks\x00"+name)
+				for _, t := range tasks {
+					decls = append(decls, declaration{key: "tasks\x00" + t.name, value: t.value})
 				}
 			default:
 				return nil, false
@@ -183,7 +180,36 @@ func ownKeys(f *ast.File) (keys []string, ok bool) {
 			return nil, false
 		}
 	}
-	return keys, true
+	return decls, true
+}
+
+// plainField is a field with a plain label (see plainLabel).
+type plainField struct {
+	name  string
+	value ast.Expr
+}
+
+// plainFields are st's fields, in order; ok is false unless every one of
+// its elements is a comment or a field with a plain label.
+func plainFields(st *ast.StructLit) (fields []plainField, ok bool) {
+	if st == nil {
+		return nil, false
+	}
+	for _, e := range st.Elts {
+		if _, isComment := e.(*ast.CommentGroup); isComment {
+			continue
+		}
+		f, isField := e.(*ast.Field)
+		if !isField {
+			return nil, false
+		}
+		name, ok := plainLabel(f)
+		if !ok {
+			return nil, false
+		}
+		fields = append(fields, plainField{name, f.Value})
+	}
+	return fields, true
 }
 
 // plainLabel is the name of a regular field with a name written as an
@@ -213,19 +239,15 @@ func (s *Schema) loadApart(dir string, groups []group, cfg *Config) bool {
 	for i, g := range groups {
 		wg.Go(func() {
 			r := &results[i]
-			files := g.files
-			l, v, err := s.evaluate(dir, files)
+			l, v, err := s.evaluate(dir, g.files, g.decls)
 			if err != nil || v.Validate(cue.Concrete(true)) != nil {
 				r.invalid = true
 				return
 			}
-			if !s.walkOnly {
-				l.literals = declaredOnce(files)
-			}
 			// decode spreads the group's tasks over the cores too: a
 			// group that ends early leaves its core to the others.
 			var c Config
-			if r.tasks, err = l.decode(v, files, &c); err != nil {
+			if r.tasks, err = l.decode(v, g.files, &c); err != nil {
 				r.invalid = true
 				return
 			}
@@ -244,46 +266,29 @@ func (s *Schema) loadApart(dir string, groups []group, cfg *Config) bool {
 		for _, t := range r.tasks {
 			cfg.Tasks[t.name] = t.spec
 		}
-		if groups[i].setsDaemon {
+		if slices.ContainsFunc(groups[i].decls, func(d declaration) bool { return d.key == "daemon" }) {
 			cfg.Daemon = r.daemon
 		}
 	}
 	return true
 }
 
-// declaredOnce are the tasks that files, which stand alone, declare once,
-// by their declarations.
-func declaredOnce(files []*ast.File) map[string]ast.Expr {
-	decls := map[string]ast.Expr{}
+// declaredOnce are the tasks declared once among decls, by their values.
+func declaredOnce(decls []declaration) map[string]ast.Expr {
+	once := map[string]ast.Expr{}
 	twice := map[string]bool{}
-	for _, f := range files {
-		for _, d := range f.Decls {
-			field, ok := d.(*ast.Field)
-			if !ok {
-				continue
-			}
-			if name, _ := plainLabel(field); name != "tasks" {
-				continue
-			}
-			st, ok := field.Value.(*ast.StructLit)
-			if !ok {
-				continue // not a file that stands alone
-			}
-			for _, e := range st.Elts {
-				task, ok := e.(*ast.Field)
-				if !ok {
-					continue
-				}
-				name, _ := plainLabel(task)
-				if _, seen := decls[name]; seen {
-					twice[name] = true
-				}
-				decls[name] = task.Value
-			}
+	for _, d := range decls {
+		name, isTask := strings.CutPrefix(d.key, "tasks\x00")
+		if !isTask {
+			continue
 		}
+		if _, seen := once[name]; seen {
+			twice[name] = true
+		}
+		once[name] = d.value
 	}
 	for name := range twice {
-		delete(decls, name)
+		delete(once, name)
 	}
-	return decls
+	return once
 }

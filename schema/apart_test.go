@@ -166,10 +166,12 @@ tasks: H: {kind: "HTTPClient", config: allow: ["example.com"]}
 tasks: X: {kind: "Exec", config: {command: "/bin/cat", backoff: initial: 0.5}}
 tasks: D: {}
 `
-	fromFiles := map[string]int64{"plain": 5, "bench": 200, "seed": 3}
+	// A is declared twice: it is not read from either declaration alone.
+	srcs["twice"] = "tasks: A: config: x: 1\ntasks: B: {}\ntasks: A: restart: max: 9\n"
+	fromFiles := map[string]int64{"plain": 5, "bench": 200, "seed": 3, "twice": 1}
 	// These refer to something (a field, a let, a name): evaluated whole.
 	refers := map[string]bool{"counts": true, "refers": true, "across": true, "values": true, "listed-reference": true, "listed-comprehension": true}
-	apartWanted := map[string]bool{"plain": true, "bench": true, "kinds": true, "limits": true, "edge": true, "numbers": true, "emptyish": true, "seed": true}
+	apartWanted := map[string]bool{"plain": true, "twice": true, "bench": true, "kinds": true, "limits": true, "edge": true, "numbers": true, "emptyish": true, "seed": true}
 	for name, src := range srcs {
 		files := split(t, src, 3)
 		dir := testenv.WriteFiles(t, files)

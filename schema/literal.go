@@ -139,24 +139,17 @@ func plainValue(e ast.Expr) (any, bool) {
 		}
 		return out, true
 	case *ast.StructLit:
-		out := make(map[string]any, len(e.Elts))
-		for _, d := range e.Elts {
-			if _, isComment := d.(*ast.CommentGroup); isComment {
-				continue
-			}
-			f, ok := d.(*ast.Field)
-			if !ok {
+		fields, ok := plainFields(e)
+		if !ok {
+			return nil, false
+		}
+		out := make(map[string]any, len(fields))
+		for _, f := range fields {
+			v, ok := plainValue(f.value)
+			if _, dup := out[f.name]; !ok || dup {
 				return nil, false
 			}
-			name, ok := plainLabel(f)
-			if _, dup := out[name]; !ok || dup {
-				return nil, false
-			}
-			v, ok := plainValue(f.Value)
-			if !ok {
-				return nil, false
-			}
-			out[name] = v
+			out[f.name] = v
 		}
 		return out, true
 	}
@@ -209,7 +202,7 @@ func (s *Schema) taskDefaults() (map[string]map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, v, err := s.evaluate("", []*ast.File{f})
+	_, v, err := s.evaluate("", []*ast.File{f}, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -400,20 +401,21 @@ func (s *Schema) Load(path string) (*Config, error) {
 	// Files that stand alone are evaluated in groups, on several cores,
 	// and their plain tasks read from them (apart.go, literal.go); the
 	// whole evaluation below reports any error.
-	var keys [][]string
+	var decls [][]declaration
 	if !s.viaJSON {
-		keys = standing(asts)
+		decls = standing(asts)
 	}
-	if groups := apart(asts, keys, sizes, cmp.Or(s.groups, runtime.GOMAXPROCS(0))); keys != nil && len(groups) > 1 && s.loadApart(dir, groups, cfg) {
+	if groups := apart(asts, decls, sizes, cmp.Or(s.groups, runtime.GOMAXPROCS(0))); len(groups) > 1 && s.loadApart(dir, groups, cfg) {
 		s.apartLoads.Add(1)
 		return cfg, nil
 	}
-	l, v, err := s.evaluate(dir, asts)
+	var all []declaration
+	if decls != nil {
+		all = slices.Concat(decls...)
+	}
+	l, v, err := s.evaluate(dir, asts, all)
 	if err != nil {
 		return nil, fmt.Errorf("schema: %v", err)
-	}
-	if keys != nil && !s.walkOnly {
-		l.literals = declaredOnce(asts)
 	}
 	// user, the files alone, only locates errors; built when there are.
 	user := sync.OnceValue(func() cue.Value {
@@ -625,8 +627,9 @@ type loading struct {
 // schema with the files built alone evaluated the files twice). Each
 // evaluation has a CUE context of its own: a context keeps every value
 // built in it, and one shared by every load kept each load's whole config
-// (6-17 MiB for 1,000 tasks).
-func (s *Schema) evaluate(dir string, files []*ast.File) (*loading, cue.Value, error) {
+// (6-17 MiB for 1,000 tasks). decls are the files' declarations when
+// they stand alone (else nil): their plain tasks are read from them.
+func (s *Schema) evaluate(dir string, files []*ast.File, decls []declaration) (*loading, cue.Value, error) {
 	// Parsed again each time (90 µs): AddSyntax resolves a file's names
 	// in its syntax tree, which evaluations side by side would share.
 	schemaAST, err := parser.ParseFile(SchemaFile, s.src)
@@ -641,6 +644,9 @@ func (s *Schema) evaluate(dir string, files []*ast.File) (*loading, cue.Value, e
 	}
 	l := &loading{Schema: s, ctx: cuecontext.New()}
 	l.empty = l.ctx.CompileString("{}")
+	if decls != nil && !s.walkOnly {
+		l.literals = declaredOnce(decls)
+	}
 	return l, l.ctx.BuildInstance(inst), nil
 }
 
